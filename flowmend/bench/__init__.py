@@ -1,0 +1,1 @@
+"""Datasets, splits, baselines, batch runs and reports; may read hidden tests."""

@@ -1,0 +1,62 @@
+"""The `flowmend` command: one sub-command per verb, each defined next to the code it drives."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rich.console import Console
+
+from flowmend.errors import UserError
+
+# Each module defines `register(subparsers)`, adding its verbs with `set_defaults(run=...)`.
+# They import only argparse-level things at module level, so `flowmend --help` stays fast.
+VERB_MODULES = (
+    "flowmend.engine._cli",
+    "flowmend.operators._cli",
+    "flowmend.sandbox._cli",
+    "flowmend.llm._cli",
+    "flowmend.bench._cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowmend",
+        description=(
+            "Repair and optimise LLM workflows at test time: run the program, read the "
+            "verifier's feedback, let a weak local model pick typed AST edits, keep the best."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except UserError as err:
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {err}", markup=True)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+
+
+def _version() -> str:
+    from flowmend import __version__
+
+    return f"flowmend {__version__}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Batch-first model client, its backends and the local model store."""

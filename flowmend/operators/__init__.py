@@ -1,0 +1,1 @@
+"""The built-in typed operators, one module each; importing this package registers them."""

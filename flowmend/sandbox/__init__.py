@@ -1,0 +1,1 @@
+"""Isolated, supervised execution of untrusted code: workflows and model-written programs."""

@@ -1,0 +1,1 @@
+"""Deployable feedback: visible checks, structured verdicts, scores, and gamma/kappa."""
