@@ -1,0 +1,351 @@
+"""What the benchmark measures, computed from the records of ``results.jsonl``.
+
+Pure functions of the records: pass@1 on hidden tests, success under budget, mean calls,
+tokens and cost per task and per solved task, the verifier's alignment γ, the optimizer's
+proposal quality κ, patch sizes, the share of proposals that applied, and paired bootstrap
+confidence intervals of pass@1 differences. Every figure carries the sample size it rests on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import libcst as cst
+
+# Formatting nodes are not part of the program's structure: a patch that only re-indents or
+# re-spaces changes no AST node.
+_FORMATTING = (
+    cst.BaseParenthesizableWhitespace,
+    cst.EmptyLine,
+    cst.Newline,
+    cst.TrailingWhitespace,
+    cst.Comment,
+    cst.Semicolon,
+    cst.Comma,
+    cst.Colon,
+    cst.Dot,
+    cst.LeftParen,
+    cst.RightParen,
+    cst.LeftSquareBracket,
+    cst.RightSquareBracket,
+    cst.LeftCurlyBrace,
+    cst.RightCurlyBrace,
+    cst.ImportStar,
+    cst.AssignEqual,
+    cst.AssignTarget,
+)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure with the sample it rests on; ``value`` is None when ``n`` is 0."""
+
+    value: float | None
+    n: int
+    lo: float | None = None
+    hi: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "n": self.n, "lo": self.lo, "hi": self.hi}
+
+
+def _mean(values: Sequence[float]) -> Estimate:
+    return Estimate(sum(values) / len(values) if values else None, len(values))
+
+
+# ---------------------------------------------------------------- patch size
+
+
+def _structural_children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    return [c for c in node.children if not isinstance(c, _FORMATTING)]
+
+
+def _size(node: cst.CSTNode) -> int:
+    return 1 + sum(_size(c) for c in _structural_children(node))
+
+
+def _leaf_value(node: cst.CSTNode) -> Any:
+    # Leaves such as Name, Integer, SimpleString and operators carry their meaning in fields.
+    return getattr(node, "value", type(node).__name__)
+
+
+def _diff(a: cst.CSTNode, b: cst.CSTNode, code) -> int:
+    if type(a) is not type(b):
+        return _size(a) + _size(b)
+    if a.deep_equals(b):
+        return 0
+    ca, cb = _structural_children(a), _structural_children(b)
+    if not ca and not cb:
+        return 0 if _leaf_value(a) == _leaf_value(b) else 2
+    keys_a, keys_b = [code(c) for c in ca], [code(c) for c in cb]
+    changed = 0
+    matcher = difflib.SequenceMatcher(a=keys_a, b=keys_b, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        left, right = ca[i1:i2], cb[j1:j2]
+        for x, y in zip(left, right):
+            changed += _diff(x, y, code)
+        changed += sum(_size(x) for x in left[len(right):])
+        changed += sum(_size(y) for y in right[len(left):])
+    return changed
+
+
+def patch_size(parent_source: str, child_source: str) -> int | None:
+    """AST nodes changed between two programs: nodes removed plus nodes added.
+
+    Both sources are parsed with libcst; formatting nodes (whitespace, comments, commas and
+    brackets) are ignored. Matching is top-down: identical subtrees cost 0, a node of another
+    type replaces the whole subtree (its size on both sides), a node of the same type is
+    compared child by child after aligning the children's code with a longest-common-
+    subsequence match, and a changed leaf (a name, a literal) counts 2 (one out, one in). A
+    prompt edit therefore costs 2, wrapping a call in a retry loop costs the nodes of the loop.
+    None when either side does not parse.
+    """
+    try:
+        a, b = cst.parse_module(parent_source), cst.parse_module(child_source)
+    except cst.ParserSyntaxError:
+        return None
+    cache: dict[int, str] = {}
+
+    def code(node: cst.CSTNode) -> str:
+        key = id(node)
+        if key not in cache:
+            cache[key] = type(node).__name__ + ":" + cst.Module(body=[]).code_for_node(node).strip()
+        return cache[key]
+
+    return _diff(a, b, code)
+
+
+# ---------------------------------------------------------------- gamma and kappa
+
+
+def gamma(pairs: Iterable[tuple[float, float, float, float]]) -> Estimate:
+    """γ = P[sign(S(a) − S(b)) = sign(U(a) − U(b))] − 1/2 over pairs with U(a) ≠ U(b).
+
+    ``pairs`` holds ``(score_a, utility_a, score_b, utility_b)``. A pair the verifier scores
+    equal agrees with neither order: it counts one half, so a verifier that cannot tell
+    candidates apart has γ = 0, one that always agrees with the hidden tests 1/2.
+    """
+    agree, n = 0.0, 0
+    for sa, ua, sb, ub in pairs:
+        if ua == ub:
+            continue
+        n += 1
+        ds = (sa > sb) - (sa < sb)
+        du = (ua > ub) - (ua < ub)
+        agree += 0.5 if ds == 0 else float(ds == du)
+    return Estimate(agree / n - 0.5 if n else None, n)
+
+
+def candidate_pairs(records: Iterable[dict]) -> list[tuple[float, float, float, float]]:
+    """Every pair of distinct candidates of the same (task, method) run, with score and U."""
+    out = []
+    for r in records:
+        cands = [c for c in r.get("candidates", ())
+                 if c.get("score") is not None and c.get("hidden") is not None]
+        for i, a in enumerate(cands):
+            for b in cands[i + 1:]:
+                out.append((a["score"], a["hidden"], b["score"], b["hidden"]))
+    return out
+
+
+def kappa_events(record: dict, delta: float = 0.0) -> list[bool]:
+    """One entry per loop iteration (k ≥ 1): did some proposal beat the incumbent's U by > Δ?
+
+    The incumbent of iteration k is the candidate selected in iteration k − 1 (or iteration
+    k's candidate 0 when the loop recorded it). Iterations whose incumbent already passes every
+    hidden test cannot improve and are left out; iterations whose proposals all failed to
+    apply count as no improvement.
+    """
+    by_iter: dict[int, list[dict]] = defaultdict(list)
+    for c in record.get("candidates", ()):
+        by_iter[int(c.get("iteration", 0))].append(c)
+    events = []
+    for k in sorted(by_iter):
+        if k == 0:
+            continue
+        incumbent = next((c for c in by_iter[k] if c.get("index") == 0), None)
+        if incumbent is None:
+            incumbent = next((c for c in by_iter.get(k - 1, ()) if c.get("selected")), None)
+        if incumbent is None or incumbent.get("hidden") is None:
+            continue
+        u0 = incumbent["hidden"]
+        if u0 >= 1.0:
+            continue
+        proposals = [c for c in by_iter[k] if c.get("index", 0) != 0 and c.get("hidden") is not None]
+        events.append(any(c["hidden"] > u0 + delta for c in proposals))
+    return events
+
+
+def kappa(records: Iterable[dict], delta: float = 0.0) -> Estimate:
+    events = [e for r in records for e in kappa_events(r, delta)]
+    return Estimate(sum(events) / len(events) if events else None, len(events))
+
+
+def kappa_by_iteration(records: Iterable[dict], delta: float = 0.0) -> dict[int, Estimate]:
+    """κ at each iteration number, for the γ/κ plot."""
+    hits: dict[int, list[bool]] = defaultdict(list)
+    for r in records:
+        ks = sorted({int(c.get("iteration", 0)) for c in r.get("candidates", ())} - {0})
+        for k, event in zip(ks, kappa_events(r, delta)):
+            hits[k].append(event)
+    return {k: Estimate(sum(v) / len(v), len(v)) for k, v in sorted(hits.items())}
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000, seed: int = 0
+) -> Estimate:
+    """Mean of ``a − b`` over paired tasks with a percentile 95% interval (seeded numpy)."""
+    import numpy as np
+
+    if len(a) != len(b):
+        raise ValueError("paired samples must have the same length")
+    n = len(a)
+    if n == 0:
+        return Estimate(None, 0)
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // n)  # bound memory: resample in blocks
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = d[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return Estimate(float(d.mean()), n, float(lo), float(hi))
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> Estimate:
+    """A proportion with its Wilson 95% interval (sound at 0 and n, unlike the normal one)."""
+    if n == 0:
+        return Estimate(None, 0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Estimate(p, n, max(0.0, centre - half), min(1.0, centre + half))
+
+
+# ---------------------------------------------------------------- per-method summary
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    method: str
+    baseline: bool
+    pass_at_1: Estimate
+    success_under_budget: Estimate
+    errors: int
+    iterations: Estimate
+    calls: Estimate
+    tokens: Estimate
+    cost: Estimate
+    wall_s: Estimate
+    calls_per_solved: Estimate
+    tokens_per_solved: Estimate
+    cost_per_solved: Estimate
+    gamma: Estimate
+    kappa: Estimate
+    patch_size: Estimate
+    applied_share: Estimate
+    vs_best_baseline: Estimate | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "baseline": self.baseline,
+                               "errors": self.errors}
+        for name in ("pass_at_1", "success_under_budget", "iterations", "calls", "tokens",
+                     "cost", "wall_s", "calls_per_solved", "tokens_per_solved",
+                     "cost_per_solved", "gamma", "kappa", "patch_size", "applied_share"):
+            out[name] = getattr(self, name).to_json()
+        out["vs_best_baseline"] = self.vs_best_baseline.to_json() if self.vs_best_baseline else None
+        return out
+
+
+def within_budget(record: dict) -> bool:
+    """Whether the record's spending stayed under every cap of its budget."""
+    budget = record.get("budget") or {}
+    for key, spent in (("calls", record.get("calls", 0)), ("tokens", record.get("tokens", 0)),
+                       ("cost", record.get("cost", 0.0)), ("wall_s", record.get("wall_s", 0.0))):
+        cap = budget.get(key)
+        if cap is not None and spent is not None and spent > cap:
+            return False
+    return True
+
+
+def summarize_method(name: str, records: Sequence[dict], *, baseline: bool = False) -> MethodSummary:
+    n = len(records)
+    solved = [r for r in records if r.get("passed")]
+    sizes = [c["patch_size"] for r in records for c in r.get("candidates", ())
+             if c.get("patch_size") is not None and c.get("index", 0) != 0]
+    tried = sum((r.get("proposals") or {}).get("tried", 0) for r in records)
+    applied = sum((r.get("proposals") or {}).get("applied", 0) for r in records)
+
+    def per(key: str, rows: Sequence[dict]) -> Estimate:
+        return _mean([float(r.get(key) or 0) for r in rows])
+
+    return MethodSummary(
+        method=name,
+        baseline=baseline,
+        pass_at_1=wilson(len(solved), n),
+        success_under_budget=wilson(sum(1 for r in solved if within_budget(r)), n),
+        errors=sum(1 for r in records if r.get("status") == "error"),
+        iterations=per("iterations", records),
+        calls=per("calls", records),
+        tokens=per("tokens", records),
+        cost=per("cost", records),
+        wall_s=per("wall_s", records),
+        calls_per_solved=per("calls", solved),
+        tokens_per_solved=per("tokens", solved),
+        cost_per_solved=per("cost", solved),
+        gamma=gamma(candidate_pairs(records)),
+        kappa=kappa(records),
+        patch_size=_mean(sizes),
+        applied_share=Estimate(applied / tried if tried else None, tried),
+    )
+
+
+def summarize(
+    records: Sequence[dict], *, baselines: Iterable[str] = (), resamples: int = 10_000,
+    seed: int = 0,
+) -> list[MethodSummary]:
+    """One summary per method, in first-seen order, with bootstrap CIs against the best baseline.
+
+    The best baseline is the baseline method with the highest pass@1 (the first on ties). Each
+    other method's difference is paired over the tasks both ran.
+    """
+    baselines = set(baselines)
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["method"], []).append(r)
+    summaries = [summarize_method(m, rows, baseline=m in baselines) for m, rows in groups.items()]
+    best = best_baseline(summaries)
+    if best is None:
+        return summaries
+    base = {r["task_id"]: float(bool(r.get("passed"))) for r in groups[best.method]}
+    out = []
+    for s in summaries:
+        if s.method != best.method:
+            mine = {r["task_id"]: float(bool(r.get("passed"))) for r in groups[s.method]}
+            common = sorted(set(mine) & set(base))
+            ci = paired_bootstrap([mine[t] for t in common], [base[t] for t in common],
+                                  resamples=resamples, seed=seed)
+            s = replace(s, vs_best_baseline=ci)
+        out.append(s)
+    return out
+
+
+def best_baseline(summaries: Sequence[MethodSummary]) -> MethodSummary | None:
+    candidates = [s for s in summaries if s.baseline and s.pass_at_1.value is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda s: s.pass_at_1.value)  # max keeps the first on ties
+
