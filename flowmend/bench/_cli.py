@@ -1,5 +1,8 @@
-"""Command-line verbs of this package (placeholder until its verbs land)."""
+"""Command-line verbs of this package."""
 
 
 def register(sub) -> None:
     """Add this package's verbs to the `flowmend` parser."""
+    from flowmend.bench import _bench_cli
+
+    _bench_cli.register(sub)  # bench, report

@@ -41,6 +41,11 @@ _FORMATTING = (
 )
 
 
+# κ counts an iteration when some proposal beats the incumbent's hidden utility by at least Δ:
+# any strict improvement (one more hidden test passed), not a tie.
+KAPPA_DELTA = 1e-9
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A figure with the sample it rests on; ``value`` is None when ``n`` is 0."""
@@ -143,6 +148,19 @@ def gamma(pairs: Iterable[tuple[float, float, float, float]]) -> Estimate:
     return Estimate(agree / n - 0.5 if n else None, n)
 
 
+def gamma_of(records: Iterable[dict]) -> Estimate:
+    """γ over the candidates of each (task, method) run (``flowmend.verifier.gamma`` when present)."""
+    records = list(records)
+    try:
+        from flowmend.verifier import gamma as verifier_gamma
+    except ImportError:
+        return gamma(candidate_pairs(records))
+    scored = [{"score": c["score"], "utility": c["hidden"], "group": f"{r['task_id']}|{r['method']}"}
+              for r in records for c in r.get("candidates", ())
+              if c.get("score") is not None and c.get("hidden") is not None]
+    return _estimate(verifier_gamma(scored))
+
+
 def candidate_pairs(records: Iterable[dict]) -> list[tuple[float, float, float, float]]:
     """Every pair of distinct candidates of the same (task, method) run, with score and U."""
     out = []
@@ -155,18 +173,18 @@ def candidate_pairs(records: Iterable[dict]) -> list[tuple[float, float, float, 
     return out
 
 
-def kappa_events(record: dict, delta: float = 0.0) -> list[bool]:
-    """One entry per loop iteration (k ≥ 1): did some proposal beat the incumbent's U by > Δ?
+def kappa_iterations(record: dict) -> list[tuple[int, float, tuple[float, ...]]]:
+    """``(iteration, U(incumbent), U of each executed proposal)`` for every loop iteration k ≥ 1.
 
-    The incumbent of iteration k is the candidate selected in iteration k − 1 (or iteration
-    k's candidate 0 when the loop recorded it). Iterations whose incumbent already passes every
-    hidden test cannot improve and are left out; iterations whose proposals all failed to
-    apply count as no improvement.
+    The incumbent of iteration k is iteration k's candidate 0 when the loop recorded it, else
+    the candidate selected in iteration k − 1. Iterations whose incumbent already passes every
+    hidden test cannot improve and are left out; an iteration whose proposals all failed to
+    apply has no proposals and counts as one that found nothing.
     """
     by_iter: dict[int, list[dict]] = defaultdict(list)
     for c in record.get("candidates", ()):
         by_iter[int(c.get("iteration", 0))].append(c)
-    events = []
+    out = []
     for k in sorted(by_iter):
         if k == 0:
             continue
@@ -175,27 +193,47 @@ def kappa_events(record: dict, delta: float = 0.0) -> list[bool]:
             incumbent = next((c for c in by_iter.get(k - 1, ()) if c.get("selected")), None)
         if incumbent is None or incumbent.get("hidden") is None:
             continue
-        u0 = incumbent["hidden"]
+        u0 = float(incumbent["hidden"])
         if u0 >= 1.0:
             continue
-        proposals = [c for c in by_iter[k] if c.get("index", 0) != 0 and c.get("hidden") is not None]
-        events.append(any(c["hidden"] > u0 + delta for c in proposals))
-    return events
+        proposals = tuple(float(c["hidden"]) for c in by_iter[k]
+                          if c.get("index", 0) != 0 and c.get("hidden") is not None)
+        out.append((k, u0, proposals))
+    return out
 
 
-def kappa(records: Iterable[dict], delta: float = 0.0) -> Estimate:
-    events = [e for r in records for e in kappa_events(r, delta)]
-    return Estimate(sum(events) / len(events) if events else None, len(events))
+def kappa_events(record: dict, delta: float = KAPPA_DELTA) -> list[bool]:
+    """Per iteration: did some proposal reach U ≥ U(incumbent) + Δ?"""
+    return [any(u >= u0 + delta for u in us) for _, u0, us in kappa_iterations(record)]
 
 
-def kappa_by_iteration(records: Iterable[dict], delta: float = 0.0) -> dict[int, Estimate]:
+def kappa(records: Iterable[dict], delta: float = KAPPA_DELTA) -> Estimate:
+    """κ over every loop iteration of the records (``flowmend.verifier.kappa`` when present)."""
+    iterations = [(u0, us) for r in records for _, u0, us in kappa_iterations(r)]
+    try:
+        from flowmend.verifier import kappa as verifier_kappa
+    except ImportError:
+        verifier_kappa = None
+    if verifier_kappa is not None:
+        found = verifier_kappa([{"current": u0, "proposals": us} for u0, us in iterations], delta)
+        return _estimate(found)
+    hits = [any(u >= u0 + delta for u in us) for u0, us in iterations]
+    return Estimate(sum(hits) / len(hits) if hits else None, len(hits))
+
+
+def kappa_by_iteration(records: Iterable[dict], delta: float = KAPPA_DELTA) -> dict[int, Estimate]:
     """κ at each iteration number, for the γ/κ plot."""
     hits: dict[int, list[bool]] = defaultdict(list)
     for r in records:
-        ks = sorted({int(c.get("iteration", 0)) for c in r.get("candidates", ())} - {0})
-        for k, event in zip(ks, kappa_events(r, delta)):
-            hits[k].append(event)
+        for k, u0, us in kappa_iterations(r):
+            hits[k].append(any(u >= u0 + delta for u in us))
     return {k: Estimate(sum(v) / len(v), len(v)) for k, v in sorted(hits.items())}
+
+
+def _estimate(found: Any) -> Estimate:
+    """The verifier's estimate (NaN when empty) as ours (None when empty)."""
+    value = float(found.value)
+    return Estimate(None if math.isnan(value) else value, int(found.n))
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -306,7 +344,7 @@ def summarize_method(name: str, records: Sequence[dict], *, baseline: bool = Fal
         calls_per_solved=per("calls", solved),
         tokens_per_solved=per("tokens", solved),
         cost_per_solved=per("cost", solved),
-        gamma=gamma(candidate_pairs(records)),
+        gamma=gamma_of(records),
         kappa=kappa(records),
         patch_size=_mean(sizes),
         applied_share=Estimate(applied / tried if tried else None, tried),

