@@ -1,5 +1,406 @@
-"""Command-line verbs of this package (placeholder until its verbs land)."""
+"""Command-line verbs of the engine: `ops`, `steps`, `apply` and `demo`.
+
+`add_workflow_options` and `load_workflow` are shared with other packages' verbs (`fuzz`,
+`repair`, ...) so every verb reads a workflow with the same `--entry` and `--step-callee`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flowmend.errors import UserError
+
+DEFAULT_ENTRY = "solve"
+DEFAULT_STEP_CALLEES = ("llm",)
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "workflows"
+
+
+def add_workflow_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--entry NAME`` and ``--step-callee PATTERN`` (repeatable) to a verb's parser."""
+    parser.add_argument(
+        "--entry",
+        default=DEFAULT_ENTRY,
+        metavar="NAME",
+        help="the workflow's entry function: a module-level function or Class.method "
+        f"(default: {DEFAULT_ENTRY})",
+    )
+    parser.add_argument(
+        "--step-callee",
+        dest="step_callees",
+        action="append",
+        metavar="PATTERN",
+        help="a call whose dotted callee matches PATTERN is a step; globs allowed "
+        "(self.generate, self.ask_*); repeat for several (default: llm)",
+    )
+
+
+def workflow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `parse_workflow` keyword arguments that `add_workflow_options` collected."""
+    return {
+        "entry": getattr(args, "entry", DEFAULT_ENTRY) or DEFAULT_ENTRY,
+        "step_callees": tuple(getattr(args, "step_callees", None) or DEFAULT_STEP_CALLEES),
+    }
+
+
+def read_text(path: str | Path, what: str = "workflow") -> str:
+    """A user-named UTF-8 file's text; a one-line `UserError` when it cannot be read."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what} is a directory, not a file", where=str(path))
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"no such {what} file", where=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what} is not UTF-8 text (byte {err.start})", where=str(path)) from None
+    except OSError as err:
+        raise UserError(f"cannot read {what}: {err.strerror or err}", where=str(path)) from None
+
+
+def load_workflow(path: str | Path, args: argparse.Namespace):
+    """Read and parse the workflow a user named, with the verb's `--entry`/`--step-callee`."""
+    from flowmend.engine._workflow import parse_workflow
+
+    return parse_workflow(read_text(path), path=str(path), **workflow_options(args))
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: all or nothing."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise UserError("output directory does not exist", where=str(directory))
+    mode = target.stat().st_mode & 0o777 if target.exists() else None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise UserError(f"cannot write: {err.strerror or err}", where=str(path)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def register(sub) -> None:
     """Add this package's verbs to the `flowmend` parser."""
+    ops = sub.add_parser(
+        "ops",
+        help="list the operators: name, kind, description, argument schema",
+        description="List the typed edit operators a repair can use, with their kind (prompt "
+        "or structure), one-line description and the JSON schema of their arguments.",
+    )
+    ops.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    ops.add_argument("--doc", action="store_true", help="print each operator's examples as Markdown")
+    ops.add_argument("--kind", choices=("prompt", "structure"), help="only operators of this kind")
+    ops.set_defaults(run=run_ops)
+
+    steps = sub.add_parser(
+        "steps",
+        help="show a workflow's steps, prompts and data flow",
+        description="Parse a workflow and show its steps (the LLM call sites reachable from the "
+        "entry function): id, line, callee, prompt, the variables each reads and the steps its "
+        "output feeds. With --menu, also the numbered menu of applicable edits.",
+    )
+    steps.add_argument("workflow", metavar="WORKFLOW.py", help="the workflow to read")
+    add_workflow_options(steps)
+    steps.add_argument("--menu", action="store_true", help="also list the applicable edits")
+    steps.add_argument("--json", action="store_true", help="print JSON (keys: entry, steps, ...)")
+    steps.set_defaults(run=run_steps)
+
+    apply = sub.add_parser(
+        "apply",
+        help="apply a patch (or a list of patches) to a workflow and print the diff",
+        description="Apply PATCH.json (one flowmend.patch/1 object or a list, applied in "
+        "order) to WORKFLOW.py and print the unified diff. Nothing is written unless -o or "
+        "--in-place is given; on any error nothing is written at all (exit code 2).",
+    )
+    apply.add_argument("workflow", metavar="WORKFLOW.py", help="the workflow to edit")
+    apply.add_argument("patch", metavar="PATCH.json", help="one patch object or a list of them")
+    where = apply.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", metavar="OUT", help="write the edited workflow to OUT")
+    where.add_argument("--in-place", action="store_true", help="overwrite WORKFLOW.py")
+    add_workflow_options(apply)
+    apply.add_argument("--json", action="store_true", help="print JSON: diff, source, written")
+    apply.set_defaults(run=run_apply)
+
+    demo = sub.add_parser(
+        "demo",
+        help="show the steps of the seed workflow and apply an example patch",
+        description="The main job for now: read examples/workflows/plan_then_code.py, show its "
+        "steps and data flow, and apply an example patch (wrap-in-retry on the `code` step), "
+        "printing the diff. Nothing is written.",
+    )
+    demo.add_argument(
+        "--workflow", metavar="WORKFLOW.py", help="another workflow to show (default: the seed)"
+    )
+    add_workflow_options(demo)
+    demo.add_argument("--json", action="store_true", help="print JSON: steps, patch, diff")
+    demo.set_defaults(run=run_demo)
+
+
+# --- ops -------------------------------------------------------------------------------------
+
+
+def run_ops(args: argparse.Namespace) -> int:
+    from flowmend.engine import _operator as registry
+    from flowmend.engine._schema import target_schema
+
+    operators = [c for c in registry.all_operators() if args.kind in (None, c.kind)]
+    if args.json:
+        data = [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "description": c.DESCRIPTION,
+                "args_schema": c.args_schema(),
+                "target_schema": target_schema(c),
+                "idempotent": bool(getattr(c, "IDEMPOTENT", False)),
+                "examples": len(c.EXAMPLES),
+            }
+            for c in operators
+        ]
+        _print_json(data)
+        return 0
+    if args.doc:
+        sys.stdout.write(_ops_markdown(operators))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(operators)} operators", show_lines=True)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("description")
+    table.add_column("arguments")
+    for c in operators:
+        table.add_row(c.name, c.kind, c.DESCRIPTION, _args_summary(c.args_schema()) or "-")
+    Console().print(table)
+    return 0
+
+
+def _args_summary(schema: dict) -> str:
+    lines = []
+    for name, prop in schema.get("properties", {}).items():
+        if "enum" in prop:
+            kind = "|".join(json.dumps(v) for v in prop["enum"])
+        else:
+            kind = prop.get("type", "?")
+            kind = "/".join(kind) if isinstance(kind, list) else kind
+        if "minimum" in prop:
+            kind += f" {prop['minimum']}..{prop['maximum']}"
+        default = f" = {json.dumps(prop['default'])}" if "default" in prop else ""
+        lines.append(f"{name}: {kind}{default}")
+    return "\n".join(lines)
+
+
+def _ops_markdown(operators) -> str:
+    import textwrap
+
+    out = ["# flowmend operators\n"]
+    for c in operators:
+        out.append(f"\n## `{c.name}` ({c.kind})\n\n{c.DESCRIPTION}\n")
+        props = c.args_schema().get("properties", {})
+        if props:
+            out.append("\n| argument | type | default | meaning |\n| --- | --- | --- | --- |\n")
+            summary = dict(
+                line.split(": ", 1) for line in _args_summary(c.args_schema()).splitlines()
+            )
+            for name, prop in props.items():
+                kind = summary[name].split(" = ")[0]
+                default = json.dumps(prop["default"]) if "default" in prop else "required"
+                out.append(f"| `{name}` | {kind} | {default} | {prop.get('description', '')} |\n")
+        for i, case in enumerate(c.EXAMPLES, 1):
+            args = json.dumps(case.args) if case.args else "{}"
+            target = json.dumps(case.target) if case.target else "first site"
+            out.append(f"\nExample {i}: target {target}, args `{args}`\n\n")
+            out.append("```python\n" + textwrap.dedent(case.before).strip() + "\n```\n\nbecomes\n\n")
+            out.append("```python\n" + textwrap.dedent(case.after or "").strip() + "\n```\n")
+        for case in c.NOT_APPLICABLE:
+            out.append("\nNot applicable:\n\n```python\n" + textwrap.dedent(case.before).strip() + "\n```\n")
+    return "".join(out)
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def run_steps(args: argparse.Namespace) -> int:
+    wf = load_workflow(args.workflow, args)
+    items = _menu_or_empty(wf) if args.menu else None
+    if args.json:
+        data = wf.to_json()
+        if items is not None:
+            data["menu"] = [item.to_json() for item in items]
+        _print_json(data)
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    _print_steps(console, wf)
+    if items is not None:
+        _print_menu(console, items)
+    return 0
+
+
+def _menu_or_empty(wf):
+    from flowmend.engine._menu import menu
+
+    return menu(wf)
+
+
+def _print_steps(console, wf) -> None:
+    from rich.table import Table
+
+    fn = wf.entry_function
+    kind = "async " if fn.is_async else ""
+    title = f"{wf.path or 'workflow'}: entry {kind}{wf.entry}, {len(wf.steps)} step(s)"
+    table = Table(title=title, title_justify="left", show_lines=True)
+    table.add_column("id", style="bold cyan", no_wrap=True)
+    table.add_column("line", justify="right")
+    table.add_column("call")
+    table.add_column("prompt")
+    table.add_column("reads")
+    table.add_column("feeds")
+    for step in wf.steps:
+        call = ("await " if step.awaited else "") + step.callee
+        if step.function != wf.entry:
+            call += f"\nin {step.function}"
+        if step.params:
+            call += "\n" + ", ".join(f"{k}={v}" for k, v in step.params)
+        prompt = "-"
+        if step.prompt is not None:
+            p = step.prompt
+            head = p.kind + (f" {p.constant}" if p.constant else "")
+            body = _clip(p.text.replace("\n", "\\n")) if p.text is not None else ", ".join(p.placeholders)
+            prompt = f"[dim]{head}[/]\n{_escape(body)}"
+        feeds = ", ".join(step.feeds) or "-"
+        if step.flow_caveat:
+            feeds += f"\n[yellow]approximate: {_escape(step.flow_caveat)}[/]"
+        table.add_row(step.id, str(step.line), _escape(call), prompt,
+                      _escape(", ".join(step.reads) or "-"), feeds)
+    console.print(table)
+
+
+def _print_menu(console, items) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(items)} applicable edit(s)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("label", style="cyan")
+    table.add_column("kind")
+    for i, item in enumerate(items, 1):
+        table.add_row(str(i), _escape(item.label), item.kind)
+    console.print(table)
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# --- apply -----------------------------------------------------------------------------------
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from flowmend.engine._operator import Applied
+    from flowmend.engine._patch import apply_patches, read_patches
+
+    wf = load_workflow(args.workflow, args)
+    patches = read_patches(args.patch)
+    result = apply_patches(wf, patches)
+    if not isinstance(result, Applied):
+        detail = " ".join(result.detail.split())
+        raise UserError(f"{result.reason.value}: {detail}", where=args.patch)
+    written = None
+    if args.output or args.in_place:
+        written = args.workflow if args.in_place else args.output
+        write_atomically(written, result.source)
+    if args.json:
+        _print_json({"changed": result.source != wf.source, "diff": result.diff,
+                     "source": result.source, "written": written})
+        return 0
+    _print_diff(result.diff)
+    from rich.console import Console
+
+    note = Console(stderr=True, highlight=False)
+    if not result.diff:
+        note.print("no change")
+    if written:
+        note.print(f"wrote {written}")
+    return 0
+
+
+def _print_diff(diff: str) -> None:
+    if not diff:
+        return
+    if not sys.stdout.isatty():
+        sys.stdout.write(diff)  # exactly the unified diff, for `patch` and for pipes
+        return
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    Console().print(Syntax(diff, "diff", theme="ansi_dark", word_wrap=True))
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from flowmend.engine._menu import menu
+    from flowmend.engine._operator import Applied
+    from flowmend.engine._patch import apply_patch
+
+    path = Path(args.workflow) if args.workflow else EXAMPLES_DIR / "plan_then_code.py"
+    if not args.workflow and not path.exists():
+        raise UserError("the seed workflow is missing: run the demo from a flowmend checkout",
+                        where=str(path))
+    wf = load_workflow(path, args)
+    items = menu(wf)
+    if not items:
+        raise UserError("no operator applies to this workflow", where=str(path))
+    choice = _demo_choice(wf, items)
+    result = apply_patch(wf, choice.patch)
+    if not isinstance(result, Applied):
+        raise UserError(f"{choice.label}: {result.reason.value}: {result.detail}", where=str(path))
+    if args.json:
+        _print_json({"workflow": wf.to_json(), "menu": [i.label for i in items],
+                     "patch": choice.patch.to_json(), "diff": result.diff})
+        return 0
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    console = Console()
+    _print_steps(console, wf)
+    console.print(f"\n{len(items)} applicable edits; applying [cyan]{_escape(choice.label)}[/]:")
+    console.print(Syntax(json.dumps(choice.patch.to_json()), "json", theme="ansi_dark"))
+    console.print(Syntax(result.diff, "diff", theme="ansi_dark", word_wrap=True))
+    return 0
+
+
+def _demo_choice(wf, items):
+    """wrap-in-retry on the last step (`code` in the seed) if offered, else the first edit."""
+    last = wf.steps[-1].id
+    for wanted in (("wrap-in-retry", last), ("wrap-in-retry", None), (None, last)):
+        for item in items:
+            if wanted[0] in (None, item.patch.operator) and wanted[1] in (None, item.patch.target.get("step")):
+                return item
+    return items[0]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

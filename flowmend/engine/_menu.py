@@ -1,0 +1,104 @@
+"""The menu a weak optimizer chooses from: every operator × site × argument preset, labelled.
+
+Each item carries a ready `Patch`; its label is short, stable for the same workflow, and unique
+within the menu, so a model can answer with a label (or its number) under constrained decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from flowmend.engine import _operator as registry
+from flowmend.engine._patch import Patch
+from flowmend.engine._workflow import Workflow
+
+_KINDS = ("prompt", "structure")
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    """One applicable edit: which operator, where, with which preset arguments.
+
+    Attributes:
+        label: short and unique in its menu, e.g. ``wrap-in-retry@code(max_attempts=3)``.
+        patch: the patch that performs it.
+        kind: the operator's kind, ``prompt`` or ``structure``.
+        description: the operator's one-line description.
+    """
+
+    label: str
+    patch: Patch
+    kind: str
+    description: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "description": self.description,
+            "patch": self.patch.to_json(),
+        }
+
+
+def menu(
+    wf: Workflow,
+    *,
+    kinds: Iterable[str] | None = None,
+    operators: Iterable[str] | None = None,
+) -> list[MenuItem]:
+    """Every operator × site × preset that the operators' preconditions admit on `wf`.
+
+    Args:
+        kinds: keep only operators of these kinds (``prompt``, ``structure``); None keeps all.
+        operators: keep only these operator names; None keeps all.
+
+    Items come in a stable order: by operator name, then site order, then preset order.
+    """
+    wanted_kinds = set(_KINDS if kinds is None else kinds)
+    unknown = wanted_kinds - set(_KINDS)
+    if unknown:
+        raise ValueError(f"unknown operator kind(s): {', '.join(sorted(unknown))}")
+    wanted_ops = None if operators is None else set(operators)
+    items: list[MenuItem] = []
+    seen: dict[str, int] = {}
+    for cls in registry.all_operators():
+        if cls.kind not in wanted_kinds or (wanted_ops is not None and cls.name not in wanted_ops):
+            continue
+        op = cls()
+        for target in op.sites(wf):
+            presets = op.presets(wf, target)
+            defaults = _defaults(cls)
+            for args in presets:
+                data = registry.args_to_json(args)
+                label = _label(cls.name, target, data, defaults)
+                n = seen.get(label, 0) + 1
+                seen[label] = n
+                if n > 1:
+                    label = f"{label}#{n}"
+                items.append(
+                    MenuItem(label, Patch(cls.name, dict(target), data), cls.kind, cls.DESCRIPTION)
+                )
+    return items
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    schema = cls.args_schema()
+    return {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
+
+
+def _label(name: str, target: dict, args: dict, defaults: dict) -> str:
+    site = target.get("step") if set(target) == {"step"} else ",".join(
+        f"{k}={_short(v)}" for k, v in sorted(target.items())
+    )
+    shown = [f"{k}={_short(v)}" for k, v in args.items() if k not in defaults or defaults[k] != v]
+    label = f"{name}@{site}" if site else name
+    return f"{label}({','.join(shown)})" if shown else label
+
+
+def _short(value: Any, limit: int = 24) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

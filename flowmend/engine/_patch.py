@@ -1,0 +1,179 @@
+"""Patches as data: the JSON form, its validation, and applying a list of them in order.
+
+A patch names an operator, a target and arguments. Applying is pure and deterministic: source in,
+source out; failures are `NotApplicable`/`Invalid` results, never exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowmend.engine import _operator as registry
+from flowmend.engine._operator import Applied, Invalid, Reason, Result, unified_diff
+from flowmend.engine._workflow import Workflow, WorkflowError, parse_workflow
+from flowmend.errors import UserError
+
+PATCH_SCHEMA = "flowmend.patch/1"
+_KEYS = ("schema", "operator", "target", "args")
+
+
+class PatchError(UserError):
+    """A patch file or patch object that is not a well-formed `flowmend.patch/1`."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One edit as data: ``{"schema": "flowmend.patch/1", "operator", "target", "args"}``.
+
+    Attributes:
+        operator: the operator's kebab-case name (``wrap-in-retry``).
+        target: the site, e.g. ``{"step": "code"}``.
+        args: the operator's arguments as JSON data (validated when applied).
+    """
+
+    operator: str
+    target: dict = field(default_factory=dict)
+    args: dict = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash(self.dumps())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": PATCH_SCHEMA,
+            "operator": self.operator,
+            "target": dict(self.target),
+            "args": dict(self.args),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: Any, *, where: str = "patch") -> "Patch":
+        """Check the shape of one patch object; `PatchError` names what is wrong and where.
+
+        The operator's existence and its arguments are checked when the patch is applied (or by
+        `validate`), since they depend on the registry.
+        """
+        if not isinstance(data, dict):
+            raise PatchError(f"a patch must be a JSON object, got {_json_type(data)}", where=where)
+        unknown = sorted(set(data) - set(_KEYS))
+        if unknown:
+            raise PatchError(
+                f"unknown key(s) {', '.join(unknown)} (a patch has {', '.join(_KEYS)})", where=where
+            )
+        if data.get("schema") != PATCH_SCHEMA:
+            got = json.dumps(data.get("schema")) if "schema" in data else "nothing"
+            raise PatchError(f'"schema" must be "{PATCH_SCHEMA}", got {got}', where=where)
+        operator = data.get("operator")
+        if not isinstance(operator, str) or not operator:
+            raise PatchError('"operator" must be a non-empty string', where=where)
+        target = data.get("target", {})
+        if not isinstance(target, dict):
+            raise PatchError(f'"target" must be an object, got {_json_type(target)}', where=where)
+        args = data.get("args", {})
+        if not isinstance(args, dict):
+            raise PatchError(f'"args" must be an object, got {_json_type(args)}', where=where)
+        return cls(operator, dict(target), dict(args))
+
+
+def _json_type(value: Any) -> str:
+    return {
+        dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+        int: "a number", float: "a number", type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def loads_patches(text: str, *, where: str = "patch") -> list[Patch]:
+    """Parse JSON text holding one patch object or a list of them."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PatchError(f"not JSON: {err.msg}", where=f"{where}:{err.lineno}:{err.colno}") from None
+    if isinstance(data, list):
+        if not data:
+            raise PatchError("the patch list is empty", where=where)
+        return [Patch.from_json(item, where=f"{where}: patch {i}") for i, item in enumerate(data, 1)]
+    return [Patch.from_json(data, where=where)]
+
+
+def read_patches(path: str | Path) -> list[Patch]:
+    """Read a patch file (one patch or a list); errors name the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PatchError(f"cannot read patch file: {getattr(err, 'strerror', None) or err}", where=str(path)) from None
+    return loads_patches(text, where=str(path))
+
+
+def validate(patch: Patch) -> Invalid | None:
+    """Registry-level checks that need no workflow: a known operator, arguments that fit."""
+    cls = registry.get(patch.operator)
+    if cls is None:
+        return Invalid(
+            Reason.UNKNOWN_OPERATOR,
+            f"no operator {patch.operator!r} (known: {', '.join(registry.names())})",
+        )
+    try:
+        cls.parse_args(patch.args)
+    except registry.ArgsError as err:
+        return Invalid(Reason.BAD_ARGS, f"{patch.operator}: {err}")
+    return None
+
+
+def apply_patch(wf: Workflow, patch: Patch) -> Result:
+    """Apply one patch to a parsed workflow (one transform and one codegen). Never raises."""
+    problem = validate(patch)
+    if problem is not None:
+        return problem
+    return registry.apply(wf, patch.operator, patch.target, patch.args)
+
+
+def apply_patches(
+    workflow: Workflow | str,
+    patches: Sequence[Patch],
+    *,
+    entry: str = "solve",
+    step_callees: Sequence[str] = ("llm",),
+    path: str | None = None,
+) -> Result:
+    """Apply `patches` in order; the result's diff is against the original source.
+
+    A later patch sees the workflow the earlier ones produced (re-parsed with the same entry
+    and step callees). The first patch that does not apply stops the run; its result says
+    which patch it was.
+    """
+    if isinstance(workflow, str):
+        try:
+            workflow = parse_workflow(workflow, entry=entry, step_callees=step_callees, path=path)
+        except WorkflowError as err:
+            return Invalid(Reason.PARSE, str(err))
+    original, current, source = workflow, workflow, workflow.source
+    for i, patch in enumerate(patches, 1):
+        if i > 1:
+            try:
+                current = parse_workflow(
+                    source, entry=original.entry, step_callees=original.step_callees,
+                    path=original.path,
+                )
+            except WorkflowError as err:
+                return Invalid(Reason.PARSE, f"patch {i}: after patch {i - 1}: {err}")
+        result = apply_patch(current, patch)
+        if not isinstance(result, Applied):
+            if len(patches) > 1:
+                result = type(result)(result.reason, f"patch {i}: {result.detail}")
+            return result
+        source = result.source
+    if len(patches) == 1:
+        return result
+    return Applied(source, diff(original.source, source, original.path or "workflow.py"))
+
+
+def diff(before: str, after: str, path: str = "workflow.py") -> str:
+    """Unified diff of two versions of a workflow (empty when they are equal)."""
+    return unified_diff(before, after, path)
