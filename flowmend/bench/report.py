@@ -1,0 +1,327 @@
+"""`flowmend report`: REPORT.md, the cost–accuracy and γ/κ plots, and the table in the terminal.
+
+Reads only what a run folder holds (run.json, results.jsonl), so a report can be made again at
+any time, from a finished run or one still going. Several run folders (the same suite at other
+budgets) go into one report: each (method, budget) is one point of the cost–accuracy plot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowmend.bench import metrics
+from flowmend.bench._store import RESULTS, RUN, read_results
+from flowmend.errors import UserError
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder, read back."""
+
+    path: Path
+    info: dict[str, Any]
+    records: list[dict]
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.info.get("identity", {})
+
+    @property
+    def label(self) -> str:
+        budget = self.identity.get("budget") or {}
+        parts = [f"{k} {v}" for k, v in budget.items() if v is not None and k in ("calls", "tokens")]
+        return ", ".join(parts) or self.path.name
+
+    def baselines(self) -> list[str]:
+        return [m["name"] for m in self.identity.get("methods", []) if m.get("baseline")]
+
+    def method_order(self) -> list[str]:
+        names = [m["name"] for m in self.identity.get("methods", [])]
+        seen = [r["method"] for r in self.records]
+        return names + [m for m in dict.fromkeys(seen) if m not in names]
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    if not (path / RUN).is_file():
+        raise UserError("not a run folder (no run.json)", where=str(path))
+    try:
+        info = json.loads((path / RUN).read_text())
+    except ValueError:
+        raise UserError("run.json is not JSON", where=str(path / RUN)) from None
+    records = read_results(path)
+    if not records:
+        raise UserError(f"no results yet ({RESULTS} is empty or missing)", where=str(path))
+    return Run(path, info, records)
+
+
+def summaries_of(run: Run, *, resamples: int = 10_000) -> list[metrics.MethodSummary]:
+    seed = int(run.identity.get("seed") or 0)
+    found = metrics.summarize(run.records, baselines=run.baselines(), resamples=resamples,
+                              seed=seed)
+    order = {m: i for i, m in enumerate(run.method_order())}
+    return sorted(found, key=lambda s: order.get(s.method, len(order)))
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _pct(e: metrics.Estimate, *, ci: bool = True, signed: bool = False) -> str:
+    if e.value is None:
+        return "–"
+    sign = "+" if signed else ""
+    text = f"{100 * e.value:{sign}.1f}%"
+    if ci and e.lo is not None:
+        text += f" [{100 * e.lo:{sign}.1f}, {100 * e.hi:{sign}.1f}]"
+    return text
+
+
+def _num(e: metrics.Estimate, digits: int = 1) -> str:
+    return "–" if e.value is None else f"{e.value:,.{digits}f}"
+
+
+def _with_n(text: str, n: int) -> str:
+    return f"{text} (n={n})"
+
+
+COLUMNS = ("method", "pass@1 [95% CI]", "Δ vs best baseline [95% CI]", "success ≤ budget",
+           "iterations", "calls/task", "tokens/task", "cost/task", "tokens/solved", "γ",
+           "κ", "patch size", "applied", "errors")
+
+
+def table_rows(summaries: Sequence[metrics.MethodSummary]) -> list[list[str]]:
+    best = metrics.best_baseline(summaries)
+    rows = []
+    for s in summaries:
+        if s.vs_best_baseline is not None:
+            delta = _with_n(_pct(s.vs_best_baseline, signed=True), s.vs_best_baseline.n)
+        else:
+            delta = "best baseline" if best is not None and s.method == best.method else "–"
+        name = s.method + (" (baseline)" if s.baseline else "")
+        rows.append([
+            name,
+            _with_n(_pct(s.pass_at_1), s.pass_at_1.n),
+            delta,
+            _pct(s.success_under_budget, ci=False),
+            _num(s.iterations, 2),
+            _num(s.calls, 1),
+            _num(s.tokens, 0),
+            _num(s.cost, 1),
+            _with_n(_num(s.tokens_per_solved, 0), s.tokens_per_solved.n),
+            _with_n(_num(s.gamma, 3), s.gamma.n),
+            _with_n(_num(s.kappa, 3), s.kappa.n),
+            _with_n(_num(s.patch_size, 1), s.patch_size.n),
+            _with_n(_pct(s.applied_share, ci=False), s.applied_share.n),
+            str(s.errors),
+        ])
+    return rows
+
+
+def markdown_table(rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_cost_accuracy(runs: Sequence[Run], summaries: Sequence[Sequence[metrics.MethodSummary]],
+                       path: Path) -> Path:
+    """pass@1 (Wilson 95% bars) against mean tokens per task: one point per method and budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    markers = "os^Dv<>p"
+    colours: dict[str, str] = {}
+    for r, (run, sums) in enumerate(zip(runs, summaries)):
+        marker = markers[r % len(markers)]
+        for s in sums:
+            if s.pass_at_1.value is None or s.tokens.value is None:
+                continue
+            colour = colours.setdefault(s.method, f"C{len(colours) % 10}")
+            y, lo, hi = s.pass_at_1.value, s.pass_at_1.lo, s.pass_at_1.hi
+            ax.errorbar([s.tokens.value], [100 * y], yerr=[[100 * (y - lo)], [100 * (hi - y)]],
+                        fmt=marker, color=colour, capsize=3, alpha=0.85)
+            # Points of the same method at other budgets may coincide: stagger their labels.
+            ax.annotate(f"{s.method} n={s.pass_at_1.n}", (s.tokens.value, 100 * y),
+                        textcoords="offset points", xytext=(6, 4 - 10 * r), fontsize=7,
+                        color=colour)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
+    if len(runs) > 1:
+        handles += [Line2D([], [], color="grey", marker=markers[r % len(markers)], ls="",
+                           label=f"budget: {run.label}") for r, run in enumerate(runs)]
+    ax.set_xlabel("tokens per task (mean, program + optimizer)")
+    ax.set_ylabel("pass@1 on hidden tests (%)")
+    title = ", ".join(dict.fromkeys(_suite_label(r) for r in runs))
+    ax.set_title(f"Cost and accuracy: {title}", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_gamma_kappa(run: Run, summaries: Sequence[metrics.MethodSummary], path: Path) -> Path:
+    """Left: γ per method (n = candidate pairs). Right: κ per iteration (n = iterations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    names = [s.method for s in summaries]
+    values = [s.gamma.value if s.gamma.value is not None else 0.0 for s in summaries]
+    bars = left.bar(names, values, color=[f"C{i % 10}" for i in range(len(names))])
+    for bar, s in zip(bars, summaries):
+        text = "no pairs" if s.gamma.value is None else f"{s.gamma.value:.2f}\nn={s.gamma.n}"
+        left.annotate(text, (bar.get_x() + bar.get_width() / 2, max(bar.get_height(), 0)),
+                      ha="center", va="bottom", fontsize=7)
+    left.axhline(0, color="black", lw=0.8)
+    left.set_ylim(-0.5, 0.6)
+    left.set_ylabel("γ (verifier alignment, 0.5 = perfect)")
+    left.set_title("γ over candidate pairs with different hidden utility", fontsize=9)
+    plotted = False
+    for i, s in enumerate(summaries):
+        by_iter = metrics.kappa_by_iteration([r for r in run.records if r["method"] == s.method])
+        if not by_iter:
+            continue
+        ks = list(by_iter)
+        right.plot(ks, [by_iter[k].value for k in ks], "o-", color=f"C{i % 10}",
+                   label=f"{s.method} (κ={_num(s.kappa, 2)}, n={s.kappa.n})")
+        for k in ks:
+            right.annotate(f"n={by_iter[k].n}", (k, by_iter[k].value), fontsize=6,
+                           textcoords="offset points", xytext=(3, 3))
+        plotted = True
+    right.set_ylim(-0.05, 1.05)
+    right.set_xlabel("iteration")
+    right.set_ylabel("κ (share of iterations with an improving proposal)")
+    right.set_title("κ per iteration", fontsize=9)
+    if plotted:
+        right.legend(fontsize=7)
+        right.xaxis.get_major_locator().set_params(integer=True)
+    else:
+        right.text(0.5, 0.5, "no loop iterations in this run", ha="center", va="center",
+                   transform=right.transAxes, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _suite_label(run: Run) -> str:
+    ident = run.identity
+    return f"{ident.get('suite', '?')} {ident.get('split', '')}".strip()
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _performance_lines(run: Run) -> list[str]:
+    perf = run.info.get("performance")
+    if not perf:
+        return ["No performance figures in run.json (the run has not finished a session yet)."]
+    lines = []
+    for key, label, unit in (
+        ("wall_s", "wall time of the last session", "s"),
+        ("completion_tokens", "completion tokens generated", ""),
+        ("engine_busy_s", "engine busy time", "s"),
+        ("tokens_per_busy_s", "generation throughput per engine-busy second", "tokens/s"),
+        ("tokens_per_wall_s", "generation throughput per wall second", "tokens/s"),
+        ("outside_model_share", "share of wall time outside the model", ""),
+        ("hidden_check_s", "time scoring outputs on hidden tests (summed over jobs)", "s"),
+    ):
+        value = perf.get(key)
+        if value is None:
+            continue
+        if key == "outside_model_share":
+            text = f"{100 * value:.1f}%"
+        elif isinstance(value, float):
+            text = f"{value:,.1f} {unit}".strip()
+        else:
+            text = f"{value:,} {unit}".strip()
+        lines.append(f"- {label}: {text}")
+    if perf.get("note"):
+        lines.append(f"- note: {perf['note']}")
+    return lines
+
+
+def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: int = 10_000
+                 ) -> tuple[Path, list[tuple[Run, list[metrics.MethodSummary]]]]:
+    """Write REPORT.md and the PNGs into ``out`` (default: the first run folder)."""
+    runs = [load_run(Path(d)) for d in dirs]
+    out = Path(out or runs[0].path)
+    out.mkdir(parents=True, exist_ok=True)
+    sums = [summaries_of(r, resamples=resamples) for r in runs]
+    cost_png = plot_cost_accuracy(runs, sums, out / "cost_accuracy.png")
+    parts = ["# flowmend benchmark report", ""]
+    for i, (run, summary) in enumerate(zip(runs, sums)):
+        gk_png = plot_gamma_kappa(run, summary, out / f"gamma_kappa{'' if i == 0 else f'_{i}'}.png")
+        ident = run.identity
+        tasks = len({r["task_id"] for r in run.records})
+        parts += [
+            f"## {_suite_label(run)}: {run.label} ({run.path})", "",
+            f"- tasks: {tasks} (split scheme {ident.get('split_scheme', 'hash')}, "
+            f"limit {ident.get('limit')}), seed workflow `{ident.get('seed_workflow')}`",
+            f"- models: program `{ident.get('model')}`, optimizer `{ident.get('optimizer_model')}`,"
+            f" backend `{ident.get('backend')}`, seed {ident.get('seed')}",
+            f"- per-task budget: {json.dumps(ident.get('budget'))}",
+            "",
+            markdown_table(table_rows(summary)),
+            "",
+            "pass@1: share of tasks whose final output passes every hidden test (Wilson 95% "
+            "interval). Δ: paired bootstrap over the tasks both methods ran "
+            f"({resamples:,} resamples, seed {ident.get('seed', 0)}), against the baseline with "
+            "the highest pass@1. γ: n = candidate pairs with different hidden utility; "
+            "κ: n = loop iterations whose incumbent could still improve; patch size: AST nodes "
+            "changed per executed proposal; applied: share of proposals that applied (n = "
+            "proposals tried).",
+            "",
+            f"![γ and κ]({gk_png.name})",
+            "",
+            "### Performance",
+            "",
+            *_performance_lines(run),
+            "",
+        ]
+    parts += ["## Cost and accuracy", "", f"![cost and accuracy]({cost_png.name})", ""]
+    path = out / "REPORT.md"
+    tmp = path.with_name(".REPORT.md.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
+    return path, list(zip(runs, sums))
+
+
+# The terminal gets the decision-relevant columns; REPORT.md has them all.
+TERMINAL_COLUMNS = ("method", "pass@1 [95% CI]", "Δ vs best baseline [95% CI]", "tokens/task",
+                    "calls/task", "γ", "κ", "errors")
+
+
+def print_tables(results: Sequence[tuple[Run, Sequence[metrics.MethodSummary]]], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    keep = [COLUMNS.index(c) for c in TERMINAL_COLUMNS]
+    for run, summary in results:
+        table = Table(title=f"{_suite_label(run)}: {run.label}", title_justify="left")
+        for i in keep:
+            table.add_column(COLUMNS[i], overflow="fold", no_wrap=i == 0,
+                             justify="left" if i == 0 else "right")
+        for row in table_rows(summary):
+            table.add_row(*(row[i].replace(" (baseline)", "*") for i in keep))
+        console.print(table)
+        console.print("* baseline; n = sample size; full table in REPORT.md", style="dim")
