@@ -1,0 +1,442 @@
+"""libcst helpers shared by the operators: step-statement sites, fresh names, prompt rendering,
+prompt threading, and one identity-keyed replacement transform per application."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Union
+
+import libcst as cst
+from libcst.metadata import ParentNodeProvider, ScopeProvider
+
+from flowmend.engine._operator import Operator, Reason, Refusal
+
+Replacement = Union[cst.CSTNode, cst.FlattenSentinel, cst.RemovalSentinel]
+
+
+# --- sites -------------------------------------------------------------------------------------
+
+
+def assigned_call(statement: cst.CSTNode | None, call: cst.Call) -> cst.Assign | cst.Expr | None:
+    """The statement's only small statement when it is ``x = [await] call`` or ``[await] call``."""
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return None
+    small = statement.body[0]
+    value = getattr(small, "value", None)
+    inner = value.expression if isinstance(value, cst.Await) else value
+    if inner is not call:
+        return None
+    if isinstance(small, cst.Expr):
+        return small
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        return small
+    return None
+
+
+def assigned_name(step: Any) -> str | None:
+    """The plain variable a step assigns (``code = llm(...)``), else None."""
+    small = assigned_call(step.statement, step.call)
+    if isinstance(small, cst.Assign) and isinstance(small.targets[0].target, cst.Name):
+        return small.targets[0].target.value
+    return None
+
+
+def assign_steps(wf: Any) -> list[Any]:
+    """Steps written as ``name = [await] call(...)``, alone on their line."""
+    return [s for s in wf.steps if assigned_name(s) is not None]
+
+
+def block_of(wf: Any, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
+    """The block (`IndentedBlock` or `Module`) holding `statement`, and its index there."""
+    parent = wf.metadata(ParentNodeProvider)[statement]
+    for i, stmt in enumerate(parent.body):
+        if stmt is statement:
+            return parent, i
+    raise LookupError("statement not found in its parent block")
+
+
+def enclosing_function(wf: Any, node: cst.CSTNode) -> cst.FunctionDef | None:
+    parents = wf.metadata(ParentNodeProvider)
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, cst.FunctionDef):
+            return node
+    return None
+
+
+def step_function(wf: Any, step: Any) -> cst.FunctionDef:
+    return wf.function(step.function).node
+
+
+# --- regions -----------------------------------------------------------------------------------
+
+
+def node_lines(wf: Any, node: cst.CSTNode) -> tuple[int, int]:
+    """Lines of a node; for a statement, its leading comment and blank lines included."""
+    pos = wf.position(node)
+    start = pos.start.line - len(getattr(node, "leading_lines", ()))
+    return start, pos.end.line
+
+
+def step_statement_region(wf: Any, step_id: str) -> list[tuple[int, int]]:
+    step = wf.step(step_id)
+    return [node_lines(wf, step.statement if step.statement is not None else step.call)]
+
+
+class StepStatementOperator(Operator):
+    """An operator whose edit stays inside one step's statement (or call, when it has none)."""
+
+    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+        return step_statement_region(wf, target["step"])
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def used_names(module: cst.Module) -> set[str]:
+    """Every identifier written anywhere in the module (variables, attributes, keywords)."""
+    names: set[str] = set()
+
+    class _Collect(cst.CSTVisitor):
+        def visit_Name(self, node: cst.Name) -> None:
+            names.add(node.value)
+
+    module.visit(_Collect())
+    return names
+
+
+def fresh_name(wf: Any, base: str, taken: Iterable[str] = ()) -> str:
+    """`base`, or `base2`, `base3`, ... : the first that appears nowhere in the module."""
+    used = wf._cache.get("flowmend.operators.used_names")
+    if used is None:
+        used = wf._cache["flowmend.operators.used_names"] = used_names(wf.module)
+    taken = set(taken) | used
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}{n}" in taken:
+        n += 1
+    return f"{base}{n}"
+
+
+def reads_in(wf: Any, node: cst.CSTNode, name: str) -> list[cst.Name]:
+    """The `Name` nodes inside `node` that read variable `name` (nested scopes included)."""
+    start, end = wf.position(node).start, wf.position(node).end
+    found = []
+    for access in _accesses(wf):
+        n = access.node
+        if isinstance(n, cst.Name) and n.value == name:
+            p = wf.position(n).start
+            if (start.line, start.column) <= (p.line, p.column) <= (end.line, end.column):
+                found.append(n)
+    return found
+
+
+def _accesses(wf: Any) -> list:
+    key = "flowmend.operators.accesses"
+    if key not in wf._cache:
+        scopes = wf.metadata(ScopeProvider)
+        wf._cache[key] = [a for s in {s for s in scopes.values() if s is not None} for a in s.accesses]
+    return wf._cache[key]
+
+
+def names_read(wf: Any, node: cst.CSTNode) -> set[str]:
+    start, end = wf.position(node).start, wf.position(node).end
+    out = set()
+    for access in _accesses(wf):
+        n = access.node
+        if isinstance(n, cst.Name):
+            p = wf.position(n).start
+            if (start.line, start.column) <= (p.line, p.column) <= (end.line, end.column):
+                out.add(n.value)
+    return out
+
+
+def module_names(module: cst.Module) -> set[str]:
+    """Names bound at module level: imports, functions, classes, assignments."""
+    names: set[str] = set()
+    for stmt in module.body:
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            names.add(stmt.name.value)
+        elif isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.Assign):
+                    for t in small.targets:
+                        if isinstance(t.target, cst.Name):
+                            names.add(t.target.value)
+                elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                    names.add(small.target.value)
+                elif isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(
+                    small.names, cst.ImportStar
+                ):
+                    for alias in small.names:
+                        bound = alias.asname.name if alias.asname else alias.name
+                        while isinstance(bound, cst.Attribute):
+                            bound = bound.value
+                        if isinstance(bound, cst.Name):
+                            names.add(bound.value)
+    return names
+
+
+# --- the one transform -------------------------------------------------------------------------
+
+
+class _Replace(cst.CSTTransformer):
+    def __init__(self, mapping: Mapping[cst.CSTNode, Replacement]):
+        super().__init__()
+        self.mapping = {id(k): v for k, v in mapping.items()}
+        self.keep = list(mapping)  # keep keys alive so their ids stay unique during the walk
+        self.done: set[int] = set()
+
+    def on_leave(self, original_node, updated_node):
+        replacement = self.mapping.get(id(original_node))
+        if replacement is None:
+            return updated_node
+        self.done.add(id(original_node))
+        return replacement
+
+
+def replace(module: cst.Module, mapping: Mapping[cst.CSTNode, Replacement]) -> cst.Module:
+    """One transform of `module` replacing nodes by identity (a node, several statements, or none)."""
+    transformer = _Replace(mapping)
+    new = module.visit(transformer)
+    missing = len(transformer.mapping) - len(transformer.done)
+    if missing:
+        raise RuntimeError(f"{missing} node(s) to replace were not found in the module")
+    return new
+
+
+def parse_statements(wf: Any, code: str) -> list[cst.BaseStatement]:
+    """Statements from source text, indented like the workflow's module."""
+    return list(cst.parse_module(code, config=wf.module.config_for_parsing).body)
+
+
+def with_leading(statements: list[cst.BaseStatement], leading: Any) -> list[cst.BaseStatement]:
+    """Give the first statement the comment and blank lines that preceded the one it replaces."""
+    return [statements[0].with_changes(leading_lines=leading), *statements[1:]]
+
+
+def code_of(wf: Any, node: cst.CSTNode) -> str:
+    return wf.module.code_for_node(node)
+
+
+def statement_text(wf: Any, statement: cst.SimpleStatementLine) -> str:
+    """A simple statement's own source, without its leading lines and final newline."""
+    return code_of(wf, statement.with_changes(leading_lines=())).rstrip("\n").rstrip("\r")
+
+
+# --- calls -------------------------------------------------------------------------------------
+
+
+def call_expr(step: Any, wf: Any, prompt_code: str, *, drop: Iterable[str] = ("n",),
+              overrides: Mapping[str, str] | None = None) -> str:
+    """Source of a new call to the step's model: same callee and keyword arguments, new prompt.
+
+    `drop` names keyword arguments not to copy (``n`` would return several samples);
+    `overrides` sets keyword arguments to source text.
+    """
+    overrides = dict(overrides or {})
+    drop = set(drop)
+    parts = [prompt_code]
+    for arg in step.call.args:
+        if arg.keyword is None or arg.keyword.value == "prompt" or arg.keyword.value in drop:
+            continue
+        key = arg.keyword.value
+        value = overrides.pop(key) if key in overrides else code_of(wf, arg.value)
+        parts.append(f"{key}={value}")
+    parts.extend(f"{k}={v}" for k, v in overrides.items())
+    text = f"{code_of(wf, step.call.func)}({', '.join(parts)})"
+    return f"await {text}" if step.awaited else text
+
+
+def set_keyword(call: cst.Call, key: str, value: cst.BaseExpression) -> cst.Call:
+    """The call with keyword `key` set to `value` (replaced in place, or appended)."""
+    args = list(call.args)
+    for i, arg in enumerate(args):
+        if arg.keyword is not None and arg.keyword.value == key:
+            args[i] = arg.with_changes(value=value)
+            return call.with_changes(args=args)
+    equal = cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))
+    new = cst.Arg(value=value, keyword=cst.Name(key), equal=equal)
+    if args and isinstance(args[-1].comma, cst.Comma):
+        # A trailing comma stays trailing: the new argument takes it, and the old last argument
+        # gets the separator its predecessor uses (a newline and indentation in a tall call).
+        last_comma = args[-1].comma
+        previous = args[-2].comma if len(args) > 1 else None
+        separator = previous.whitespace_after if isinstance(previous, cst.Comma) else cst.SimpleWhitespace(" ")
+        args[-1] = args[-1].with_changes(
+            comma=cst.Comma(whitespace_before=last_comma.whitespace_before, whitespace_after=separator)
+        )
+        new = new.with_changes(comma=last_comma)
+    args.append(new)
+    return call.with_changes(args=args)
+
+
+def keyword_value(call: cst.Call, key: str) -> cst.BaseExpression | None:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == key:
+            return arg.value
+    return None
+
+
+# --- prompt text -------------------------------------------------------------------------------
+
+
+def split_template(text: str) -> list[str | tuple[str]]:
+    """A template's literal pieces and ``(expression,)`` placeholders.
+
+    ``{expr}`` is a placeholder when `expr` parses as a Python expression and holds no quote or
+    backslash (an f-string could not carry it); ``{{`` and ``}}`` are literal braces; any other
+    brace is literal text too.
+    """
+    parts: list[str | tuple[str]] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "{}" and text[i : i + 2] in ("{{", "}}"):
+            buf.append(ch)
+            i += 2
+            continue
+        if ch == "{":
+            end = text.find("}", i + 1)
+            expr = text[i + 1 : end] if end != -1 else ""
+            if end != -1 and _placeholder_ok(expr):
+                if buf:
+                    parts.append("".join(buf))
+                    buf = []
+                parts.append((expr.strip(),))
+                i = end + 1
+                continue
+        buf.append(ch)
+        i += 1
+    if buf:
+        parts.append("".join(buf))
+    return parts
+
+
+def _placeholder_ok(expr: str) -> bool:
+    if not expr.strip() or any(c in expr for c in "'\"\\{}\n\r#") or ":" in expr or "!" in expr:
+        return False
+    try:
+        cst.parse_expression(expr.strip())
+    except Exception:  # noqa: BLE001 - not an expression: literal text
+        return False
+    return True
+
+
+def placeholders(text: str) -> list[str]:
+    return [p[0] for p in split_template(text) if isinstance(p, tuple)]
+
+
+def _escape(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def render_template(text: str) -> str:
+    """Source of a string expression for a template: an f-string when it has placeholders."""
+    parts = split_template(text)
+    if not any(isinstance(p, tuple) for p in parts):
+        return '"' + _escape("".join(p for p in parts if isinstance(p, str))) + '"'
+    body = "".join(
+        "{" + p[0] + "}" if isinstance(p, tuple) else _escape(p).replace("{", "{{").replace("}", "}}")
+        for p in parts
+    )
+    return 'f"' + body + '"'
+
+
+def render_literal(text: str) -> str:
+    """Source of a plain string literal holding `text` verbatim."""
+    return '"' + _escape(text) + '"'
+
+
+def fstring_text(text: str) -> str:
+    """`text` escaped for the literal part of a double-quoted f-string."""
+    return _escape(text).replace("{", "{{").replace("}", "}}")
+
+
+def append_to_string(node: cst.BaseExpression, text: str) -> cst.BaseExpression | None:
+    """A string literal with `text` added at its end, keeping its quotes; None if not possible."""
+    if isinstance(node, cst.ConcatenatedString):
+        right = append_to_string(node.right, text)
+        return None if right is None else node.with_changes(right=right)
+    if isinstance(node, cst.SimpleString):
+        prefix = node.prefix.lower()
+        if "b" in prefix or "r" in prefix:
+            return None
+        quote = node.quote
+        body = _escape_for(text, quote)
+        return node.with_changes(value=node.value[: -len(quote)] + body + quote)
+    if isinstance(node, cst.FormattedString):
+        prefix = node.prefix.lower()
+        if "b" in prefix or "r" in prefix:
+            return None
+        body = _escape_for(text, node.end).replace("{", "{{").replace("}", "}}")
+        parts = list(node.parts)
+        if parts and isinstance(parts[-1], cst.FormattedStringText):
+            parts[-1] = parts[-1].with_changes(value=parts[-1].value + body)
+        else:
+            parts.append(cst.FormattedStringText(body))
+        return node.with_changes(parts=parts)
+    return None
+
+
+def _escape_for(text: str, quote: str) -> str:
+    body = text.replace("\\", "\\\\")
+    if len(quote) == 3:
+        body = body.replace(quote[0], "\\" + quote[0])
+        return body
+    body = body.replace(quote, "\\" + quote)
+    return body.replace("\n", "\\n").replace("\r", "\\r")
+
+
+# Operators whose precedence is at least that of `+`: `expr + "..."` needs no parentheses.
+_TIGHT_BINARY = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo,
+                 cst.MatrixMultiply, cst.Power)
+
+
+def binds_tighter_than_add(node: cst.BaseExpression) -> bool:
+    if getattr(node, "lpar", None):
+        return True
+    if isinstance(node, cst.BinaryOperation):
+        return isinstance(node.operator, _TIGHT_BINARY)
+    if isinstance(node, cst.UnaryOperation):
+        return not isinstance(node.operator, cst.Not)
+    return not isinstance(
+        node, (cst.IfExp, cst.Lambda, cst.BooleanOperation, cst.Comparison, cst.NamedExpr,
+               cst.Yield, cst.StarredElement)
+    )
+
+
+def thread(prompt: cst.BaseExpression, label: str, name: str) -> cst.BinaryOperation:
+    """``prompt + f"\\n\\n<label>:\\n{name}"``: feed a variable into a prompt."""
+    suffix = cst.parse_expression('f"\\n\\n' + fstring_text(label) + ':\\n{' + name + '}"')
+    return cst.BinaryOperation(
+        left=prompt,
+        operator=cst.Add(cst.SimpleWhitespace(" "), cst.SimpleWhitespace(" ")),
+        right=suffix,
+    )
+
+
+def threaded_name(node: cst.CSTNode) -> str | None:
+    """The variable a `thread` suffix feeds, when `node` is ``expr + f"\\n\\n...:\\n{name}"``."""
+    if not (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add)):
+        return None
+    right = node.right
+    if not isinstance(right, cst.FormattedString) or len(right.parts) != 2 or right.lpar:
+        return None
+    text, expr = right.parts
+    if not (isinstance(text, cst.FormattedStringText) and text.value.startswith("\\n\\n")
+            and text.value.endswith(":\\n")):
+        return None
+    if not (isinstance(expr, cst.FormattedStringExpression) and isinstance(expr.expression, cst.Name)
+            and expr.conversion is None and expr.format_spec is None):
+        return None
+    return expr.expression.value
+
+
+def require(condition: bool, reason: Reason, detail: str) -> None:
+    """Refuse (not applicable) unless `condition` holds."""
+    if not condition:
+        raise Refusal(reason, detail)

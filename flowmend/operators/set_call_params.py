@@ -1,0 +1,111 @@
+"""`set-call-params`: set the sampling parameters (temperature, max_tokens, n, model) of one step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Optional
+
+import libcst as cst
+
+from flowmend.engine._operator import ArgsError, Between, Case, Text, check_bounds, register
+from flowmend.operators import _cst
+
+
+@dataclass(frozen=True)
+class SetCallParamsArgs:
+    temperature: Optional[Annotated[float, Between(0.0, 2.0)]] = None
+    """Sampling temperature (0 to 2); unset keeps the step's own."""
+    max_tokens: Optional[Annotated[int, Between(1, 8192)]] = None
+    """Most tokens the step may generate (1 to 8192); unset keeps the step's own."""
+    n: Optional[Annotated[int, Between(1, 16)]] = None
+    """Completions per call (1 to 16; above 1 the call returns a list); unset keeps the step's own."""
+    model: Optional[Annotated[str, Text(1, 200, one_line=True)]] = None
+    """Model name for this step; unset keeps the step's own."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        if all(getattr(self, f.name) is None for f in fields(self)):
+            raise ArgsError("set at least one of temperature, max_tokens, n, model")
+
+
+@register
+class SetCallParams(_cst.StepStatementOperator):
+    name = "set-call-params"
+    kind = "prompt"
+    Args = SetCallParamsArgs
+    DESCRIPTION = "Set temperature, max_tokens, n or the model name of one step's call."
+    IDEMPOTENT = True
+    EXAMPLES = [
+        Case(
+            before='''
+            def solve(task):
+                code = llm(task.prompt, temperature=0.0)
+                return code
+            ''',
+            args={"temperature": 0.7, "max_tokens": 512},
+            after='''
+            def solve(task):
+                code = llm(task.prompt, temperature=0.7, max_tokens=512)
+                return code
+            ''',
+        ),
+        Case(
+            before='''
+            def solve(task):
+                code = llm(
+                    task.prompt,
+                    temperature=0.2,
+                )
+                return code
+            ''',
+            args={"model": "gemma3-270m"},
+            after='''
+            def solve(task):
+                code = llm(
+                    task.prompt,
+                    temperature=0.2,
+                    model="gemma3-270m",
+                )
+                return code
+            ''',
+        ),
+    ]
+    NOT_APPLICABLE = [
+        # `**params` may already carry the keyword; setting it again would fail at run time.
+        Case(
+            before='''
+            def solve(task, **params):
+                return llm(task.prompt, **params)
+            ''',
+            args={"temperature": 0.5},
+        ),
+    ]
+
+    def sites(self, wf: Any) -> list[dict]:
+        return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)]
+
+    def presets(self, wf: Any, target: dict) -> list[Any]:
+        return [
+            self.Args(temperature=0.0),
+            self.Args(temperature=0.7),
+            self.Args(max_tokens=512),
+            self.Args(max_tokens=1024),
+        ]
+
+    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+        return [_cst.node_lines(wf, wf.step(target["step"]).call)]
+
+    def transform(self, wf: Any, target: dict, args: SetCallParamsArgs) -> cst.Module:
+        call = wf.step(target["step"]).call
+        new = call
+        for f in fields(args):
+            value = getattr(args, f.name)
+            if value is not None:
+                new = _cst.set_keyword(new, f.name, cst.parse_expression(_literal(value)))
+        return _cst.replace(wf.module, {call: new})
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return _cst.render_literal(value)
+    return repr(value)
