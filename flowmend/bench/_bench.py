@@ -1,0 +1,279 @@
+"""`flowmend bench`: validate the arguments, open the models and the sandbox, run, keep results.
+
+Everything a user can get wrong is checked before anything is written: the methods, the seed
+workflow, the suite and split, the backend's options. Then the run folder is opened (or
+resumed), the models and sandbox start, and `run_jobs` does the work under a progress bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from flowmend.bench import splits
+from flowmend.bench._runner import RunStats, hidden_utility_with, run_jobs, write_samples
+from flowmend.bench._store import RunStore, read_results
+from flowmend.bench.methods import Method, load_methods
+from flowmend.errors import UserError
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What a bench run will do, decided and checked before anything starts."""
+
+    suite: str
+    split: str
+    split_scheme: str
+    methods: tuple[Method, ...]
+    problems: tuple[Any, ...]
+    seed_workflow: str
+    seed_source: str
+    budget: dict[str, Any]
+    backend: str
+    model: str
+    optimizer_model: str
+    replay: str | None
+    base_url: str | None
+    seed: int
+    limit: int | None
+    out: Path
+
+    def identity(self) -> dict[str, Any]:
+        """The arguments that decide the results; a resume must repeat them exactly."""
+        return {
+            "suite": self.suite,
+            "split": self.split,
+            "split_scheme": self.split_scheme,
+            "limit": self.limit,
+            "tasks": len(self.problems),
+            "methods": [m.to_json() for m in self.methods],
+            "seed_workflow": self.seed_workflow,
+            "seed_workflow_sha256": hashlib.sha256(self.seed_source.encode()).hexdigest()[:16],
+            "budget": self.budget,
+            "backend": self.backend,
+            "model": self.model,
+            "optimizer_model": self.optimizer_model,
+            "replay": self.replay,
+            "base_url": self.base_url,
+            "seed": self.seed,
+        }
+
+
+def task_id(problem: Any) -> str:
+    return problem.task.task_id
+
+
+def hidden_tests(problem: Any):
+    return problem.hidden_tests
+
+
+def load_problems(suite: str) -> list[Any]:
+    """The suite's problems (Task plus hidden tests), from the datasets module."""
+    from flowmend.bench import datasets
+
+    return list(datasets.load(suite))
+
+
+def plan_from_args(args) -> BenchPlan:
+    for flag, value, least in (("--limit", args.limit, 1), ("--concurrency", args.concurrency, 1),
+                               ("--budget-calls", args.budget_calls, 1),
+                               ("--budget-tokens", args.budget_tokens, 1)):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be at least {least}, not {value}")
+    if args.budget_wall_s is not None and args.budget_wall_s <= 0:
+        raise UserError(f"--budget-wall-s must be positive, not {args.budget_wall_s}")
+    if args.split_scheme == "conventional" and not args.suite.startswith("mbpp"):
+        raise UserError("--split-scheme conventional is MBPP's split; use it with an mbpp suite")
+    if args.backend == "replay" and not args.replay:
+        raise UserError("--backend replay needs --replay FILE (recorded completions)")
+    if args.replay and not Path(args.replay).is_file():
+        raise UserError("no such file", where=f"--replay {args.replay}")
+    if args.backend == "openai" and not args.base_url:
+        raise UserError("--backend openai needs --base-url URL")
+    methods = load_methods(args.methods)
+    seed_path = Path(args.seed_workflow)
+    try:
+        seed_source = seed_path.read_text()
+    except OSError as err:
+        raise UserError(f"cannot read the seed workflow: {err.strerror}",
+                        where=str(seed_path)) from None
+    from flowmend.engine import parse_workflow
+
+    parse_workflow(seed_source, path=str(seed_path))  # WorkflowError is a UserError with a line
+    problems = splits.select(load_problems(args.suite), args.split, scheme=args.split_scheme,
+                             task_id=task_id)
+    problems.sort(key=lambda p: _task_number(task_id(p)))
+    if args.limit is not None:
+        problems = problems[: args.limit]
+    if not problems:
+        raise UserError(f"the {args.split} split of {args.suite} has no tasks")
+    return BenchPlan(
+        suite=args.suite, split=args.split, split_scheme=args.split_scheme,
+        methods=tuple(methods), problems=tuple(problems),
+        seed_workflow=str(args.seed_workflow), seed_source=seed_source,
+        budget={"calls": args.budget_calls, "tokens": args.budget_tokens, "cost": None,
+                "wall_s": args.budget_wall_s},
+        backend=args.backend, model=args.model,
+        optimizer_model=args.optimizer_model or args.model,
+        replay=str(Path(args.replay).resolve()) if args.replay else None,
+        base_url=args.base_url, seed=args.seed, limit=args.limit, out=Path(args.out),
+    )
+
+
+def _task_number(tid: str) -> tuple[str, int]:
+    head, _, tail = tid.rpartition("/")
+    return (head, int(tail)) if tail.isdigit() else (tid, -1)
+
+
+def open_broker(plan: BenchPlan, model: str):
+    from flowmend.llm import Broker, ModelConfig, open_backend
+
+    config = ModelConfig(kind=plan.backend, model=model, seed=plan.seed,
+                         path=plan.replay, base_url=plan.base_url)
+    return Broker(open_backend(config))
+
+
+def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
+    """The real path: each method is `flowmend.engine.repair` with its own RepairConfig."""
+    from flowmend.engine import Budget, Patch, RepairConfig, repair
+
+    budget = Budget(calls=plan.budget["calls"], tokens=plan.budget["tokens"],
+                    cost=plan.budget["cost"], wall_s=plan.budget["wall_s"])
+
+    def solve(problem, method: Method) -> dict:
+        config = RepairConfig(
+            iterations=method.iterations, proposals=method.proposals, mode=method.mode,
+            budget=budget, pre_patches=tuple(Patch.from_json(p) for p in method.pre_patches),
+            program_params=dict(method.program_params),
+        )
+        result = repair(plan.seed_source, problem.task, program=program, optimizer=optimizer,
+                        sandbox=sandbox, config=config)
+        return result.to_json()
+
+    return solve
+
+
+def broker_stats(*brokers) -> dict[str, float]:
+    """Completion tokens and engine-busy seconds summed over distinct brokers."""
+    tokens, busy = 0, 0.0
+    for broker in {id(b): b for b in brokers}.values():
+        stats = broker.stats() if callable(getattr(broker, "stats", None)) else {}
+        stats = stats if isinstance(stats, dict) else getattr(stats, "__dict__", {})
+        tokens += int(stats.get("completion_tokens", 0))
+        busy += float(stats.get("busy_s", stats.get("engine_busy_s", 0.0)))
+    return {"completion_tokens": tokens, "engine_busy_s": busy}
+
+
+def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -> dict[str, Any]:
+    tokens, busy = model_stats["completion_tokens"], model_stats["engine_busy_s"]
+    return {
+        "wall_s": round(wall_s, 3),
+        "jobs": stats.done,
+        "completion_tokens": tokens,
+        "engine_busy_s": round(busy, 3),
+        "tokens_per_busy_s": round(tokens / busy, 1) if busy > 0 else None,
+        "tokens_per_wall_s": round(tokens / wall_s, 1) if wall_s > 0 else None,
+        "outside_model_share": round(max(0.0, 1 - busy / wall_s), 4) if wall_s > 0 else None,
+        "hidden_check_s": round(stats.hidden_check_s, 3),
+        "note": "engine busy time is the broker's; the rest of the wall time is the engine "
+                "loop, the sandbox, the verifier and the hidden-test scoring",
+    }
+
+
+def run_from_args(args) -> int:
+    console = Console(stderr=True)
+    plan = plan_from_args(args)
+    pairs = {(task_id(p), m.name) for p in plan.problems for m in plan.methods}
+    with RunStore(plan.out, plan.identity()) as store:
+        todo = len(pairs - store.done())
+        if todo:
+            console.print(f"{plan.suite} {plan.split}: {len(plan.problems)} tasks × "
+                          f"{len(plan.methods)} methods, {len(pairs) - todo} already done, "
+                          f"{todo} to run → {plan.out}")
+            stats, wall, model_stats = _execute(plan, store, args, console)
+            store.update_run_json(performance=performance(wall, stats, model_stats))
+        write_samples(plan.out, store.records, [m.name for m in plan.methods])
+    _print_summary(plan, console)
+    return 0
+
+
+def _execute(plan: BenchPlan, store: RunStore, args, console):
+    from flowmend.sandbox import Sandbox
+
+    program = open_broker(plan, plan.model)
+    optimizer = program if plan.optimizer_model == plan.model else open_broker(
+        plan, plan.optimizer_model)
+    try:
+        with Sandbox(workers=None) as sandbox:
+            concurrency = args.concurrency or max(2, 2 * _workers(sandbox))
+            solve = repair_solver(plan, program=program, optimizer=optimizer, sandbox=sandbox)
+            hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests)
+            started = time.monotonic()
+            pairs = len(plan.problems) * len(plan.methods)
+            done = len(store.done() & {(task_id(p), m.name) for p in plan.problems
+                                       for m in plan.methods})
+            with _progress(console, total=pairs, completed=done,
+                           disable=args.no_progress) as update:
+                stats = run_jobs(store, plan.problems, plan.methods, solve=solve, hidden=hidden,
+                                 seed_source=plan.seed_source, task_id=task_id,
+                                 concurrency=concurrency, on_progress=update)
+            wall = time.monotonic() - started
+            return stats, wall, broker_stats(program, optimizer)
+    finally:
+        for broker in {id(b): b for b in (program, optimizer)}.values():
+            broker.close()
+
+
+def _workers(sandbox) -> int:
+    return int(getattr(sandbox, "workers", None) or os.cpu_count() or 2)
+
+
+class _progress:
+    """A rich progress bar: jobs done, pass@1 so far, tokens/s and ETA."""
+
+    def __init__(self, console: Console, *, total: int, completed: int, disable: bool):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("pass@1 {task.fields[pass_at_1]}"), TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, disable=disable, transient=False,
+        )
+        self.task = self.progress.add_task("bench", total=total, completed=completed,
+                                           pass_at_1="–", tps="–")
+        self.started = time.monotonic()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self.update
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def update(self, stats: RunStats) -> None:
+        seen = stats.skipped + stats.done
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        self.progress.update(
+            self.task, completed=seen,
+            pass_at_1=f"{100 * stats.passed / seen:.1f}%" if seen else "–",
+            tps=f"{stats.tokens / elapsed:,.0f}",
+        )
+
+
+def _print_summary(plan: BenchPlan, console: Console) -> None:
+    records = read_results(plan.out)
+    parts = []
+    for m in plan.methods:
+        rows = [r for r in records if r["method"] == m.name]
+        if rows:
+            parts.append(f"{m.name} {sum(r['passed'] for r in rows)}/{len(rows)}")
+    console.print("pass@1 on hidden tests: " + ", ".join(parts))
+    console.print(f"results in {plan.out}; `flowmend report {plan.out}` for the table and plots")
