@@ -939,11 +939,18 @@ class _FunctionFlow:
         if index is not None:
             self.flow.consumes[index] |= arg_origins
             return frozenset({index})
-        out = arg_origins | self._origins(call.func, state)
-        for callee in self.flow.mod._resolve_one(call.func, self.cls, self.self_name, self.instances):
-            if callee in self.flow.params_in:
-                self.flow.params_in[callee] |= _approx_all(arg_origins)
-                out |= _approx_all(self.flow.returns[callee])
+        out = set(self._origins(call.func, state))
+        callees = [
+            c for c in self.flow.mod._resolve_one(call.func, self.cls, self.self_name, self.instances)
+            if c in self.flow.params_in
+        ]
+        for callee in callees:
+            # A function of the module: its arguments reach its parameters (at every call
+            # site alike), and its value is what its returns may carry.
+            self.flow.params_in[callee] |= _approx_all(arg_origins)
+            out |= _approx_all(self.flow.returns[callee])
+        if not callees:
+            out |= arg_origins  # anything else (str.strip, extract_code) may pass them on
         # A method call on a variable may store its arguments in it (`notes.append(plan)`).
         if isinstance(call.func, cst.Attribute) and arg_origins:
             receiver = dotted_name(call.func.value)
