@@ -1,0 +1,109 @@
+"""The job runner with the real sandbox and a repair-shaped solver (the loop is tested elsewhere)."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from flowmend.bench._runner import hidden_utility_with, run_jobs, write_samples
+from flowmend.bench._store import RunStore
+from flowmend.bench.methods import Method
+from flowmend.task import Task
+
+SEED = 'def solve(task):\n    return llm("Write " + task.prompt)\n'
+GOOD = "def add(a, b):\n    return a + b\n"
+HALF = "def add(a, b):\n    return a + b if a else 0\n"
+BAD = "def add(a, b):\n    return a - b\n"
+
+
+@dataclass(frozen=True)
+class Problem:
+    task: Task
+    hidden_tests: tuple[str, ...]
+
+
+def _problems(n):
+    hidden = ("assert add(1, 2) == 3", "assert add(0, 5) == 5", "assert add(-1, 1) == 0")
+    return [Problem(Task(f"Toy/{i}", "add two numbers", "add", ("assert add(1, 2) == 3",)), hidden)
+            for i in range(n)]
+
+
+def _result(candidates, output):
+    return {"status": "solved", "passed_visible": True, "iterations": 1, "calls": 3,
+            "tokens": 120, "cost": 120.0, "stopped_by": "visible_checks",
+            "budget": {"calls": 40, "tokens": 30000, "cost": None, "wall_s": 600.0},
+            "proposals": {"tried": 2, "applied": 1, "invalid": 1, "rejected": 0},
+            "output": output, "diff": "", "candidates": candidates}
+
+
+def solver(problem, method):
+    """A stand-in for `repair` with the loop's result shape: b0 runs once, loop iterates once."""
+    number = int(problem.task.task_id.split("/")[1])
+    if method.name == "b0":
+        out = GOOD if number == 0 else BAD
+        return _result([{"iteration": 0, "index": 0, "output": out, "score": 0.5,
+                         "selected": True, "source": SEED}], out)
+    if number == 2:
+        raise RuntimeError("the loop broke")
+    prompt_edit = SEED.replace("Write ", "Carefully write ")
+    return _result([
+        {"iteration": 0, "index": 0, "output": BAD, "score": 0.0, "selected": True, "source": SEED},
+        {"iteration": 1, "index": 1, "parent": 0, "output": HALF, "score": 0.4, "source": prompt_edit},
+        {"iteration": 1, "index": 2, "parent": 0, "output": GOOD, "score": 1.0, "selected": True,
+         "source": prompt_edit, "patch": {"operator": "rewrite-prompt"}},
+    ], GOOD)
+
+
+METHODS = [Method("b0", baseline=True), Method("loop", iterations=1)]
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from flowmend.sandbox import Sandbox
+
+    with Sandbox(workers=2) as sb:
+        yield sb
+
+
+def test_records_carry_hidden_utility_patch_size_and_errors(tmp_path, sandbox):
+    hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests)
+    with RunStore(tmp_path / "run", {"t": 1}) as store:
+        stats = run_jobs(store, _problems(3), METHODS, solve=solver, hidden=hidden,
+                         seed_source=SEED, task_id=lambda p: p.task.task_id, concurrency=3)
+        records = {(r["task_id"], r["method"]): r for r in store.records}
+    assert stats.done == 6 and stats.errors == 1
+    assert records[("Toy/0", "b0")]["passed"] is True
+    assert records[("Toy/1", "b0")]["passed"] is False and records[("Toy/1", "b0")]["hidden"] == 0
+    loop = records[("Toy/1", "loop")]
+    assert loop["passed"] is True
+    assert [c["hidden"] for c in loop["candidates"]] == [0.0, pytest.approx(2 / 3), 1.0]
+    assert [c["patch_size"] for c in loop["candidates"]] == [None, 2, 2]
+    broken = records[("Toy/2", "loop")]
+    assert broken["status"] == "error" and "the loop broke" in broken["error"]
+    assert broken["passed"] is False
+    write_samples(tmp_path / "run", list(records.values()), ["b0", "loop"])
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples_loop.jsonl").open()]
+    assert [s["task_id"] for s in samples] == ["Toy/0", "Toy/1", "Toy/2"]
+    assert samples[0]["completion"] == GOOD and samples[2]["completion"] == ""
+
+
+def test_a_resumed_run_does_only_what_is_missing(tmp_path, sandbox):
+    hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests)
+    calls = []
+
+    def counting(problem, method):
+        calls.append((problem.task.task_id, method.name))
+        return solver(problem, method)
+
+    problems = _problems(4)
+    with RunStore(tmp_path / "run", {"t": 1}) as store:
+        run_jobs(store, problems[:2], METHODS, solve=counting, hidden=hidden, seed_source=SEED,
+                 task_id=lambda p: p.task.task_id, concurrency=2)
+    assert len(calls) == 4
+    with RunStore(tmp_path / "run", {"t": 1}) as store:
+        stats = run_jobs(store, problems, METHODS, solve=counting, hidden=hidden,
+                         seed_source=SEED, task_id=lambda p: p.task.task_id, concurrency=2)
+        keys = [(r["task_id"], r["method"]) for r in store.records]
+    assert stats.skipped == 4 and stats.done == 4
+    assert len(calls) == 8 and len(set(calls)) == 8
+    assert sorted(keys) == sorted({(p.task.task_id, m.name) for p in problems for m in METHODS})
