@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except UserError as err:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {err}", markup=True)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {err}", markup=True)
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
