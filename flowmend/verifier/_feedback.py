@@ -1,0 +1,504 @@
+"""Feedback `b = F(x, π, τ, y)`: what the verifier can say about one run without ground truth."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from flowmend.task import Task
+from flowmend.verifier._score import ScoreWeights, score
+from flowmend.verifier._visible import visible_checks_from_docstring
+from flowmend.verifier.runtime_helpers import Check, extract_code
+
+if TYPE_CHECKING:
+    from flowmend.sandbox import CheckResult, Limits, Sandbox
+
+__all__ = ["CheckOutcome", "Cost", "Feedback", "SyntaxProblem", "feedback", "instrument_check"]
+
+SCHEMA = "flowmend.feedback/1"
+_MESSAGE_CHARS = 200
+_GOT = "_flowmend_got"
+
+
+@dataclass(frozen=True)
+class SyntaxProblem:
+    """Why the code does not compile, and where (1-based line and column in `Feedback.code`)."""
+
+    message: str
+    line: int | None = None
+    offset: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check's verdict.
+
+    Attributes:
+        check: the check's source, as the task gives it (``assert f(1) == 2``).
+        status: "passed", "failed" (its assertion did not hold), "error" (it raised something
+            else), "timeout", or "not_run" (the code never loaded).
+        error_type: the exception type name for "failed" and "error".
+        message: the assertion's or exception's message, e.g. ``got 3``.
+    """
+
+    check: str
+    status: str
+    error_type: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What the run spent, from its trace. ``units`` are the LLM price table's cost units."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    units: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_trace(cls, trace: "Cost | Mapping[str, Any] | Iterable[Mapping[str, Any]] | None") -> "Cost":
+        """Totals from a trace summary mapping, or summed over a trace's LLM call records.
+
+        A summary has any of ``calls``, ``prompt_tokens``, ``completion_tokens``, ``tokens``,
+        ``cost`` and ``wall_s``. Call records (JSON of `flowmend.llm.Completion`, or trace lines
+        with ``"kind": "llm"``) are summed. When no cost is given, a token costs one unit, as a
+        local model does.
+        """
+        if trace is None:
+            return cls()
+        if isinstance(trace, Cost):
+            return trace
+        if isinstance(trace, Mapping):
+            prompt = int(trace.get("prompt_tokens", 0))
+            completion = int(trace.get("completion_tokens", 0))
+            tokens = int(trace.get("tokens", prompt + completion))
+            if not (prompt or completion):
+                prompt = tokens
+            return cls(
+                calls=int(trace.get("calls", trace.get("llm_calls", 0))),
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                units=float(trace.get("cost", tokens)),
+                wall_s=float(trace.get("wall_s", 0.0)),
+            )
+        calls = prompt = completion = 0
+        units = 0.0
+        for record in trace:
+            if record.get("kind", "llm") != "llm":
+                continue
+            calls += 1
+            p, c = int(record.get("prompt_tokens", 0)), int(record.get("completion_tokens", 0))
+            prompt += p
+            completion += c
+            units += float(record.get("cost", p + c))
+        return cls(calls=calls, prompt_tokens=prompt, completion_tokens=completion, units=units)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The verifier's structured result for one run of one candidate on one task.
+
+    Attributes:
+        task_id: the task.
+        code: the program that was checked (extracted from the output, maybe completed from the
+            prompt; see `assembled`).
+        compiled: whether ``code`` compiles.
+        syntax_error: why it does not, with the line.
+        runtime_error: exception type name when loading the code or running a check raised
+            something other than a failed assertion ("Timeout" for a time limit).
+        runtime_message: that exception's message, with the line when known.
+        checks: the visible checks' outcomes, in task order.
+        self_checks: outcomes of tests the workflow wrote for itself: a separate signal.
+        violations: broken constraints: no code, entry point missing, incompatible signature.
+        cost: what the run spent.
+        assembled: the output was a function body and the code is the task prompt plus it.
+        score: `S_F` under the weights `feedback()` was given.
+    """
+
+    task_id: str
+    code: str
+    compiled: bool
+    syntax_error: SyntaxProblem | None = None
+    runtime_error: str | None = None
+    runtime_message: str = ""
+    checks: tuple[CheckOutcome, ...] = ()
+    self_checks: tuple[CheckOutcome, ...] = ()
+    violations: tuple[str, ...] = ()
+    cost: Cost = field(default_factory=Cost)
+    assembled: bool = False
+    score: float = 0.0
+
+    @property
+    def passed(self) -> int:
+        return sum(c.status == "passed" for c in self.checks)
+
+    @property
+    def failed(self) -> int:
+        return len(self.checks) - self.passed
+
+    @property
+    def total(self) -> int:
+        return len(self.checks)
+
+    @property
+    def passed_ratio(self) -> float:
+        """Passed visible checks over all of them; without checks, 1.0 for clean code, else 0.0."""
+        if self.checks:
+            return self.passed / len(self.checks)
+        clean = self.compiled and self.runtime_error is None and not self.violations
+        return 1.0 if clean else 0.0
+
+    @property
+    def self_passed_ratio(self) -> float:
+        if not self.self_checks:
+            return 0.0
+        return sum(c.status == "passed" for c in self.self_checks) / len(self.self_checks)
+
+    @property
+    def kind(self) -> str:
+        """One of `runtime_helpers.KINDS`, the most severe problem first."""
+        if not self.code.strip():
+            return "no_code"
+        if self.syntax_error is not None:
+            return "syntax_error"
+        if self.runtime_error is not None:
+            return "runtime_error"
+        if self.failed or self.violations:
+            return "failing_check"
+        return "ok"
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+    def to_check(self, max_chars: int = 600) -> Check:
+        """The `Check` that a workflow's ``verify(code)`` returns for this feedback."""
+        return Check(self.ok, self.kind, self.summary(max_chars=max_chars))
+
+    def rescored(self, weights: ScoreWeights) -> "Feedback":
+        return replace(self, score=score(self, weights))
+
+    def summary(self, max_chars: int = 600) -> str:
+        """A short, localised account for the optimizer: the error line, which check failed."""
+        lines = []
+        kind = self.kind
+        if kind == "no_code":
+            lines.append("no Python code found in the output")
+        elif self.syntax_error is not None:
+            err = self.syntax_error
+            where = f" at line {err.line}" if err.line else ""
+            lines.append(f"syntax error{where}: {err.message}")
+            if err.text.strip():
+                lines.append(f"  {err.line or '?'} | {err.text.strip()}")
+        lines.extend(f"violation: {v}" for v in self.violations if kind != "no_code")
+        if self.runtime_error is not None and not any(c.status in ("error", "timeout") for c in self.checks):
+            message = f": {self.runtime_message}" if self.runtime_message else ""
+            lines.append(f"{self.runtime_error} while loading the code{message}")
+        if self.checks and self.compiled:
+            lines.append(f"{self.passed}/{self.total} visible checks passed")
+            lines.extend(_describe(c) for c in self.checks if c.status != "passed")
+        elif self.compiled and kind == "ok":
+            lines.append("the code loads; the task has no visible checks")
+        if self.self_checks and self.compiled:
+            passed = sum(c.status == "passed" for c in self.self_checks)
+            lines.append(f"{passed}/{len(self.self_checks)} self-checks passed")
+        return _truncate("\n".join(lines), max_chars)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = SCHEMA
+        data["checks"] = [asdict(c) for c in self.checks]
+        data["self_checks"] = [asdict(c) for c in self.self_checks]
+        data["violations"] = list(self.violations)
+        data["kind"] = self.kind
+        data["passed_ratio"] = self.passed_ratio
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Feedback":
+        syntax = data.get("syntax_error")
+        return cls(
+            task_id=str(data["task_id"]),
+            code=str(data["code"]),
+            compiled=bool(data["compiled"]),
+            syntax_error=SyntaxProblem(**syntax) if syntax else None,
+            runtime_error=data.get("runtime_error"),
+            runtime_message=str(data.get("runtime_message", "")),
+            checks=tuple(CheckOutcome(**c) for c in data.get("checks", ())),
+            self_checks=tuple(CheckOutcome(**c) for c in data.get("self_checks", ())),
+            violations=tuple(str(v) for v in data.get("violations", ())),
+            cost=Cost(**data.get("cost", {})),
+            assembled=bool(data.get("assembled", False)),
+            score=float(data.get("score", 0.0)),
+        )
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+
+def feedback(
+    task: Task,
+    output: str,
+    trace_summary: "Cost | Mapping[str, Any] | Iterable[Mapping[str, Any]] | None",
+    sandbox: "Sandbox",
+    weights: ScoreWeights = ScoreWeights(),
+    *,
+    self_checks: Sequence[str] = (),
+    limits: "Limits | None" = None,
+    test_timeout_s: float = 3.0,
+) -> Feedback:
+    """Verify one output ``y`` of a workflow on ``task``.
+
+    The code is `extract_code(output, task.entry_point)`; when it does not define the entry
+    point but ``task.prompt + output`` does (a model that continued the prompt with the body),
+    that is the code. The visible checks are ``task.visible_tests``, or, when the task has
+    none, the examples of its docstring (`visible_checks_from_docstring`). They run in
+    ``sandbox`` together with ``self_checks``, each under ``test_timeout_s``.
+    """
+    cost = Cost.from_trace(trace_summary)
+    output = output if isinstance(output, str) else ("" if output is None else str(output))
+    code, assembled = _program(task, output)
+    base = Feedback(task_id=task.task_id, code=code, compiled=False, cost=cost, assembled=assembled)
+    if not code.strip():
+        violation = "the output contains no Python code" if output.strip() else "the output is empty"
+        return _scored(replace(base, violations=(violation,)), weights)
+    problem = _compile(code)
+    if problem is not None:
+        return _scored(replace(base, syntax_error=problem), weights)
+    checks = tuple(task.visible_tests) or visible_checks_from_docstring(task.prompt, task.entry_point)
+    violations = _violations(task, code)
+    runnable = list(checks) + [c for c in self_checks]
+    kwargs: dict[str, Any] = {"test_timeout_s": test_timeout_s}
+    if limits is not None:
+        kwargs["limits"] = limits
+    result = sandbox.check(code, [instrument_check(t, task.entry_point) for t in runnable], **kwargs)
+    outcomes, runtime_error, runtime_message = _outcomes(result, runnable)
+    fb = replace(
+        base,
+        compiled=True,
+        checks=outcomes[: len(checks)],
+        self_checks=outcomes[len(checks) :],
+        violations=violations,
+        runtime_error=runtime_error,
+        runtime_message=runtime_message,
+    )
+    return _scored(fb, weights)
+
+
+def instrument_check(check: str, entry_point: str | None = None) -> str:
+    """``assert f(x) == v`` rewritten to report what it got: ``assert (_flowmend_got := f(x)) == v, ...``.
+
+    Checks of any other shape (and ones that already carry a message) come back unchanged.
+    """
+    try:
+        tree = ast.parse(check)
+    except SyntaxError:
+        return check
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert) or tree.body[0].msg is not None:
+        return check
+    node = tree.body[0]
+    test = node.test
+    if not isinstance(test, ast.Compare) or len(test.ops) != 1:
+        return check
+    holder, attr = test, "left"
+    left = test.left
+    # abs(f(x) - v) < tol: report f(x), not the difference.
+    if (
+        isinstance(left, ast.Call)
+        and isinstance(left.func, ast.Name)
+        and left.func.id == "abs"
+        and len(left.args) == 1
+        and isinstance(left.args[0], ast.BinOp)
+        and isinstance(left.args[0].op, ast.Sub)
+    ):
+        holder, attr = left.args[0], "left"
+    target = getattr(holder, attr)
+    if entry_point and not any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == entry_point
+        for n in ast.walk(target)
+    ):
+        return check
+    setattr(holder, attr, ast.NamedExpr(target=ast.Name(_GOT, ast.Store()), value=target))
+    node.msg = ast.parse(f"'got ' + repr({_GOT})[:{_MESSAGE_CHARS}]", mode="eval").body
+    return ast.unparse(tree)
+
+
+def _scored(fb: Feedback, weights: ScoreWeights) -> Feedback:
+    return replace(fb, score=score(fb, weights))
+
+
+def _program(task: Task, output: str) -> tuple[str, bool]:
+    code = extract_code(output, task.entry_point)
+    if code and task.entry_point in _bound_names(code):
+        return code, False
+    # A completion model continues the prompt: its output is the indented body of the
+    # prompt's function. The result must hold more than the prompt's bare stub.
+    continues = output.lstrip("\n")[:1] in (" ", "\t")
+    if continues and _prompt_function(task) is not None:
+        joined = extract_code(task.prompt + output, task.entry_point)
+        stub = task.prompt.strip()
+        if joined.startswith(stub) and len(joined) > len(stub) and task.entry_point in _bound_names(joined):
+            return joined, True
+    return code, False
+
+
+def _compile(code: str) -> SyntaxProblem | None:
+    try:
+        compile(code, "<candidate>", "exec", dont_inherit=True)
+    except SyntaxError as err:
+        return SyntaxProblem(str(err.msg), err.lineno, err.offset, err.text or "")
+    except ValueError as err:  # NUL bytes
+        return SyntaxProblem(str(err))
+    return None
+
+
+def _bound_names(code: str) -> set[str]:
+    """Names the module binds at top level (also inside top-level if/try/with blocks)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            for part in ("body", "orelse", "finalbody"):
+                stack.extend(getattr(node, part, []))
+            stack.extend(s for h in getattr(node, "handlers", []) for s in h.body)
+    return names
+
+
+def _function(code: str, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    found = None
+    for node in tree.body:  # the last definition wins, as at run time
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            found = node
+    return found
+
+
+def _prompt_function(task: Task) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    return _function(task.prompt, task.entry_point)
+
+
+def _violations(task: Task, code: str) -> tuple[str, ...]:
+    ep = task.entry_point
+    if ep not in _bound_names(code):
+        return (f"the entry point `{ep}` is not defined",)
+    expected = _prompt_function(task)
+    actual = _function(code, ep)
+    if expected is None or actual is None:
+        return ()
+    want_min, want_max = _positional_range(expected.args)
+    have_min, have_max = _positional_range(actual.args)
+    problems = []
+    if have_min > want_min or have_max < want_max:
+        problems.append(
+            f"`{ep}` takes {_arity(have_min, have_max)} positional argument(s) but the prompt's "
+            f"`def {ep}({ast.unparse(expected.args)})` takes {_arity(want_min, want_max)}"
+        )
+    required_kwonly = [
+        a.arg for a, d in zip(actual.args.kwonlyargs, actual.args.kw_defaults) if d is None
+    ]
+    if required_kwonly:
+        problems.append(f"`{ep}` requires keyword-only argument(s) {', '.join(required_kwonly)} the prompt does not have")
+    return tuple(problems)
+
+
+def _positional_range(args: ast.arguments) -> tuple[int, float]:
+    positional = len(args.posonlyargs) + len(args.args)
+    return positional - len(args.defaults), float("inf") if args.vararg else positional
+
+
+def _arity(low: int, high: float) -> str:
+    if high == float("inf"):
+        return f"at least {low}"
+    return str(low) if low == high else f"{low} to {int(high)}"
+
+
+def _outcomes(result: "CheckResult", checks: Sequence[str]) -> tuple[tuple[CheckOutcome, ...], str | None, str]:
+    """Per-check outcomes and the run's runtime error, read from a sandbox `CheckResult`."""
+    by_index = {r.index: r for r in result.results}
+    if result.status not in ("passed", "failed"):
+        # The code never finished loading (or the child died): no check ran.
+        run = result.run
+        error = run.error_type or _LOAD_STATUS.get(result.status, result.status)
+        line = _error_line(run.traceback_tail)
+        message = _truncate(run.error_message or "", _MESSAGE_CHARS) + (f" (line {line})" if line else "")
+        return tuple(CheckOutcome(c, "not_run") for c in checks), error, message
+    runtime_error: str | None = None
+    runtime_message = ""
+    outcomes = []
+    for i, check in enumerate(checks):
+        r = by_index.get(i)
+        if r is None:
+            outcomes.append(CheckOutcome(check, "not_run"))
+            continue
+        message = _truncate(r.message or "", _MESSAGE_CHARS)
+        if r.status == "passed":
+            outcomes.append(CheckOutcome(check, "passed"))
+        elif r.status == "failed":
+            outcomes.append(CheckOutcome(check, "failed", r.error_type or "AssertionError", message))
+        elif r.status == "not_run":
+            outcomes.append(CheckOutcome(check, "not_run", r.error_type, message))
+        else:  # error, timeout, memory, crash, output_limit, exited
+            status = "timeout" if r.status == "timeout" else "error"
+            error = r.error_type or _LOAD_STATUS.get(r.status, r.status)
+            outcomes.append(CheckOutcome(check, status, error, message))
+            if runtime_error is None:
+                runtime_error, runtime_message = error, message
+    return tuple(outcomes), runtime_error, runtime_message
+
+
+# Error names for sandbox statuses that carry no exception type.
+_LOAD_STATUS = {
+    "timeout": "Timeout",
+    "memory": "MemoryError",
+    "crash": "Crash",
+    "output_limit": "OutputLimit",
+    "exited": "EarlyExit",
+    "harness_error": "HarnessError",
+}
+
+
+def _error_line(traceback_tail: str | None) -> int | None:
+    lines = re.findall(r'File "<candidate>", line (\d+)', traceback_tail or "")
+    return int(lines[-1]) if lines else None
+
+
+def _describe(outcome: CheckOutcome) -> str:
+    label = {"failed": "FAILED", "error": "ERROR", "timeout": "TIMEOUT", "not_run": "NOT RUN"}.get(
+        outcome.status, outcome.status.upper()
+    )
+    detail = outcome.message
+    if outcome.status == "error" and outcome.error_type:
+        detail = f"{outcome.error_type}: {detail}" if detail else outcome.error_type
+    check = _truncate(outcome.check, 120)
+    return f"{label} {check}" + (f" -- {detail}" if detail else "")
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 3)].rstrip() + "..."
