@@ -160,14 +160,16 @@ def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
 
 
 def broker_stats(*brokers) -> dict[str, float]:
-    """Completion tokens and engine-busy seconds summed over distinct brokers."""
-    tokens, busy = 0, 0.0
+    """Completion tokens, engine-busy seconds and batch sizes summed over distinct brokers."""
+    tokens, busy, batches, requests = 0, 0.0, 0, 0
     for broker in {id(b): b for b in brokers}.values():
-        stats = broker.stats() if callable(getattr(broker, "stats", None)) else {}
-        stats = stats if isinstance(stats, dict) else getattr(stats, "__dict__", {})
+        stats = broker.stats().to_json()
         tokens += int(stats.get("completion_tokens", 0))
-        busy += float(stats.get("busy_s", stats.get("engine_busy_s", 0.0)))
-    return {"completion_tokens": tokens, "engine_busy_s": busy}
+        busy += float(stats.get("busy_s", 0.0))
+        batches += int(stats.get("batches", 0))
+        requests += int(stats.get("requests", 0))
+    return {"completion_tokens": tokens, "engine_busy_s": busy, "batches": batches,
+            "requests": requests}
 
 
 def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -> dict[str, Any]:
@@ -181,6 +183,9 @@ def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -
         "tokens_per_wall_s": round(tokens / wall_s, 1) if wall_s > 0 else None,
         "outside_model_share": round(max(0.0, 1 - busy / wall_s), 4) if wall_s > 0 else None,
         "hidden_check_s": round(stats.hidden_check_s, 3),
+        "engine_calls": model_stats.get("batches"),
+        "mean_batch": round(model_stats["requests"] / model_stats["batches"], 2)
+        if model_stats.get("batches") else None,
         "note": "engine busy time is the broker's; the rest of the wall time is the engine "
                 "loop, the sandbox, the verifier and the hidden-test scoring",
     }

@@ -243,6 +243,8 @@ def _performance_lines(run: Run) -> list[str]:
         ("tokens_per_wall_s", "generation throughput per wall second", "tokens/s"),
         ("outside_model_share", "share of wall time outside the model", ""),
         ("hidden_check_s", "time scoring outputs on hidden tests (summed over jobs)", "s"),
+        ("engine_calls", "engine calls (batches)", ""),
+        ("mean_batch", "mean requests per engine call", ""),
     ):
         value = perf.get(key)
         if value is None:
