@@ -106,6 +106,7 @@ def plan_from_args(args) -> BenchPlan:
     from flowmend.engine import parse_workflow
 
     parse_workflow(seed_source, path=str(seed_path))  # WorkflowError is a UserError with a line
+    check_pre_patches(methods, seed_source, str(seed_path))
     problems = splits.select(load_problems(args.suite), args.split, scheme=args.split_scheme,
                              task_id=task_id)
     problems.sort(key=lambda p: _task_number(task_id(p)))
@@ -124,6 +125,21 @@ def plan_from_args(args) -> BenchPlan:
         replay=str(Path(args.replay).resolve()) if args.replay else None,
         base_url=args.base_url, seed=args.seed, limit=args.limit, out=Path(args.out),
     )
+
+
+def check_pre_patches(methods, seed_source: str, where: str) -> None:
+    """Every method's pre-patches must apply to the seed, or no task could run it."""
+    from flowmend.engine import Applied, Patch, apply_patches
+
+    for method in methods:
+        if not method.pre_patches:
+            continue
+        patches = [Patch.from_json(p, where=f"{method.origin}: pre_patches")
+                   for p in method.pre_patches]
+        result = apply_patches(seed_source, patches)
+        if not isinstance(result, Applied):
+            raise UserError(f"method {method.name}'s pre-patches do not apply to the seed "
+                            f"workflow: {result.detail}", where=where)
 
 
 def _task_number(tid: str) -> tuple[str, int]:

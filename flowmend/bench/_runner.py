@@ -56,10 +56,65 @@ def hidden_utility_with(sandbox, *, hidden_tests: Callable[[Any], Sequence[str]]
     return check
 
 
-def _candidate_sources(result: dict, seed_source: str) -> dict[tuple[int, int], str]:
-    """The source of every candidate, where the loop recorded it."""
-    return {(int(c.get("iteration", 0)), int(c.get("index", 0))): c["source"]
-            for c in result.get("candidates", ()) if isinstance(c.get("source"), str)}
+def candidate_lineage(result: dict, seed_source: str, pre_patches=()
+                      ) -> dict[tuple[int, int], tuple[str | None, str]]:
+    """``(iteration, index) -> (parent source, own source)`` for the candidates we can place.
+
+    A candidate's own source is taken from the loop's record when it has one; otherwise it is
+    rebuilt by applying its patch to its parent (patch application is pure and deterministic).
+    The parent of a proposal in iteration k is the incumbent: iteration k's candidate 0 or the
+    candidate selected in iteration k − 1; iteration 0's candidate 0 is the pre-patched seed.
+    """
+    cands = sorted(result.get("candidates", ()),
+                   key=lambda c: (int(c.get("iteration", 0)), int(c.get("index", 0))))
+    if not cands:
+        return {}
+    engine = _engine()
+    incumbent = seed_source
+    if pre_patches:
+        incumbent = _apply(engine, seed_source, list(pre_patches))
+    out: dict[tuple[int, int], tuple[str | None, str]] = {}
+    selected: str | None = None
+    current_iter = None
+    for c in cands:
+        it, idx = int(c.get("iteration", 0)), int(c.get("index", 0))
+        if it != current_iter:
+            if selected is not None:
+                incumbent = selected
+            current_iter, selected = it, None
+        own = c.get("source") if isinstance(c.get("source"), str) else None
+        if idx == 0:
+            own = own or incumbent
+            if own is not None:
+                incumbent = own
+            parent = None
+        else:
+            parent = incumbent
+            if own is None and parent is not None and c.get("patch"):
+                own = _apply(engine, parent, [c["patch"]])
+        if own is not None:
+            out[(it, idx)] = (parent, own)
+        if c.get("selected") and own is not None:
+            selected = own
+    return out
+
+
+def _engine():
+    try:
+        from flowmend import engine
+    except ImportError:
+        return None
+    return engine
+
+
+def _apply(engine, source: str | None, patches: list) -> str | None:
+    if engine is None or source is None:
+        return None
+    try:
+        result = engine.apply_patches(source, [engine.Patch.from_json(p) for p in patches])
+    except Exception:  # a patch we cannot rebuild only costs its patch size
+        return None
+    return result.source if isinstance(result, engine.Applied) else None
 
 
 def build_record(problem_id: str, method: Method, result: dict, *, hidden: HiddenCheck,
@@ -73,20 +128,13 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
             cache[code] = hidden(problem, code)
         return cache[code]
 
-    sources = _candidate_sources(result, seed_source)
-    selected_by_iter = {int(c.get("iteration", 0)): int(c.get("index", 0))
-                        for c in result.get("candidates", ()) if c.get("selected")}
+    lineage = candidate_lineage(result, seed_source, method.pre_patches)
     candidates = []
     for c in result.get("candidates", ()):
         it, idx = int(c.get("iteration", 0)), int(c.get("index", 0))
         u, _ = utility(c.get("output"))
-        size = None
-        if idx != 0 and (it, idx) in sources:
-            parent_key = (it, int(c.get("parent") or 0))
-            if parent_key not in sources and it - 1 in selected_by_iter:
-                parent_key = (it - 1, selected_by_iter[it - 1])
-            if parent_key in sources:
-                size = metrics.patch_size(sources[parent_key], sources[(it, idx)])
+        parent, own = lineage.get((it, idx), (None, None))
+        size = metrics.patch_size(parent, own) if idx != 0 and parent and own else None
         candidates.append({
             "iteration": it, "index": idx, "parent": c.get("parent"),
             "patch": c.get("patch"), "score": c.get("score"),

@@ -107,3 +107,29 @@ def test_a_resumed_run_does_only_what_is_missing(tmp_path, sandbox):
     assert stats.skipped == 4 and stats.done == 4
     assert len(calls) == 8 and len(set(calls)) == 8
     assert sorted(keys) == sorted({(p.task.task_id, m.name) for p in problems for m in METHODS})
+
+
+def test_patch_sizes_are_rebuilt_from_patches_when_the_loop_keeps_no_source():
+    from flowmend.bench._runner import candidate_lineage
+
+    seed = open("examples/workflows/single_shot.py").read()
+    append = {"schema": "flowmend.patch/1", "operator": "append-instruction",
+              "target": {"step": "code"}, "args": {"sentence": "Keep the exact name."}}
+    retry = {"schema": "flowmend.patch/1", "operator": "insert-verify-step",
+             "target": {"step": "code"}, "args": {}}
+    result = {"candidates": [
+        {"iteration": 0, "index": 0, "selected": True},
+        {"iteration": 1, "index": 1, "parent": 0, "patch": append, "selected": True},
+        {"iteration": 1, "index": 2, "parent": 0, "patch": retry},
+        {"iteration": 2, "index": 1, "parent": 0, "patch": retry},
+    ]}
+    lineage = candidate_lineage(result, seed)
+    assert lineage[(0, 0)] == (None, seed)
+    parent, prompt_edit = lineage[(1, 1)]
+    assert parent == seed and "Keep the exact name." in prompt_edit
+    assert lineage[(1, 2)][0] == seed
+    # Iteration 2 starts from iteration 1's selected candidate.
+    assert lineage[(2, 1)][0] == prompt_edit and "verify(" in lineage[(2, 1)][1]
+    from flowmend.bench.metrics import patch_size
+
+    assert 0 < patch_size(seed, prompt_edit) < patch_size(seed, lineage[(1, 2)][1])
