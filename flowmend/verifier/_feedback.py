@@ -342,14 +342,21 @@ def _program(task: Task, output: str) -> tuple[str, bool]:
     if code and task.entry_point in _bound_names(code):
         return code, False
     # A completion model continues the prompt: its output is the indented body of the
-    # prompt's function. The result must hold more than the prompt's bare stub.
+    # prompt's function. The joined function must have a body beyond its docstring.
     continues = output.lstrip("\n")[:1] in (" ", "\t")
     if continues and _prompt_function(task) is not None:
         joined = extract_code(task.prompt + output, task.entry_point)
-        stub = task.prompt.strip()
-        if joined.startswith(stub) and len(joined) > len(stub) and task.entry_point in _bound_names(joined):
+        function = _function(joined, task.entry_point)
+        if function is not None and _has_body(function):
             return joined, True
     return code, False
+
+
+def _has_body(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return bool(body)
 
 
 def _compile(code: str) -> SyntaxProblem | None:
