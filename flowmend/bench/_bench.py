@@ -39,6 +39,7 @@ class BenchPlan:
     model: str
     optimizer_model: str
     replay: str | None
+    record: str | None
     base_url: str | None
     seed: int
     limit: int | None
@@ -94,6 +95,8 @@ def plan_from_args(args) -> BenchPlan:
         raise UserError("--backend replay needs --replay FILE (recorded completions)")
     if args.replay and not Path(args.replay).is_file():
         raise UserError("no such file", where=f"--replay {args.replay}")
+    if args.record and args.backend == "replay":
+        raise UserError("--record records a real backend's answers; it cannot record replay")
     if args.backend == "openai" and not args.base_url:
         raise UserError("--backend openai needs --base-url URL")
     methods = load_methods(args.methods)
@@ -123,7 +126,8 @@ def plan_from_args(args) -> BenchPlan:
         backend=args.backend, model=args.model,
         optimizer_model=args.optimizer_model or args.model,
         replay=str(Path(args.replay).resolve()) if args.replay else None,
-        base_url=args.base_url, seed=args.seed, limit=args.limit, out=Path(args.out),
+        record=args.record, base_url=args.base_url, seed=args.seed, limit=args.limit,
+        out=Path(args.out),
     )
 
 
@@ -147,12 +151,20 @@ def _task_number(tid: str) -> tuple[str, int]:
     return (head, int(tail)) if tail.isdigit() else (tid, -1)
 
 
-def open_broker(plan: BenchPlan, model: str):
-    from flowmend.llm import Broker, ModelConfig, open_backend
+def open_models(plan: BenchPlan):
+    """The program and optimizer brokers (one engine when they name the same model)."""
+    from flowmend.llm import ModelConfig, open_models as _open
 
-    config = ModelConfig(kind=plan.backend, model=model, seed=plan.seed,
-                         path=plan.replay, base_url=plan.base_url)
-    return Broker(open_backend(config))
+    def config(model: str) -> ModelConfig:
+        if plan.backend == "replay":
+            return ModelConfig(kind="replay", model=model, replay_path=plan.replay)
+        inner = ModelConfig(kind=plan.backend, model=model, seed=plan.seed,
+                            base_urls=(plan.base_url,) if plan.base_url else ())
+        if plan.record:
+            return ModelConfig(kind="replay", model=model, replay_path=plan.record, record=inner)
+        return inner
+
+    return _open(config(plan.model), config(plan.optimizer_model))
 
 
 def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
@@ -227,9 +239,8 @@ def run_from_args(args) -> int:
 def _execute(plan: BenchPlan, store: RunStore, args, console):
     from flowmend.sandbox import Sandbox
 
-    program = open_broker(plan, plan.model)
-    optimizer = program if plan.optimizer_model == plan.model else open_broker(
-        plan, plan.optimizer_model)
+    models = open_models(plan)
+    program, optimizer = models.program, models.optimizer
     try:
         with Sandbox(workers=None) as sandbox:
             concurrency = args.concurrency or max(2, 2 * _workers(sandbox))
@@ -247,8 +258,7 @@ def _execute(plan: BenchPlan, store: RunStore, args, console):
             wall = time.monotonic() - started
             return stats, wall, broker_stats(program, optimizer)
     finally:
-        for broker in {id(b): b for b in (program, optimizer)}.values():
-            broker.close()
+        models.close()
 
 
 def _workers(sandbox) -> int:

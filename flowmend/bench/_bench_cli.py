@@ -47,6 +47,9 @@ def register(sub) -> None:
                        help="the optimizer's model (default: the program model, one engine)")
     bench.add_argument("--replay", default=None, metavar="FILE",
                        help="recorded completions for --backend replay")
+    bench.add_argument("--record", default=None, metavar="FILE",
+                       help="also record every completion into FILE (JSONL), for a later "
+                            "--backend replay run")
     bench.add_argument("--base-url", default=None, help="server URL for --backend openai")
     bench.add_argument("--seed-workflow", default=DEFAULT_SEED_WORKFLOW, metavar="FILE",
                        help="the workflow every method starts from")
