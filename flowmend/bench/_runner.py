@@ -230,29 +230,29 @@ def run_jobs(
 
     pending: set[Future] = set()
     queue = iter(jobs)
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="bench") as pool:
-        try:
+    window = 2 * max(1, concurrency)  # submit lazily: a resume or a kill wastes little
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="bench")
+    try:
+        while True:
             for p, m in queue:
                 pending.add(pool.submit(job, p, m))
-                if len(pending) >= 2 * max(1, concurrency):
+                if len(pending) >= window:
                     break
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record = future.result()
-                    store.append(record)
-                    _count(stats, record)
-                    stats.wall_s = time.monotonic() - started
-                    if on_progress:
-                        on_progress(stats)
-                for p, m in queue:
-                    pending.add(pool.submit(job, p, m))
-                    if len(pending) >= 2 * max(1, concurrency):
-                        break
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record = future.result()
+                store.append(record)
+                _count(stats, record)
+                stats.wall_s = time.monotonic() - started
+                if on_progress:
+                    on_progress(stats)
+    except BaseException:
+        # Interrupted: keep what finished, drop what is queued, do not wait for the rest.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     stats.wall_s = time.monotonic() - started
     return stats
 
