@@ -245,7 +245,8 @@ def _execute(plan: BenchPlan, store: RunStore, args, console):
         with Sandbox(workers=None) as sandbox:
             concurrency = args.concurrency or max(2, 2 * _workers(sandbox))
             solve = repair_solver(plan, program=program, optimizer=optimizer, sandbox=sandbox)
-            hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests)
+            hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
+                                         program=lambda problem, code: problem.program(code))
             started = time.monotonic()
             pairs = len(plan.problems) * len(plan.methods)
             done = len(store.done() & {(task_id(p), m.name) for p in plan.problems

