@@ -175,10 +175,13 @@ def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
                     cost=plan.budget["cost"], wall_s=plan.budget["wall_s"])
 
     def solve(problem, method: Method) -> dict:
+        options: dict[str, Any] = {}
+        if method.program_params:  # otherwise the loop's own defaults
+            options["program_params"] = tuple(method.program_params)
         config = RepairConfig(
             iterations=method.iterations, proposals=method.proposals, mode=method.mode,
             budget=budget, pre_patches=tuple(Patch.from_json(p) for p in method.pre_patches),
-            program_params=dict(method.program_params),
+            seed=plan.seed, **options,
         )
         result = repair(plan.seed_source, problem.task, program=program, optimizer=optimizer,
                         sandbox=sandbox, config=config)
