@@ -418,10 +418,25 @@ class Operator:
             )
         module = self.transform(wf, target, args)
         source = module.code if isinstance(module, cst.Module) else str(module)
+        source, lossy = _restore_trailing(wf, source)
+        if lossy:
+            return Invalid(Reason.PARSE, "libcst does not reproduce this workflow byte for byte")
         problem = check_result(wf, source)
         if problem is not None:
             return problem
         return Applied(source, unified_diff(wf.source, source, wf.path or "workflow.py"))
+
+
+def _restore_trailing(wf: Any, source: str) -> tuple[str, bool]:
+    """Work around libcst dropping blank lines before a whitespace-only last line
+    (``"x\\n\\n \\n"`` comes back as ``"x\\n \\n"``): give the result the original's trailing
+    whitespace. Returns the source and whether the parse lost anything else."""
+    original, reproduced = wf.source, wf.module.code
+    if original == reproduced:
+        return source, False
+    if original.rstrip() != reproduced.rstrip():
+        return source, True
+    return source.rstrip() + original[len(original.rstrip()):], False
 
 
 def _show_target(target: dict) -> str:
@@ -450,7 +465,14 @@ def check_result(wf: Any, source: str) -> Invalid | None:
             f"entry {wf.entry} changed signature: {before or 'missing'} -> {after or 'missing'}",
         )
     allowed = RUNTIME_NAMES | {c.split(".")[0] for c in getattr(wf, "step_callees", ("llm",))}
-    introduced = free_names(new) - free_names(wf.module) - allowed
+    cache = getattr(wf, "_cache", None)
+    if isinstance(cache, dict):
+        before_free = cache.get("flowmend.free_names")
+        if before_free is None:
+            before_free = cache["flowmend.free_names"] = free_names(wf.module)
+    else:
+        before_free = free_names(wf.module)
+    introduced = free_names(new) - before_free - allowed
     if introduced:
         return Invalid(
             Reason.FREE_VARIABLE, f"edit reads undefined name(s): {', '.join(sorted(introduced))}"

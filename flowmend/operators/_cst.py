@@ -207,9 +207,29 @@ def replace(module: cst.Module, mapping: Mapping[cst.CSTNode, Replacement]) -> c
     return new
 
 
-def parse_statements(wf: Any, code: str) -> list[cst.BaseStatement]:
-    """Statements from source text, indented like the workflow's module."""
-    return list(cst.parse_module(code, config=wf.module.config_for_parsing).body)
+STEP_SLOT = "__flowmend_step__"
+
+
+def parse_statements(wf: Any, code: str, slot: cst.BaseStatement | None = None) -> list[cst.BaseStatement]:
+    """Statements from source text, indented like the workflow's module.
+
+    A line holding only `STEP_SLOT` is replaced by the statement `slot` (the original node,
+    its leading lines dropped), so its text, multi-line strings included, is never re-indented.
+    """
+    body = list(cst.parse_module(code, config=wf.module.config_for_parsing).body)
+    if slot is None:
+        return body
+    own = slot.with_changes(leading_lines=())
+
+    class _Fill(cst.CSTTransformer):
+        def leave_SimpleStatementLine(self, original_node, updated_node):
+            small = updated_node.body
+            if len(small) == 1 and isinstance(small[0], cst.Expr) and \
+                    isinstance(small[0].value, cst.Name) and small[0].value.value == STEP_SLOT:
+                return own
+            return updated_node
+
+    return [stmt.visit(_Fill()) for stmt in body]
 
 
 def with_leading(statements: list[cst.BaseStatement], leading: Any) -> list[cst.BaseStatement]:
@@ -440,3 +460,91 @@ def require(condition: bool, reason: Reason, detail: str) -> None:
     """Refuse (not applicable) unless `condition` holds."""
     if not condition:
         raise Refusal(reason, detail)
+
+
+# --- steps that yield code ---------------------------------------------------------------------
+
+_CODE_WORDS = ("code", "solution", "program", "impl", "completion", "answer", "draft", "src")
+
+
+def yields_code(wf: Any, step: Any) -> bool:
+    """Whether a step's output is code: its name says so, or the function returns it as is or
+    hands it to ``extract_code``/``verify``."""
+    name = assigned_name(step)
+    if name is None:
+        return False
+    if any(word in name.lower() for word in _CODE_WORDS):
+        return True
+    fn = step_function(wf, step)
+    for node in _find(fn.body, (cst.Return,)):
+        if isinstance(node.value, cst.Name) and node.value.value == name:
+            return True
+    for call in _find(fn.body, (cst.Call,)):
+        if isinstance(call.func, cst.Name) and call.func.value in ("extract_code", "verify"):
+            if any(isinstance(a.value, cst.Name) and a.value.value == name for a in call.args):
+                return True
+    return False
+
+
+def next_statement(wf: Any, statement: cst.CSTNode) -> cst.CSTNode | None:
+    block, i = block_of(wf, statement)
+    return block.body[i + 1] if i + 1 < len(block.body) else None
+
+
+def verified_right_after(wf: Any, step: Any) -> bool:
+    """Whether the statement after the step already calls ``verify`` on its output."""
+    nxt = next_statement(wf, step.statement)
+    if nxt is None:
+        return False
+    name = assigned_name(step)
+    return any(
+        isinstance(c.func, cst.Name) and c.func.value == "verify"
+        and any(isinstance(a.value, cst.Name) and a.value.value == name for a in c.args)
+        for c in _find(nxt, (cst.Call,))
+    )
+
+
+def plain_call(step: Any) -> bool:
+    """A call `call_expr` can copy: a prompt, keyword arguments, no ``*``/``**`` and no extra positionals."""
+    positional = [a for a in step.call.args if a.keyword is None]
+    return step.prompt is not None and len(positional) <= 1 and not any(a.star for a in step.call.args)
+
+
+def code_step_sites(wf: Any) -> list[dict]:
+    """Steps that yield code and are not already checked by the statement after them."""
+    return [
+        {"step": s.id}
+        for s in assign_steps(wf)
+        if plain_call(s) and yields_code(wf, s) and not verified_right_after(wf, s)
+    ]
+
+
+def _find(node: cst.CSTNode, types: tuple) -> list:
+    found = []
+
+    class _Collect(cst.CSTVisitor):
+        def on_visit(self, n: cst.CSTNode) -> bool:
+            if isinstance(n, types):
+                found.append(n)
+            return True
+
+    node.visit(_Collect())
+    return found
+
+
+def find(node: cst.CSTNode, *types: type) -> list:
+    """Every node of the given types inside `node` (itself included), in source order."""
+    return _find(node, types)
+
+
+def indent(wf: Any) -> str:
+    """One level of the workflow's own indentation."""
+    return wf.module.default_indent
+
+
+def repair_prompt(instruction: str, check: str, var: str) -> str:
+    """Source of a repair prompt: the instruction, the check's kind and feedback, the code."""
+    return (
+        f'f"{fstring_text(instruction)}\\n\\nCheck ({{{check}.kind}}):\\n'
+        f'{{{check}.feedback}}\\n\\nCode:\\n{{{var}}}"'
+    )

@@ -1,0 +1,311 @@
+"""The operator properties, checked on one application, and the fuzz loop behind `flowmend fuzz`.
+
+Properties: `apply` never raises and never reports an internal error; every applied result parses,
+compiles and parses again as a workflow; text outside the operator's edit region is unchanged;
+idempotent operators are idempotent; `add-step` then `remove-step` of the new step restores the
+source; `reorder-steps` twice restores the source; and every generated workflow round-trips
+through libcst (`parse(code).code == code`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import libcst as cst
+
+from flowmend.engine import _operator as registry
+from flowmend.engine._operator import Applied, Invalid, NotApplicable, Reason, Result
+
+
+class PropertyViolation(AssertionError):
+    """An operator broke one of its properties; the message says which and on what."""
+
+
+def _parse(source: str, wf: Any):
+    from flowmend.engine._workflow import parse_workflow
+
+    return parse_workflow(source, entry=wf.entry, step_callees=wf.step_callees, path=wf.path)
+
+
+def check_roundtrip(source: str) -> None:
+    """libcst reproduces the source byte for byte."""
+    if cst.parse_module(source).code != source:
+        raise PropertyViolation(f"libcst round trip changed the source:\n{source}")
+
+
+def outside_unchanged(before: str, after: str, regions: Sequence[tuple[int, int]]) -> str | None:
+    """None when every line of `before` outside `regions` appears unchanged, in order, in
+    `after` (the prefix and suffix at the same places); else a description of the first change."""
+    old = before.splitlines(keepends=True)
+    new = after.splitlines(keepends=True)
+    spans = sorted((max(1, a), min(len(old), b)) for a, b in regions)
+    gaps, cursor = [], 1
+    for start, end in spans:
+        gaps.append(old[cursor - 1 : start - 1])
+        cursor = max(cursor, end + 1)
+    gaps.append(old[cursor - 1 :])
+    head, tail = gaps[0], gaps[-1]
+    if new[: len(head)] != head:
+        return "text before the edit region changed"
+    if tail and new[len(new) - len(tail) :] != tail:
+        return "text after the edit region changed"
+    if len(head) + len(tail) > len(new):
+        return "the edit region's surroundings overlap in the result"
+    position = len(head)
+    for gap in gaps[1:-1]:
+        found = next(
+            (i for i in range(position, len(new) - len(tail) - len(gap) + 1) if new[i : i + len(gap)] == gap),
+            None,
+        )
+        if found is None:
+            return "text between edit regions changed"
+        position = found + len(gap)
+    return None
+
+
+def check_application(wf: Any, operator: str, target: dict, args: Any) -> Result:
+    """Apply once and check every property that concerns this application.
+
+    Returns the result; raises `PropertyViolation` when a property fails.
+    """
+    op = registry.get(operator)()
+    shown = f"{operator} at {target} with {args!r}\n--- workflow\n{wf.source}"
+    try:
+        result = op.apply(wf, target, args)
+    except Exception as err:  # noqa: BLE001 - the property is precisely that this never happens
+        raise PropertyViolation(f"apply raised {type(err).__name__}: {err}\n{shown}") from err
+    if isinstance(result, Invalid) and result.reason is Reason.INTERNAL:
+        raise PropertyViolation(f"internal error: {result.detail}\n{shown}")
+    if not isinstance(result, Applied):
+        return result
+    new_source = result.source
+    shown += f"\n--- result\n{new_source}"
+    try:
+        compile(new_source, "<fuzz>", "exec", dont_inherit=True)
+        new_wf = _parse(new_source, wf)
+    except Exception as err:  # noqa: BLE001
+        raise PropertyViolation(f"result does not parse as a workflow: {err}\n{shown}") from err
+    check_roundtrip(new_source)
+    parsed = op.parse_args(args)
+    problem = outside_unchanged(wf.source, new_source, op.edit_region(wf, target, parsed))
+    if problem:
+        raise PropertyViolation(f"{problem}\n{shown}")
+    if op.IDEMPOTENT:
+        again = op.apply(new_wf, target, args)
+        if not (isinstance(again, Applied) and again.source == new_source):
+            raise PropertyViolation(f"not idempotent: second application gave {_brief(again)}\n{shown}")
+    if operator == "add-step":
+        added = [s for s in new_wf.steps if s.id not in {t.id for t in wf.steps}
+                 and s.target and s.target not in {t.target for t in wf.steps}]
+        if len(added) != 1:
+            raise PropertyViolation(f"add-step should add exactly one step, added {len(added)}\n{shown}")
+        back = registry.get("remove-step")().apply(new_wf, {"step": added[0].id}, {})
+        if not (isinstance(back, Applied) and back.source == wf.source):
+            raise PropertyViolation(
+                f"remove-step of {added[0].id} does not restore the source: {_brief(back)}\n{shown}"
+            )
+    if operator == "reorder-steps":
+        first, second = wf.step(target["step"]), wf.step(target["with"])
+        back = None
+        for site in op.sites(new_wf):
+            trial = op.apply(new_wf, site, {})
+            if isinstance(trial, Applied) and trial.source == wf.source:
+                back = trial
+                break
+        if back is None:
+            raise PropertyViolation(
+                f"reordering {second.id} and {first.id} back does not restore the source\n{shown}"
+            )
+    return result
+
+
+def _brief(result: Result) -> str:
+    if isinstance(result, Applied):
+        return "a different source:\n" + result.source
+    return f"{type(result).__name__}({result.reason.value}: {result.detail})"
+
+
+# --- the fuzz loop ----------------------------------------------------------------------------
+
+
+@dataclass
+class OperatorStats:
+    """What the fuzzer saw for one operator."""
+
+    operator: str
+    tried: int = 0
+    applied: int = 0
+    not_applicable: int = 0
+    invalid: int = 0
+    violations: int = 0
+    falsifying: str | None = None
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "operator": self.operator,
+            "tried": self.tried,
+            "applied": self.applied,
+            "not_applicable": self.not_applicable,
+            "invalid": self.invalid,
+            "invalid_reasons": dict(sorted(self.invalid_reasons.items())),
+            "violations": self.violations,
+            "falsifying": self.falsifying,
+        }
+
+
+@dataclass
+class FuzzReport:
+    examples: int
+    seed: int
+    operators: list[OperatorStats]
+    parser: OperatorStats
+    seconds: float
+
+    @property
+    def violated(self) -> bool:
+        return any(s.violations for s in [*self.operators, self.parser])
+
+    def to_json(self) -> dict:
+        return {
+            "examples": self.examples,
+            "seed": self.seed,
+            "seconds": round(self.seconds, 2),
+            "violated": self.violated,
+            "operators": [s.to_json() for s in self.operators],
+            "parser": self.parser.to_json(),
+        }
+
+
+def fuzz_operator(name: str, *, examples: int, seed: int, entry: str = "solve",
+                  callees: Sequence[str] = ("llm",), on_example: Callable[[], None] | None = None
+                  ) -> OperatorStats:
+    """Run `examples` random workflows × random applications of one operator."""
+    from hypothesis import HealthCheck, Verbosity, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import strategies as st
+
+    from flowmend.engine._workflow import parse_workflow
+    from flowmend.operators.strategies import patches, workflow_sources
+
+    stats = OperatorStats(name)
+    callee = callees[0] if "*" not in callees[0] else "llm"
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), print_blob=False,
+              verbosity=Verbosity.quiet)
+    @given(st.data())
+    def run(data):
+        source = data.draw(workflow_sources(entry=entry, callee=callee), label="workflow")
+        check_roundtrip(source)
+        wf = parse_workflow(source, entry=entry, step_callees=tuple(callees))
+        patch = data.draw(patches(wf, (name,)), label="patch")
+        stats.tried += 1
+        if on_example:
+            on_example()
+        try:
+            result = check_application(wf, patch.operator, patch.target, patch.args)
+        except PropertyViolation as err:
+            stats.violations += 1
+            stats.falsifying = str(err)
+            raise
+        if isinstance(result, Applied):
+            stats.applied += 1
+        elif isinstance(result, NotApplicable):
+            stats.not_applicable += 1
+        else:
+            stats.invalid += 1
+            stats.invalid_reasons[result.reason.value] = stats.invalid_reasons.get(result.reason.value, 0) + 1
+
+    try:
+        run()
+    except PropertyViolation:
+        pass  # recorded in stats (the last recorded example is the shrunk one)
+    except Exception as err:  # noqa: BLE001 - a crash in generation or parsing is a violation too
+        stats.violations += 1
+        stats.falsifying = f"{type(err).__name__}: {err}"
+    return stats
+
+
+def fuzz_parser(*, examples: int, seed: int, on_example: Callable[[], None] | None = None) -> OperatorStats:
+    """hypothesmith-generated modules: the workflow parser ends cleanly (a model or a
+    `WorkflowError`), and libcst round-trips whatever it parses."""
+    from hypothesis import HealthCheck, Verbosity, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    from hypothesis import strategies as st
+
+    from flowmend.engine._workflow import WorkflowError, parse_workflow
+
+    stats = OperatorStats("parser (hypothesmith)")
+    try:
+        import hypothesmith
+    except ImportError:
+        stats.falsifying = "hypothesmith is not installed: pip install hypothesmith"
+        return stats
+
+    # Half the modules get an entry function appended, so that parsing goes past "no entry".
+    entry_suffix = "\n\ndef solve(task):\n    return llm(task.prompt)\n"
+    modules = st.tuples(hypothesmith.from_node() | hypothesmith.from_grammar(), st.booleans())
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), print_blob=False,
+              verbosity=Verbosity.quiet)
+    @given(modules)
+    def run(drawn):
+        source, with_entry = drawn
+        if with_entry:
+            source = source.rstrip("\n") + entry_suffix if source.strip() else entry_suffix.lstrip()
+        stats.tried += 1
+        if on_example:
+            on_example()
+        try:
+            parse_workflow(source)
+            stats.applied += 1
+        except WorkflowError:
+            stats.not_applicable += 1
+        except Exception as err:  # noqa: BLE001
+            stats.violations += 1
+            stats.falsifying = f"parse_workflow raised {type(err).__name__}: {err}\n--- source\n{source}"
+            raise PropertyViolation(stats.falsifying) from err
+        try:
+            module = cst.parse_module(source)
+        except Exception:  # noqa: BLE001 - not libcst-parsable: parse_workflow said so cleanly
+            return
+        if module.code != source:
+            if module.code.rstrip() == source.rstrip():
+                # A known libcst loss (blank lines before a whitespace-only last line), which
+                # Operator.apply repairs; counted, not a violation.
+                key = "libcst-trailing-whitespace"
+                stats.invalid += 1
+                stats.invalid_reasons[key] = stats.invalid_reasons.get(key, 0) + 1
+                return
+            stats.violations += 1
+            stats.falsifying = f"libcst round trip changed the source:\n{source!r}"
+            raise PropertyViolation(stats.falsifying)
+
+    try:
+        run()
+    except PropertyViolation:
+        pass
+    return stats
+
+
+def fuzz(*, examples: int, seed: int, entry: str = "solve", callees: Sequence[str] = ("llm",),
+         operators: Sequence[str] | None = None, parser_examples: int | None = None,
+         on_example: Callable[[], None] | None = None) -> FuzzReport:
+    """Fuzz every (or the named) operators, then the parser; nothing here raises on a violation."""
+    start = time.monotonic()
+    names = list(operators or registry.names())
+    stats = [
+        fuzz_operator(n, examples=examples, seed=seed, entry=entry, callees=callees, on_example=on_example)
+        for n in names
+    ]
+    parser = fuzz_parser(examples=examples if parser_examples is None else parser_examples, seed=seed,
+                         on_example=on_example)
+    return FuzzReport(examples, seed, stats, parser, time.monotonic() - start)

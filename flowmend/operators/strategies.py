@@ -1,0 +1,214 @@
+"""Hypothesis strategies for operator fuzzing: random valid workflows and random patches.
+
+`workflow_sources()` builds workflow modules (several steps, f-strings, concatenations,
+constants, `.format`, async, loops, branches, comments); `patches(wf)` draws an operator, one of
+its sites (or, now and then, any step) and random arguments valid for its argument dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from flowmend.engine import _operator as registry
+from flowmend.engine._operator import ArgsError, Between, Identifier, Text
+
+STEP_NAMES = ("plan", "draft", "code", "critique", "tests", "answer", "notes", "solution")
+MODELS = ("smollm2", "gemma3-270m", "local/model-a")
+
+# Prompt text: letters plus everything that needs escaping somewhere (quotes, braces, backslash).
+_PROMPT_CHARS = st.sampled_from(list("abcdefgh xyz.,:;?-") + ["'", '"', "{", "}", "\\", "\n", "é"])
+prompt_text = st.text(_PROMPT_CHARS, min_size=1, max_size=24)
+comment_text = st.text(st.sampled_from(list("abc xyz:'\"#{}")), max_size=16)
+
+
+def _escape(text: str, quote: str = '"', fstring: bool = False) -> str:
+    out = text.replace("\\", "\\\\").replace(quote, "\\" + quote).replace("\n", "\\n")
+    return out.replace("{", "{{").replace("}", "}}") if fstring else out
+
+
+@st.composite
+def _prompt(draw, available: list[str], constants: dict[str, str]) -> str:
+    """Source of a prompt expression that reads `task.prompt` and/or earlier step outputs."""
+    reads = ["task.prompt", *available]
+    style = draw(st.sampled_from(["literal", "fstring", "fstring", "concat", "constant", "format"]))
+    quote = draw(st.sampled_from(['"', "'"]))
+    if style == "literal":
+        text = draw(prompt_text)
+        return quote + _escape(text, quote) + quote
+    if style == "fstring":
+        pieces = []
+        for _ in range(draw(st.integers(1, 3))):
+            pieces.append(_escape(draw(prompt_text), quote, fstring=True))
+            pieces.append("{" + draw(st.sampled_from(reads)) + "}")
+        if draw(st.booleans()):
+            pieces.append(_escape(draw(prompt_text), quote, fstring=True))
+        return "f" + quote + "".join(pieces) + quote
+    if style == "concat":
+        head = quote + _escape(draw(prompt_text), quote) + quote
+        return f"{head} + {draw(st.sampled_from(reads))}"
+    if style == "constant":
+        name = f"PROMPT_{draw(st.integers(1, 2))}"
+        constants.setdefault(name, draw(prompt_text))
+        return name
+    field = draw(st.sampled_from(reads))
+    text = _escape(draw(prompt_text), quote, fstring=True)
+    return f"{quote}{text}{{x}}{quote}.format(x={field})"
+
+
+@st.composite
+def workflow_sources(draw, entry: str = "solve", callee: str = "llm") -> str:
+    """Source of a random valid workflow: an entry function of 1 to 5 steps and its module."""
+    is_async = draw(st.booleans())
+    constants: dict[str, str] = {}
+    body: list[str] = []  # lines relative to the function body, already indented inside it
+    available: list[str] = []
+    call_prefix = "await " if is_async else ""
+    n_steps = draw(st.integers(1, 5))
+    for i in range(n_steps):
+        if draw(st.integers(0, 4)) == 0:
+            body.append(f"# {draw(comment_text)}".rstrip())
+        if draw(st.integers(0, 5)) == 0:
+            body.append("")
+        repair = available and draw(st.integers(0, 4)) == 0
+        if repair:
+            name = draw(st.sampled_from(available))
+            prompt = f'f"Fix this:\\n{{{name}}}"'
+        else:
+            name = draw(st.sampled_from(STEP_NAMES))
+            prompt = draw(_prompt(available, constants))
+        params = []
+        if draw(st.booleans()):
+            params.append(f"temperature={draw(st.sampled_from(['0', '0.2', '0.7', '1.0']))}")
+        if draw(st.integers(0, 3)) == 0:
+            params.append(f"max_tokens={draw(st.sampled_from([128, 256, 512]))}")
+        if draw(st.integers(0, 3)) == 0:
+            params.append(f'model="{draw(st.sampled_from(MODELS))}"')
+        call = f"{call_prefix}{callee}({', '.join([prompt, *params])})"
+        trailing = f"  # {draw(comment_text)}".rstrip() if draw(st.integers(0, 4)) == 0 else ""
+        shape = draw(st.sampled_from(["plain"] * 4 + ["loop", "branch", "opaque", "bare"]))
+        if shape == "loop":
+            body.append(f"for round_{i} in range({draw(st.integers(1, 3))}):")
+            body.append(f"    {name} = {call}{trailing}")
+        elif shape == "branch" and available:
+            body.append(f"if {draw(st.sampled_from(available))}:")
+            body.append(f"    {name} = {call}{trailing}")
+            body.append("else:")
+            body.append(f"    {name} = {draw(st.sampled_from(available))}")
+        elif shape == "opaque":
+            body.append(f"prompt_{i} = task.prompt.strip()")
+            body.append(f"{name} = {call_prefix}{callee}(prompt_{i}){trailing}")
+        elif shape == "bare" and i < n_steps - 1:
+            body.append(f"{call}{trailing}")
+            continue
+        else:
+            body.append(f"{name} = {call}{trailing}")
+        if name not in available:
+            available.append(name)
+    if not available:
+        available.append("answer")
+        body.append(f'answer = {call_prefix}{callee}(task.prompt)')
+    last = available[-1]
+    if draw(st.booleans()):
+        body.append(f"return extract_code({last})")
+    else:
+        body.append(f"return {last}")
+    lines = []
+    if draw(st.booleans()):
+        lines.append(f'"""{draw(st.sampled_from(["A workflow.", "Generated for fuzzing."]))}"""')
+    if draw(st.booleans()):
+        lines.append("import re")
+    for name, text in sorted(constants.items()):
+        lines.append(f'{name} = "{_escape(text)}"')
+    if lines:
+        lines.append("")
+        lines.append("")
+    header = "async def" if is_async else "def"
+    lines.append(f"{header} {entry}(task):")
+    if draw(st.integers(0, 3)) == 0:
+        lines.append('    """Solve one task."""')
+    lines.extend(("    " + line) if line else "" for line in body)
+    return "\n".join(lines) + "\n"
+
+
+# --- arguments and patches ---------------------------------------------------------------------
+
+_TEXT_CHARS = st.sampled_from(list("abcdefghij klmnop.,:!?") + ["'", '"', "{", "}", "\\", "é", "{task.prompt}"])
+
+
+def _value_strategy(hint: Any) -> st.SearchStrategy:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        members = [m for m in typing.get_args(hint) if m is not type(None)]
+        return st.none() | _value_strategy(members[0])
+    base, bounds = hint, ()
+    if origin is typing.Annotated:
+        base, *bounds = typing.get_args(hint)
+    if typing.get_origin(base) is Literal:
+        return st.sampled_from(typing.get_args(base))
+    if base is bool:
+        return st.booleans()
+    between = next((b for b in bounds if isinstance(b, Between)), None)
+    if base is int:
+        lo, hi = (int(between.lo), int(between.hi)) if between else (-10, 10)
+        return st.integers(lo, hi)
+    if base is float:
+        lo, hi = (between.lo, between.hi) if between else (-10.0, 10.0)
+        return st.floats(lo, hi, allow_nan=False) | st.sampled_from([lo, hi])
+    if base is str:
+        if any(isinstance(b, Identifier) for b in bounds):
+            return st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
+        text = next((b for b in bounds if isinstance(b, Text)), Text())
+        strategy = st.lists(_TEXT_CHARS, min_size=1, max_size=12).map("".join)
+        if not text.one_line:
+            strategy = strategy | st.lists(_TEXT_CHARS | st.just("\n"), min_size=1, max_size=12).map("".join)
+        return strategy.filter(lambda s: text.min_len <= len(s) <= text.max_len and s.strip())
+    raise TypeError(f"no strategy for argument type {hint!r}")
+
+
+@st.composite
+def args_for(draw, cls: type) -> Any:
+    """Random valid arguments for an argument dataclass (draws that its checks reject are retried)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    data = {f.name: draw(_value_strategy(hints[f.name])) for f in dataclasses.fields(cls)}
+    try:
+        return cls(**data)
+    except ArgsError:
+        assume(False)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawnPatch:
+    """One drawn application: operator name, target and arguments."""
+
+    operator: str
+    target: dict
+    args: Any
+
+
+def patches(wf: Any, operators: tuple[str, ...] | None = None) -> st.SearchStrategy[DrawnPatch]:
+    """Operator × site × valid arguments; one draw in eight targets any step, site or not."""
+    names = operators or tuple(registry.names())
+
+    # A closure, so that Hypothesis never builds the (large) repr of the workflow.
+    @st.composite
+    def draw_patch(draw) -> DrawnPatch:
+        name = draw(st.sampled_from(names))
+        op = registry.get(name)()
+        sites = op.sites(wf)
+        if sites and draw(st.integers(0, 7)) != 0:
+            target = draw(st.sampled_from(sites))
+        else:
+            target = {"step": draw(st.sampled_from([s.id for s in wf.steps]))}
+        presets = op.presets(wf, target) if target in sites else []
+        if presets and draw(st.booleans()):
+            args = draw(st.sampled_from(presets))
+        else:
+            args = draw(args_for(op.Args))
+        return DrawnPatch(name, target, args)
+
+    return draw_patch()

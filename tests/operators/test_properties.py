@@ -1,0 +1,80 @@
+"""Hypothesis properties of every operator over random workflows (fast profile in CI).
+
+The same checks back `flowmend fuzz`, which runs them for longer.
+"""
+
+import libcst as cst
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowmend.engine import _operator as registry
+from flowmend.engine._workflow import WorkflowError, parse_workflow
+from flowmend.operators._fuzz import check_application, check_roundtrip, outside_unchanged
+from flowmend.operators.strategies import patches, workflow_sources
+
+# A third of the profile's examples per operator: eleven operators share the CI budget.
+PER_OPERATOR = max(5, settings.default.max_examples // 3)
+
+
+@settings(max_examples=settings.default.max_examples, deadline=None)
+@given(workflow_sources())
+def test_generated_workflows_round_trip_and_parse(source):
+    check_roundtrip(source)
+    compile(source, "<generated>", "exec")
+    wf = parse_workflow(source)
+    assert wf.steps
+
+
+@pytest.mark.parametrize("operator", registry.names())
+def test_operator_properties(operator):
+    @settings(max_examples=PER_OPERATOR, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def run(data):
+        wf = parse_workflow(data.draw(workflow_sources(), label="workflow"))
+        patch = data.draw(patches(wf, (operator,)), label="patch")
+        check_application(wf, patch.operator, patch.target, patch.args)
+
+    run()
+
+
+@settings(max_examples=PER_OPERATOR, deadline=None)
+@given(workflow_sources(entry="run_flow", callee="model.complete"))
+def test_other_entry_and_callee(source):
+    wf = parse_workflow(source, entry="run_flow", step_callees=("model.complete",))
+    for cls in registry.all_operators():
+        op = cls()
+        for target in op.sites(wf)[:2]:
+            presets = op.presets(wf, target)[:1] or [None]
+            for args in presets:
+                if args is not None:
+                    check_application(wf, cls.name, target, args)
+
+
+def test_parser_fails_cleanly_on_hypothesmith_modules():
+    hypothesmith = pytest.importorskip("hypothesmith")
+
+    @settings(max_examples=max(5, settings.default.max_examples // 3), deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(hypothesmith.from_grammar())
+    def run(source):
+        try:
+            parse_workflow(source + "\n\ndef solve(task):\n    return llm(task.prompt)\n")
+        except WorkflowError:
+            pass
+
+    run()
+
+
+def test_outside_unchanged_detects_edits_outside_the_region():
+    before = "a\nb\nc\nd\ne\n"
+    assert outside_unchanged(before, "a\nB\nB2\nc\nd\ne\n", [(2, 2)]) is None
+    assert outside_unchanged(before, "a\nb\nC\nd\ne\n", [(2, 2)]) == "text after the edit region changed"
+    assert outside_unchanged(before, "A\nb\nc\nd\ne\n", [(2, 2)]) == "text before the edit region changed"
+    assert outside_unchanged(before, "a\nX\nc\nY\ne\n", [(2, 2), (4, 4)]) is None
+    assert outside_unchanged(before, "a\nX\nC\nY\ne\n", [(2, 2), (4, 4)]) == "text between edit regions changed"
+
+
+def test_libcst_round_trip_is_checked():
+    check_roundtrip("x = 1\n")
+    assert cst.parse_module("x\n\n \n").code != "x\n\n \n"  # the known libcst loss
