@@ -33,7 +33,6 @@ from flowmend.engine._patch import (
     read_patches,
     validate,
 )
-from flowmend.engine._schema import patch_schema
 from flowmend.engine._workflow import (
     Function,
     Prompt,
@@ -44,6 +43,15 @@ from flowmend.engine._workflow import (
     matches_callee,
     parse_workflow,
 )
+
+
+
+def patch_schema() -> dict:
+    """The JSON schema of patch files, generated from the registered operators."""
+    from flowmend.engine._schema import patch_schema as generate
+
+    return generate()
+
 
 __all__ = [
     "PATCH_SCHEMA",

@@ -369,7 +369,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.workflow and not path.exists():
         raise UserError("the seed workflow is missing: run the demo from a flowmend checkout",
                         where=str(path))
-    wf = load_workflow(path, args)
+    wf = load_workflow(_display_path(path), args)
     items = menu(wf)
     if not items:
         raise UserError("no operator applies to this workflow", where=str(path))
@@ -387,9 +387,17 @@ def run_demo(args: argparse.Namespace) -> int:
     console = Console()
     _print_steps(console, wf)
     console.print(f"\n{len(items)} applicable edits; applying [cyan]{_escape(choice.label)}[/]:")
-    console.print(Syntax(json.dumps(choice.patch.to_json()), "json", theme="ansi_dark"))
+    console.print_json(json.dumps(choice.patch.to_json()))
     console.print(Syntax(result.diff, "diff", theme="ansi_dark", word_wrap=True))
     return 0
+
+
+def _display_path(path: Path) -> Path:
+    """`path` relative to the working directory when it lies below it (for diff headers)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def _demo_choice(wf, items):

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import libcst as cst
-from libcst import matchers as m
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from flowmend.errors import UserError
@@ -262,7 +261,23 @@ class _Modeller:
         self.class_bases: dict[str, tuple[str, ...]] = {}
         self.constants: dict[str, str] = {}
         self.constant_nodes: dict[str, cst.BaseExpression] = {}
+        self._facts: dict[str, _Facts] = {}
         self._index_module()
+
+    def facts(self, qualname: str) -> _Facts:
+        if qualname not in self._facts:
+            self._facts[qualname] = _function_facts(self.functions[qualname][0])
+        return self._facts[qualname]
+
+    def instances(self, qualname: str) -> dict[str, str]:
+        """Local variables that hold an instance of a module class (``flow = Flow()``)."""
+        found: dict[str, str] = {}
+        for target, value in self.facts(qualname).assignments:
+            if isinstance(target, cst.Name) and isinstance(value, cst.Call):
+                ctor = dotted_name(value.func)
+                if ctor in self.classes:
+                    found[target.value] = ctor
+        return found
 
     def line(self, node: cst.CSTNode) -> int:
         return self.positions[node].start.line
@@ -312,14 +327,9 @@ class _Modeller:
         """Module functions/methods a function may call (over-approximated; steps excluded)."""
         node, cls = self.functions[qualname]
         self_name = _self_param(node) if cls else None
-        instances: dict[str, str] = {}  # local variable -> module class it holds
-        for target, value in _all_assignments(node):
-            if isinstance(target, cst.Name) and isinstance(value, cst.Call):
-                ctor = dotted_name(value.func)
-                if ctor in self.classes:
-                    instances[target.value] = ctor
+        instances = self.instances(qualname)
         found: list[str] = []
-        for call in _calls(node):
+        for call in self.facts(qualname).calls:
             name = dotted_name(call.func)
             if matches_callee(name, self.callees):
                 continue  # a step is a leaf: its callee's body is the model, not the workflow
@@ -463,7 +473,11 @@ class _StepFinder(cst.CSTVisitor):
         self._statement: list[cst.BaseStatement | None] = []
         self._awaited: set[int] = set()
         self._targets: dict[int, str] = {}
-        self._locals = _local_names(modeller.functions[qualname][0])
+        self._locals = modeller.facts(qualname).local_names
+        module_level = {q for q, (_, c) in modeller.functions.items() if c is None}
+        self._excluded = frozenset(
+            (_BUILTINS | module_level | set(modeller.classes)) - self._locals
+        )
 
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
         self._statement.append(node)
@@ -515,8 +529,7 @@ class _StepFinder(cst.CSTVisitor):
 
     def _exclude(self) -> frozenset[str]:
         """Names that are not variables: builtins and module-level functions and classes."""
-        module_level = {q for q, (_, c) in self.mod.functions.items() if c is None}
-        return frozenset((_BUILTINS | module_level | set(self.mod.classes)) - self._locals)
+        return self._excluded
 
     def _prompt(self, expr: cst.BaseExpression) -> Prompt:
         code = self.mod.module.code_for_node
@@ -676,13 +689,111 @@ def _assignments(small: cst.CSTNode) -> list[tuple[cst.BaseExpression, cst.BaseE
     return []
 
 
-def _all_assignments(node: cst.CSTNode):
-    for assign in m.findall(node, m.Assign() | m.AnnAssign()):
-        yield from _assignments(assign)
+@dataclass
+class _Facts:
+    """What one pass over a function collects; every analysis reads these, none re-walks."""
+
+    calls: list[cst.Call] = field(default_factory=list)
+    assignments: list[tuple[cst.BaseExpression, cst.BaseExpression]] = field(default_factory=list)
+    local_names: set[str] = field(default_factory=set)
+    dynamic: str | None = None
+
+
+def _param_names(params: cst.Parameters) -> list[str]:
+    found = [*params.posonly_params, *params.params, *params.kwonly_params]
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            found.append(star)
+    return [p.name.value for p in found]
+
+
+def _bound_names(target: cst.CSTNode) -> list[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for e in target.elements for n in _bound_names(e.value)]
+    if isinstance(target, cst.StarredElement):
+        return _bound_names(target.value)
+    return []
+
+
+class _FactsCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.facts = _Facts()
+
+    def _dynamic(self, why: str) -> None:
+        if self.facts.dynamic is None:
+            self.facts.dynamic = why
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.facts.calls.append(node)
+        if isinstance(node.func, cst.Name) and node.func.value in _DYNAMIC_CALLS:
+            self._dynamic(f"calls {node.func.value}()")
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.facts.assignments.extend(_assignments(node))
+        for t in node.targets:
+            self.facts.local_names.update(_bound_names(t.target))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.facts.assignments.extend(_assignments(node))
+        self.facts.local_names.update(_bound_names(node.target))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.facts.local_names.update(_bound_names(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.facts.local_names.update(_bound_names(node.target))
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self.facts.local_names.update(_bound_names(node.target))
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self.facts.local_names.update(_bound_names(node.target))
+
+    def visit_AsName(self, node: cst.AsName) -> None:
+        self.facts.local_names.update(_bound_names(node.name))
+
+    def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+        if node.asname is None:
+            self.facts.local_names.add((dotted_name(node.name) or "").split(".")[0])
+
+    def visit_Global(self, node: cst.Global) -> None:
+        self._dynamic("uses global/nonlocal")
+
+    visit_Nonlocal = visit_Global  # type: ignore[assignment]
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._dynamic("defines a nested function or class")
+        self.facts.local_names.add(node.name.value)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._dynamic("defines a nested function or class")
+        self.facts.local_names.add(node.name.value)
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self._dynamic("deletes variables")
+
+
+def _function_facts(fn: cst.FunctionDef) -> _Facts:
+    collector = _FactsCollector()
+    fn.body.visit(collector)
+    collector.facts.local_names.update(_param_names(fn.params))
+    return collector.facts
+
+
+class _CallCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.calls: list[cst.Call] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.calls.append(node)
 
 
 def _calls(node: cst.CSTNode) -> list[cst.Call]:
-    return m.findall(node, m.Call())  # type: ignore[return-value]
+    collector = _CallCollector()
+    node.visit(collector)
+    return collector.calls
 
 
 class _ReadCollector(cst.CSTVisitor):
@@ -710,12 +821,14 @@ class _ReadCollector(cst.CSTVisitor):
 
     def _scoped(self, node: cst.CSTNode) -> bool:
         if isinstance(node, cst.Lambda):
-            bound = {p.name.value for p in m.findall(node.params, m.Param())}  # type: ignore[attr-defined]
+            bound = set(_param_names(node.params))
             parts: list[cst.CSTNode] = [node.body]
         else:
             bound = set()
-            for comp in m.findall(node, m.CompFor()):
-                bound.update(n.value for n in m.findall(comp.target, m.Name()))  # type: ignore[attr-defined]
+            comp = node.for_in
+            while comp is not None:
+                bound.update(_bound_names(comp.target))
+                comp = comp.inner_for_in
             parts = list(node.children)
         inner = _ReadCollector(self.self_name)
         for part in parts:
@@ -737,23 +850,6 @@ def _reads(args: Sequence[cst.Arg], self_name: str | None, exclude: frozenset[st
     for arg in args:
         names.extend(_names_read(arg.value, self_name))
     return tuple(n for n in _dedupe(names) if n not in exclude)
-
-
-def _local_names(fn: cst.FunctionDef) -> set[str]:
-    """Names bound inside a function: parameters and binding targets (flow-insensitive)."""
-    names = {p.name.value for p in m.findall(fn.params, m.Param())}  # type: ignore[attr-defined]
-    targets: list[cst.CSTNode] = []
-    for node in m.findall(fn.body, m.AssignTarget() | m.AnnAssign() | m.AugAssign() | m.For()
-                          | m.CompFor() | m.NamedExpr()):
-        targets.append(node.target)  # type: ignore[attr-defined]
-    for node in m.findall(fn.body, m.AsName()):
-        targets.append(node.name)  # type: ignore[attr-defined]
-    for target in targets:
-        if isinstance(target, cst.Name):
-            names.add(target.value)
-        elif isinstance(target, (cst.Tuple, cst.List, cst.StarredElement)):
-            names.update(n.value for n in m.findall(target, m.Name()))  # type: ignore[attr-defined]
-    return names
 
 
 def _assign_ids(raw: list[_RawStep]) -> list[str]:
@@ -798,15 +894,17 @@ class _DataFlow:
         self.attrs: dict[tuple[str, str], frozenset[int]] = {}
         self.attr_writers: dict[tuple[str, str], set[str]] = {}
         self.dynamic: dict[str, str] = {}
+        self._children: dict[int, Sequence[cst.CSTNode]] = {}
+        self._scoped: dict[int, tuple[list[str], list[cst.Call]]] = {}
 
     def run(self) -> "_DataFlow":
         for q in self.reachable:
             node, cls = self.mod.functions[q]
-            reason = _dynamic_reason(node)
+            reason = self.mod.facts(q).dynamic
             if reason:
                 self.dynamic[q] = reason
             self_name = _self_param(node) if cls else None
-            for target, _ in _all_assignments(node):
+            for target, _ in self.mod.facts(q).assignments:
                 if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) \
                         and target.value.value == self_name:
                     self.attr_writers.setdefault((cls, target.attr.value), set()).add(q)
@@ -820,6 +918,22 @@ class _DataFlow:
             if before == (self.returns, self.params_in, self.attrs, self.consumes):
                 break
         return self
+
+    def children(self, node: cst.CSTNode) -> Sequence[cst.CSTNode]:
+        """`node.children`, computed once per node: libcst builds the list with a visitor."""
+        key = id(node)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = node.children
+        return found
+
+    def scoped(self, node: cst.CSTNode, self_name: str | None) -> tuple[list[str], list[cst.Call]]:
+        """What a lambda or comprehension reads and calls, computed once per node."""
+        key = id(node)
+        found = self._scoped.get(key)
+        if found is None:
+            found = self._scoped[key] = (_names_read(node, self_name), _calls(node))
+        return found
 
     def caveat(self, i: int) -> str | None:
         fn = self.raw[i].function
@@ -854,19 +968,6 @@ def _approx_all(origins) -> frozenset[int]:
     return frozenset(_approx(o) for o in origins)
 
 
-def _dynamic_reason(fn: cst.FunctionDef) -> str | None:
-    if m.findall(fn.body, m.Global() | m.Nonlocal()):
-        return "uses global/nonlocal"
-    if m.findall(fn.body, m.FunctionDef() | m.ClassDef()):
-        return "defines a nested function or class"
-    if m.findall(fn.body, m.Del()):
-        return "deletes variables"
-    for call in m.findall(fn.body, m.Call(func=m.Name())):
-        if call.func.value in _DYNAMIC_CALLS:  # type: ignore[attr-defined]
-            return f"calls {call.func.value}()"  # type: ignore[attr-defined]
-    return None
-
-
 _State = dict  # variable -> frozenset of step indices whose output it may hold
 
 
@@ -876,18 +977,13 @@ class _FunctionFlow:
         self.qualname = qualname
         self.node, self.cls = flow.mod.functions[qualname]
         self.self_name = _self_param(self.node) if self.cls else None
-        self.instances: dict[str, str] = {}
-        for target, value in _all_assignments(self.node):
-            if isinstance(target, cst.Name) and isinstance(value, cst.Call):
-                ctor = dotted_name(value.func)
-                if ctor in flow.mod.classes:
-                    self.instances[target.value] = ctor
+        self.instances = flow.mod.instances(qualname)
 
     def run(self) -> None:
         state: _State = {}
         incoming = self.flow.params_in[self.qualname]
-        for p in m.findall(self.node.params, m.Param()):
-            state[p.name.value] = incoming  # type: ignore[attr-defined]
+        for name in _param_names(self.node.params):
+            state[name] = incoming
         self._block(self.node.body, state)
 
     # -- expressions ----------------------------------------------------------------------------
@@ -910,14 +1006,15 @@ class _FunctionFlow:
             return self._origins(node.value, state)
         if isinstance(node, (cst.Lambda, cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
             # Own scopes: names they bind are not ours; every call inside still counts.
+            names, calls = self.flow.scoped(node, self.self_name)
             out: set[int] = set()
-            for name in _names_read(node, self.self_name):
+            for name in names:
                 out |= self._var(name, state)
-            for call in _calls(node):
+            for call in calls:
                 out |= self._call(call, state)
             return frozenset(out)
         out = set()
-        for child in node.children:
+        for child in self.flow.children(node):
             out |= self._origins(child, state)
         return frozenset(out)
 

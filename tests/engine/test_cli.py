@@ -1,0 +1,155 @@
+"""The engine's verbs: `ops`, `steps`, `apply`, `demo`, run in-process as a user would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flowmend.cli import main
+from flowmend.engine import PATCH_SCHEMA
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
+
+
+@pytest.fixture
+def seed(tmp_path) -> Path:
+    path = tmp_path / "plan_then_code.py"
+    shutil.copy(EXAMPLES / "plan_then_code.py", path)
+    return path
+
+
+def write_patch(tmp_path, data, name="patch.json") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def retry_params(step="code", **args):
+    return {"schema": PATCH_SCHEMA, "operator": "set-call-params", "target": {"step": step},
+            "args": args or {"temperature": 0.7}}
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ops_json_lists_every_operator_with_its_schema(capsys):
+    code, out, _ = run(capsys, "ops", "--json")
+    ops = json.loads(out)
+    assert code == 0 and ops
+    for op in ops:
+        assert {"name", "kind", "description", "args_schema"} <= set(op)
+        assert op["kind"] in ("prompt", "structure")
+        assert op["args_schema"]["type"] == "object"
+    assert "set-call-params" in {op["name"] for op in ops}
+
+
+def test_ops_doc_prints_markdown_examples(capsys):
+    code, out, _ = run(capsys, "ops", "--doc")
+    assert code == 0 and out.startswith("# flowmend operators") and "```python" in out
+
+
+def test_ops_table(capsys):
+    code, out, _ = run(capsys, "ops", "--kind", "prompt")
+    assert code == 0 and "set-call-params" in out
+
+
+def test_steps_json_has_the_documented_keys(capsys):
+    code, out, _ = run(capsys, "steps", EXAMPLES / "plan_then_code.py", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["entry"] == "solve"
+    assert [s["id"] for s in data["steps"]] == ["plan", "code"]
+    for step in data["steps"]:
+        assert {"id", "line", "callee", "prompt", "reads", "feeds"} <= set(step)
+    assert data["steps"][0]["feeds"] == ["code"]
+    assert data["steps"][1]["prompt"]["placeholders"] == ["plan"]
+
+
+def test_steps_takes_entry_and_step_callee_options(capsys):
+    code, out, _ = run(capsys, "steps", EXAMPLES / "class_based.py", "--step-callee",
+                       "self.gen*", "--entry", "solve", "--json", "--menu")
+    data = json.loads(out)
+    assert code == 0 and [s["id"] for s in data["steps"]] == ["plan", "code"]
+    assert data["menu"] and all(item["patch"]["schema"] == PATCH_SCHEMA for item in data["menu"])
+
+
+def test_steps_table_shows_ids_and_flow(capsys):
+    code, out, _ = run(capsys, "steps", EXAMPLES / "generate_then_review.py", "--menu")
+    assert code == 0 and "draft" in out and "review" in out and "applicable edit" in out
+
+
+def test_apply_prints_the_diff_and_writes_nothing_by_default(capsys, seed, tmp_path):
+    before = seed.read_bytes()
+    code, out, _ = run(capsys, "apply", seed, write_patch(tmp_path, retry_params()))
+    assert code == 0
+    assert out.startswith("--- a/") and "+    code = llm(" in out and "temperature=0.7" in out
+    assert seed.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["patch.json", "plan_then_code.py"]
+
+
+def test_apply_writes_output_or_in_place(capsys, seed, tmp_path):
+    out_path = tmp_path / "out.py"
+    patches = write_patch(tmp_path, [retry_params(), retry_params("plan", max_tokens=64)])
+    code, _, err = run(capsys, "apply", seed, patches, "-o", out_path)
+    assert code == 0 and "wrote" in err
+    text = out_path.read_text()
+    assert "temperature=0.7" in text and "max_tokens=64" in text
+    code, out, _ = run(capsys, "apply", seed, patches, "--in-place", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["changed"] and data["written"] == str(seed)
+    assert seed.read_text() == text
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({**retry_params(), "operator": "no-such-op"}, "unknown-operator: no operator 'no-such-op'"),
+    (retry_params("nope"), "unknown-step: set-call-params: no step 'nope'"),
+    (retry_params(temperature=5), "bad-args: set-call-params: temperature must be between"),
+    ({**retry_params(), "schema": "v0"}, '"schema" must be "flowmend.patch/1"'),
+    ("{not json", "not JSON"),
+])
+def test_apply_errors_exit_2_with_one_line_and_write_nothing(capsys, seed, tmp_path, patch, message):
+    before = seed.read_bytes()
+    out_path = tmp_path / "out.py"
+    patch_path = write_patch(tmp_path, patch)
+    for extra in (["-o", out_path], ["--in-place"]):
+        code, out, err = run(capsys, "apply", seed, patch_path, *extra)
+        assert code == 2 and out == ""
+        assert message in err and str(patch_path) in err
+        assert err.strip().count("\n") == 0
+        assert not out_path.exists() and seed.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["patch.json", "plan_then_code.py"]
+
+
+@pytest.mark.parametrize("source,message", [
+    ("def solve(:\n", "not Python"),
+    ("x = 1\n", "no entry function 'solve'"),
+    ("def solve(task):\n    return task\n", "makes no step call"),
+])
+def test_apply_on_a_bad_workflow_names_file_and_line(capsys, tmp_path, source, message):
+    bad = tmp_path / "bad.py"
+    bad.write_text(source)
+    code, _, err = run(capsys, "apply", bad, write_patch(tmp_path, retry_params()), "--in-place")
+    assert code == 2 and message in err and f"{bad}:" in err
+    assert bad.read_text() == source
+
+
+def test_missing_files_are_one_line_errors(capsys, tmp_path, seed):
+    code, _, err = run(capsys, "steps", tmp_path / "none.py")
+    assert code == 2 and "no such workflow file" in err
+    code, _, err = run(capsys, "apply", seed, tmp_path / "none.json")
+    assert code == 2 and "cannot read patch file" in err
+
+
+def test_demo_shows_steps_and_a_diff(capsys):
+    code, out, _ = run(capsys, "demo", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert [s["id"] for s in data["workflow"]["steps"]] == ["plan", "code"]
+    assert data["diff"].startswith("--- a/") and data["patch"]["schema"] == PATCH_SCHEMA
+    code, out, _ = run(capsys, "demo")
+    assert code == 0 and "plan" in out and "+++ b/" in out
