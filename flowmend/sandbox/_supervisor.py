@@ -32,6 +32,7 @@ RpcHandler = Callable[[str, Any], Any]
 QUANTUM_S = 0.25  # a run holding a CPU slot longer than this gives it back
 TEST_GRACE_S = 0.25  # the parent's kill comes this long after a test's own alarm
 KILL_WAIT_S = 2.0
+ZYGOTE_ANSWER_S = 1.0  # a zygote asked to kill its child must report within this
 MAX_RPC_OUTSTANDING = 64
 _READ = 1 << 16
 
@@ -108,7 +109,7 @@ class _Zygote:
 
     def send_job(self, payload: dict, fds: list[int]) -> None:
         data = json.dumps(payload).encode()
-        socket.send_fds(self.sock, [struct.pack("!Q", len(data))], fds)
+        socket.send_fds(self.sock, [b"J" + struct.pack("!Q", len(data))], fds)
         self.sock.sendall(data)
 
     def alive(self) -> bool:
@@ -194,14 +195,11 @@ class Sandbox:
         self._lock = threading.Lock()
         self._closed = False
         self._zygote_starts = 0
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
         first = self._start_zygote(0)  # also proves (or disproves) that namespaces work here
-        self._threads = []
-        for slot in range(self.max_inflight):
-            zygote = first if slot == 0 else None
-            thread = threading.Thread(target=self._drive, args=(slot, zygote, slot < (warm or self.workers)),
-                                      name=f"flowmend-sandbox-{slot}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for slot in range(min(self.max_inflight, warm or self.workers)):
+            self._add_driver(first if slot == 0 else None, prewarm=True)
 
     # Public API ------------------------------------------------------------------------------
 
@@ -241,9 +239,10 @@ class Sandbox:
             if self._closed:
                 return
             self._closed = True
-        for _ in self._threads:
+            threads = list(self._threads)
+        for _ in threads:
             self._jobs.put(None)
-        for thread in self._threads:
+        for thread in threads:
             thread.join(timeout=30)
 
     def __enter__(self) -> "Sandbox":
@@ -258,7 +257,25 @@ class Sandbox:
         if self._closed:
             raise SandboxError("the sandbox is closed")
         self._jobs.put(job)
+        with self._lock:
+            if len(self._threads) < self.workers:
+                self._add_driver(None, prewarm=False)
         return job.future
+
+    def _add_driver(self, zygote: _Zygote | None, prewarm: bool) -> None:
+        slot = len(self._threads)
+        thread = threading.Thread(target=self._drive, args=(slot, zygote, prewarm),
+                                  name=f"flowmend-sandbox-{slot}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _slot_given_back(self) -> None:
+        """A run gave its CPU slot back early (RPC wait, long run): if jobs wait and every
+        driver is busy, one more driver (with its own zygote) can use the slot."""
+        with self._lock:
+            if (not self._closed and self._idle == 0 and not self._jobs.empty()
+                    and len(self._threads) < self.max_inflight):
+                self._add_driver(None, prewarm=False)
 
     def _start_zygote(self, slot: int) -> _Zygote:
         try:
@@ -278,7 +295,11 @@ class Sandbox:
             zygote = self._start_zygote(slot)
         try:
             while True:
+                with self._lock:
+                    self._idle += 1
                 job = self._jobs.get()
+                with self._lock:
+                    self._idle -= 1
                 if job is None:
                     return
                 if not job.future.set_running_or_notify_cancel():
@@ -454,6 +475,7 @@ class _Run:
         sock = self.zygote.sock
         open_fds = {out_r: "out", err_r: "err", rec_r: "rec", req_r: "req"}
         rec_buf, req_buf, pending_answer = bytearray(), bytearray(), bytearray()
+        self.rec_buf = rec_buf
         demote_at = began + QUANTUM_S
         killed_for: str | None = None
         while True:
@@ -558,8 +580,20 @@ class _Run:
             del open_fds[fd]
 
     def _kill(self, why: str, open_fds) -> bool:
+        """Stop the child. First the cheap way: the zygote kills everything in its namespace
+        and reports; a zygote that does not answer at once is in doubt and dies with it."""
         att = self.attempt
         att.status = att.status or why
+        if att.report is None and not att.zygote_lost:
+            try:
+                self.zygote.sock.send(b"K")
+                report = self.zygote.read_message(ZYGOTE_ANSWER_S)
+            except OSError:
+                report = None
+            if report is not None and report.get("ev") == "exit":
+                att.report = report
+                self._drain(open_fds, self.rec_buf, att)
+                return report.get("survivors", 0) == 0 and not att.tampered
         self.zygote.kill()
         # The namespace is going; its processes hold the pipes' write ends, so end of file on
         # every pipe means nothing the candidate started is alive. Wait for that, briefly.
@@ -575,6 +609,7 @@ class _Run:
         if self.attempt.holding:
             self.attempt.holding = False
             self.sb._slots.release()
+            self.sb._slot_given_back()
 
     # Records -----------------------------------------------------------------------------------
 

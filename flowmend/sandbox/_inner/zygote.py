@@ -81,18 +81,35 @@ def main() -> None:
 
 
 def _receive_job(sock):
-    data, fds, _flags, _addr = socket.recv_fds(sock, 8, 8)
-    if len(data) < 8:
+    """The next job: a b"J" tag carrying the descriptors, a length, the JSON. A b"K" (a kill
+    request that crossed our exit report on the way) is stale and skipped."""
+    while True:
+        tag, fds, _flags, _addr = socket.recv_fds(sock, 1, 8)
+        if not tag:
+            return None, []
+        if tag == b"J":
+            break
+        for fd in fds:
+            os.close(fd)
+    header = _recv_exact(sock, 8)
+    if header is None:
         return None, []
-    (size,) = struct.unpack("!Q", data)
+    (size,) = struct.unpack("!Q", header)
+    payload = _recv_exact(sock, size)
+    if payload is None:
+        return None, []
+    return json.loads(payload), fds
+
+
+def _recv_exact(sock, size: int):
     chunks, left = [], size
     while left:
         chunk = sock.recv(min(left, 1 << 20))
         if not chunk:
-            return None, []
+            return None
         chunks.append(chunk)
         left -= len(chunk)
-    return json.loads(b"".join(chunks)), fds
+    return b"".join(chunks)
 
 
 def _send(sock, message: dict) -> None:
@@ -112,11 +129,11 @@ def _supervise(sock, pid: int, job: dict, in_namespace: bool) -> dict:
             break
         if sock in ready:
             # The parent only ever sends "kill" mid-run; anything else is a broken parent.
-            line = sock.recv(64)
-            if not line:
+            request = sock.recv(64)
+            if not request:
                 os.kill(pid, signal.SIGKILL)
                 sys.exit(0)
-            killed_by_request = True
+            killed_by_request = True  # b"K": the parent's wall clock ran out, or output did
             _kill_all(pid, in_namespace)
         elif not demoted:
             demoted = True

@@ -1,0 +1,95 @@
+"""The supervisor: a worker killed mid-task yields a verdict, a fresh worker, and no lost task."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from flowmend.sandbox import Limits, Sandbox
+
+MARK = "flowmend-supervisor-test"
+
+
+def _zygote_pids() -> set[int]:
+    """Host pids of zygote interpreters (their command line names zygote.py)."""
+    pids = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as handle:
+                    if b"zygote.py" in handle.read():
+                        pids.add(int(name))
+            except OSError:
+                pass
+    return pids
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(name))
+            except (OSError, IndexError):
+                pass
+    return found
+
+
+def _busy_zygote(before: set[int], timeout_s: float = 10.0) -> int:
+    """The zygote (started by our sandbox) that has a child running right now."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for pid in _zygote_pids() - before:
+            if _children_of(pid):
+                return pid
+        time.sleep(0.02)
+    raise AssertionError("no busy zygote found")
+
+
+@pytest.mark.parametrize("victim", ["zygote", "child"])
+def test_a_worker_killed_mid_task_gets_a_verdict_and_a_successor(victim):
+    before = _zygote_pids()
+    with Sandbox(workers=2, max_inflight=4) as sb:
+        slow = sb.submit(f"import time\nprint('{MARK}', flush=True)\ntime.sleep(30)",
+                         limits=Limits(timeout_s=20))
+        zygote = _busy_zygote(before)
+        others = [sb.submit(f"print({i} * {i})", limits=Limits(timeout_s=10)) for i in range(6)]
+        target = zygote if victim == "zygote" else _children_of(zygote)[0]
+        os.kill(target, signal.SIGKILL)
+        result = slow.result(timeout=15)
+        assert result.status == "crash"
+        assert result.wall_s < 10
+        assert [f.result(timeout=15).stdout for f in others] == [f"{i * i}\n" for i in range(6)]
+        starts = sb.zygote_starts
+        after = [sb.submit("print('fresh')") for _ in range(4)]
+        assert [f.result(timeout=15).stdout for f in after] == ["fresh\n"] * 4
+        if victim == "zygote":
+            assert sb.zygote_starts >= 2  # a fresh zygote replaced the dead one
+            assert zygote not in _zygote_pids()
+        else:
+            assert sb.zygote_starts == starts
+
+
+def test_timeouts_do_not_delay_other_tasks():
+    with Sandbox(workers=2, max_inflight=8) as sb:
+        loops = [sb.submit("while True:\n    pass", limits=Limits(timeout_s=2)) for _ in range(4)]
+        time.sleep(0.3)
+        start = time.monotonic()
+        quick = [sb.submit("print('quick')", limits=Limits(timeout_s=2)) for _ in range(10)]
+        assert [f.result().stdout for f in quick] == ["quick\n"] * 10
+        assert time.monotonic() - start < 1.5  # long runs gave their CPU slots back
+        assert [f.result().status for f in loops] == ["timeout"] * 4
+
+
+def test_a_closed_sandbox_refuses_new_work():
+    sb = Sandbox(workers=1, max_inflight=1)
+    assert sb.run("print(1)").stdout == "1\n"
+    sb.close()
+    with pytest.raises(RuntimeError):
+        sb.submit("print(2)")
