@@ -7,9 +7,10 @@ Operators, the menu and every patch application of one parent program share the 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import fnmatch
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,46 @@ class Workflow:
     def code_for(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
 
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """A value derived from this workflow, computed once (sites, scopes, free names)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        """The node's parent in `module` (None for the module); the map is built once."""
+        return self.cached(_PARENTS, lambda: _parent_map(self.module)).get(id(node))
+
+    def replace(self, replacements: Mapping[cst.CSTNode, Any]) -> cst.Module:
+        """A new module with each old node (of `module`) swapped for its replacement.
+
+        Replacements may be nodes, or, inside a sequence (a block's statements, a call's
+        arguments), `cst.RemovalSentinel.REMOVE` or a `cst.FlattenSentinel`. Only the
+        ancestors of the replaced nodes are rebuilt, so an edit costs the depth of the tree,
+        not its size: with `module.code`, applying a patch stays below a bare parse + codegen.
+        """
+        parents = self.cached(_PARENTS, lambda: _parent_map(self.module))
+        new_of: dict[int, Any] = {}
+        depth: dict[int, tuple[int, cst.CSTNode]] = {}
+        for old, new in replacements.items():
+            if id(old) not in parents and old is not self.module:
+                raise ValueError(f"{type(old).__name__} is not a node of this workflow's module")
+            new_of[id(old)] = new
+            node, chain = old, []
+            while node is not None:
+                chain.append(node)
+                node = parents.get(id(node))
+            for level, ancestor in enumerate(reversed(chain)):
+                depth.setdefault(id(ancestor), (level, ancestor))
+        if id(self.module) in new_of:
+            return new_of[id(self.module)]
+        # Rebuild the ancestors deepest first, each from its already rebuilt children.
+        for key, (_, ancestor) in sorted(depth.items(), key=lambda kv: -kv[1][0]):
+            if key in new_of:
+                continue
+            new_of[key] = _rebuild(ancestor, new_of)
+        return new_of[id(self.module)]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -189,6 +230,53 @@ class Workflow:
             "functions": [f.qualname for f in self.functions],
             "steps": [s.to_json() for s in self.steps],
         }
+
+
+_PARENTS = "parents"
+
+
+class _ParentCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.parents: dict[int, cst.CSTNode] = {}
+        self._stack: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self._stack:
+            self.parents[id(node)] = self._stack[-1]
+        self._stack.append(node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self._stack.pop()
+
+
+def _parent_map(module: cst.Module) -> dict[int, cst.CSTNode]:
+    collector = _ParentCollector()
+    module.visit(collector)
+    return collector.parents
+
+
+def _rebuild(node: cst.CSTNode, new_of: dict[int, Any]) -> cst.CSTNode:
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, cst.CSTNode):
+            if id(value) in new_of:
+                changes[f.name] = new_of[id(value)]
+        elif isinstance(value, (tuple, list)) and any(
+            isinstance(v, cst.CSTNode) and id(v) in new_of for v in value
+        ):
+            items: list[Any] = []
+            for v in value:
+                r = new_of.get(id(v), v) if isinstance(v, cst.CSTNode) else v
+                if r is cst.RemovalSentinel.REMOVE:
+                    continue
+                if isinstance(r, cst.FlattenSentinel):
+                    items.extend(r.nodes)
+                else:
+                    items.append(r)
+            changes[f.name] = type(value)(items)
+    return node.with_changes(**changes) if changes else node
 
 
 def parse_workflow(

@@ -324,3 +324,33 @@ def test_generated_programs_round_trip_or_fail_cleanly(program):
         return  # e.g. the generated code redefines solve, or libcst rejects it: a clean error
     assert wf.module.code == source
     assert wf.steps
+
+
+# --- path-copy edits ---------------------------------------------------------------------------
+
+
+def test_replace_rebuilds_only_the_path_and_keeps_the_rest_byte_identical():
+    wf = seed("long_pipeline.py")
+    call = wf.step("retry").call
+    new_call = call.with_changes(func=cst.Name("llm2"))
+    out = wf.replace({call: new_call}).code
+    assert out == wf.source.replace("retry = llm(", "retry = llm2(", 1)
+    assert wf.module.code == wf.source  # the parent is untouched
+    assert wf.parent(call) is not None and wf.parent(wf.module) is None
+
+
+def test_replace_removes_and_flattens_in_sequences():
+    wf = seed("plan_then_code.py")
+    plan = wf.step("plan").statement
+    extra = cst.parse_statement("note = 1\n")
+    flattened = wf.replace({plan: cst.FlattenSentinel([plan, extra])}).code
+    assert "    plan = llm(f\"Plan: {task.prompt}\")\nnote = 1\n" not in flattened
+    assert "    note = 1\n    code = llm(" in flattened
+    removed = wf.replace({plan: cst.RemovalSentinel.REMOVE}).code
+    assert "plan = llm" not in removed and "code = llm" in removed
+
+
+def test_replace_refuses_nodes_of_another_tree():
+    wf = seed("plan_then_code.py")
+    with pytest.raises(ValueError, match="not a node of this workflow"):
+        wf.replace({cst.Name("x"): cst.Name("y")})
