@@ -40,6 +40,8 @@ def register(sub) -> None:
                    help="fuzz only this operator (repeatable; default: all registered)")
     p.add_argument("--parser-examples", type=int, default=None, metavar="N",
                    help="hypothesmith modules for the parser check (default: --examples; 0 skips it)")
+    p.add_argument("--no-shrink", action="store_true",
+                   help="report the first falsifying example as found, without shrinking it (faster)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(run=run_fuzz)
 
@@ -78,7 +80,7 @@ def run_fuzz(args) -> int:
         report = _fuzz.fuzz(
             examples=args.examples, seed=args.seed, entry=args.entry, callees=callees,
             operators=operators, parser_examples=parser_examples,
-            on_example=lambda: progress.advance(task),
+            on_example=lambda: progress.advance(task), shrink=not args.no_shrink,
         )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -181,10 +181,10 @@ class FuzzReport:
 
 
 def fuzz_operator(name: str, *, examples: int, seed: int, entry: str = "solve",
-                  callees: Sequence[str] = ("llm",), on_example: Callable[[], None] | None = None
-                  ) -> OperatorStats:
+                  callees: Sequence[str] = ("llm",), on_example: Callable[[], None] | None = None,
+                  shrink: bool = True) -> OperatorStats:
     """Run `examples` random workflows × random applications of one operator."""
-    from hypothesis import HealthCheck, Verbosity, given, settings
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
@@ -194,8 +194,10 @@ def fuzz_operator(name: str, *, examples: int, seed: int, entry: str = "solve",
     stats = OperatorStats(name)
     callee = callees[0] if "*" not in callees[0] else "llm"
 
+    phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+
     @hypothesis_seed(seed)
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+    @settings(max_examples=examples, deadline=None, database=None, phases=phases,
               suppress_health_check=list(HealthCheck), print_blob=False,
               verbosity=Verbosity.quiet)
     @given(st.data())
@@ -242,6 +244,8 @@ def fuzz_parser(*, examples: int, seed: int, on_example: Callable[[], None] | No
     from flowmend.engine._workflow import WorkflowError, parse_workflow
 
     stats = OperatorStats("parser (hypothesmith)")
+    if examples < 1:
+        return stats
     try:
         import hypothesmith
     except ImportError:
@@ -298,12 +302,13 @@ def fuzz_parser(*, examples: int, seed: int, on_example: Callable[[], None] | No
 
 def fuzz(*, examples: int, seed: int, entry: str = "solve", callees: Sequence[str] = ("llm",),
          operators: Sequence[str] | None = None, parser_examples: int | None = None,
-         on_example: Callable[[], None] | None = None) -> FuzzReport:
+         on_example: Callable[[], None] | None = None, shrink: bool = True) -> FuzzReport:
     """Fuzz every (or the named) operators, then the parser; nothing here raises on a violation."""
     start = time.monotonic()
     names = list(operators or registry.names())
     stats = [
-        fuzz_operator(n, examples=examples, seed=seed, entry=entry, callees=callees, on_example=on_example)
+        fuzz_operator(n, examples=examples, seed=seed, entry=entry, callees=callees,
+                      on_example=on_example, shrink=shrink)
         for n in names
     ]
     parser = fuzz_parser(examples=examples if parser_examples is None else parser_examples, seed=seed,

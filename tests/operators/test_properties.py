@@ -39,16 +39,12 @@ def test_operator_properties(operator):
 
 
 @settings(max_examples=PER_OPERATOR, deadline=None)
-@given(workflow_sources(entry="run_flow", callee="model.complete"))
-def test_other_entry_and_callee(source):
+@given(st.data())
+def test_other_entry_and_callee(data):
+    source = data.draw(workflow_sources(entry="run_flow", callee="model.complete"), label="workflow")
     wf = parse_workflow(source, entry="run_flow", step_callees=("model.complete",))
-    for cls in registry.all_operators():
-        op = cls()
-        for target in op.sites(wf)[:2]:
-            presets = op.presets(wf, target)[:1] or [None]
-            for args in presets:
-                if args is not None:
-                    check_application(wf, cls.name, target, args)
+    patch = data.draw(patches(wf), label="patch")
+    check_application(wf, patch.operator, patch.target, patch.args)
 
 
 def test_parser_fails_cleanly_on_hypothesmith_modules():
