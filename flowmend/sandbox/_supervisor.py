@@ -97,7 +97,10 @@ class _Zygote:
             ready, _, _ = select.select([self.sock], [], [], left)
             if not ready:
                 return None
-            chunk = self.sock.recv(_READ)
+            try:
+                chunk = self.sock.recv(_READ)
+            except OSError:  # reset: the zygote died with our job unread
+                return None
             if not chunk:
                 return None
             self._lines += chunk
@@ -197,9 +200,18 @@ class Sandbox:
         self._zygote_starts = 0
         self._idle = 0
         self._threads: list[threading.Thread] = []
-        first = self._start_zygote(0)  # also proves (or disproves) that namespaces work here
-        for slot in range(min(self.max_inflight, warm or self.workers)):
-            self._add_driver(first if slot == 0 else None, prewarm=True)
+        # Zygotes are started by the driver threads that own them, never by the caller's thread:
+        # bwrap's --die-with-parent follows the *thread* that started it. The first one also
+        # proves (or disproves) that namespaces work here, so the others wait for it.
+        self._first_ready = threading.Event()
+        self._first_error: BaseException | None = None
+        with self._lock:
+            for _ in range(min(self.max_inflight, warm or self.workers)):
+                self._add_driver(prewarm=True)
+        self._first_ready.wait()
+        if self._first_error is not None:
+            self.close()
+            raise self._first_error
 
     # Public API ------------------------------------------------------------------------------
 
@@ -259,12 +271,12 @@ class Sandbox:
         self._jobs.put(job)
         with self._lock:
             if len(self._threads) < self.workers:
-                self._add_driver(None, prewarm=False)
+                self._add_driver(prewarm=False)
         return job.future
 
-    def _add_driver(self, zygote: _Zygote | None, prewarm: bool) -> None:
+    def _add_driver(self, prewarm: bool) -> None:
         slot = len(self._threads)
-        thread = threading.Thread(target=self._drive, args=(slot, zygote, prewarm),
+        thread = threading.Thread(target=self._drive, args=(slot, prewarm),
                                   name=f"flowmend-sandbox-{slot}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -275,7 +287,7 @@ class Sandbox:
         with self._lock:
             if (not self._closed and self._idle == 0 and not self._jobs.empty()
                     and len(self._threads) < self.max_inflight):
-                self._add_driver(None, prewarm=False)
+                self._add_driver(prewarm=False)
 
     def _start_zygote(self, slot: int) -> _Zygote:
         try:
@@ -290,9 +302,22 @@ class Sandbox:
             self._zygote_starts += 1
         return zygote
 
-    def _drive(self, slot: int, zygote: _Zygote | None, prewarm: bool) -> None:
-        if zygote is None and prewarm:
-            zygote = self._start_zygote(slot)
+    def _drive(self, slot: int, prewarm: bool) -> None:
+        zygote = None
+        if slot == 0:
+            try:
+                zygote = self._start_zygote(slot)
+            except BaseException as err:  # noqa: BLE001 - raised by the constructor
+                self._first_error = err
+                return
+            finally:
+                self._first_ready.set()
+        elif prewarm:
+            self._first_ready.wait()
+            try:
+                zygote = self._start_zygote(slot)
+            except (SandboxError, OSError):
+                zygote = None  # started again on its first job
         try:
             while True:
                 with self._lock:
