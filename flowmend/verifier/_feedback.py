@@ -268,14 +268,22 @@ def feedback(
     cost = Cost.from_trace(trace_summary)
     output = output if isinstance(output, str) else ("" if output is None else str(output))
     code, assembled = _program(task, output)
-    base = Feedback(task_id=task.task_id, code=code, compiled=False, cost=cost, assembled=assembled)
+    checks = tuple(task.visible_tests) or visible_checks_from_docstring(task.prompt, task.entry_point)
+    base = Feedback(
+        task_id=task.task_id,
+        code=code,
+        compiled=False,
+        checks=tuple(CheckOutcome(c, "not_run") for c in checks),
+        self_checks=tuple(CheckOutcome(c, "not_run") for c in self_checks),
+        cost=cost,
+        assembled=assembled,
+    )
     if not code.strip():
         violation = "the output contains no Python code" if output.strip() else "the output is empty"
         return _scored(replace(base, violations=(violation,)), weights)
     problem = _compile(code)
     if problem is not None:
         return _scored(replace(base, syntax_error=problem), weights)
-    checks = tuple(task.visible_tests) or visible_checks_from_docstring(task.prompt, task.entry_point)
     violations = _violations(task, code)
     runnable = list(checks) + [c for c in self_checks]
     kwargs: dict[str, Any] = {"test_timeout_s": test_timeout_s}

@@ -14,12 +14,8 @@ __all__ = ["Check", "KINDS", "extract_code"]
 
 KINDS = ("ok", "syntax_error", "runtime_error", "failing_check", "no_code")
 
-# An opening fence, its info string (language), then the body up to a closing fence or the end
-# of the text: weak models often stop at max_tokens inside a block, and that code still counts.
-_FENCE = re.compile(
-    r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+.-]*)[^\n]*\n(?P<body>.*?)(?:^[ \t]*(?P=fence)|\Z)",
-    re.DOTALL | re.MULTILINE,
-)
+# A fence line: three or more backticks or tildes, then an optional info string (the language).
+_FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+.-]*)")
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3", "pycon", "ipython"}
 # Lines a program can start with; prose before the first of them is dropped.
 _CODE_START = re.compile(r"^[ \t]*(?:(?:async[ \t]+)?def[ \t]|class[ \t]|import[ \t]|from[ \t]+\S+[ \t]+import[ \t]|@)")
@@ -32,7 +28,8 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
     The rules, first match wins:
 
     1. Fenced blocks (```` ``` ````, ```` ```python ````, ``~~~``; an unclosed last fence runs to the end)
-       tagged as Python or untagged: the first that defines ``entry_point`` (when given), else
+       tagged as Python, or untagged ones that parse or hold a line starting like a program
+       (prose in a fence is not code): the first that defines ``entry_point`` (when given), else
        the first that defines any function or class, else the first non-empty one. A block
        is returned as written, syntax errors included, so that the verifier can report them.
     2. No such block: the whole text, when it parses and contains a definition, import or
@@ -49,11 +46,10 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
     if not isinstance(text, str):
         raise TypeError(f"extract_code expects text, got {type(text).__name__}")
     blocks = [
-        _clean(m.group("body"))
-        for m in _FENCE.finditer(text)
-        if m.group("lang").lower() in _PYTHON_TAGS
+        _clean(body)
+        for lang, body in _fenced_blocks(text)
+        if lang in _PYTHON_TAGS and _is_code_block(lang, body)
     ]
-    blocks = [b for b in blocks if b.strip()]
     if blocks:
         return _pick(blocks, entry_point)
     whole = _clean(text)
@@ -70,6 +66,51 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
             if _looks_like_code(code):
                 return code
     return ""
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, body)`` of each fenced block, in order.
+
+    An unclosed last fence runs to the end of the text: weak models often stop at max_tokens
+    inside a block, and that code still counts. A fence with a language inside an open block
+    ("```" then "```python", as weak models write) starts a new block; a closing fence may be
+    followed by junk such as "<|im_end|>".
+    """
+    blocks: list[tuple[str, str]] = []
+    fence: str | None = None
+    lang = ""
+    body: list[str] = []
+    for line in text.splitlines():
+        m = _FENCE.match(line)
+        if fence is None:
+            if m:
+                fence, lang, body = m.group("fence"), m.group("lang").lower(), []
+            continue
+        if m and m.group("fence")[0] == fence[0] and len(m.group("fence")) >= len(fence):
+            if body:
+                blocks.append((lang, "\n".join(body)))
+            if m.group("lang"):
+                fence, lang, body = m.group("fence"), m.group("lang").lower(), []
+            else:
+                fence = None
+            continue
+        body.append(line)
+    if fence is not None and body:
+        blocks.append((lang, "\n".join(body)))
+    return blocks
+
+
+def _is_code_block(lang: str, body: str) -> bool:
+    """A Python-tagged block is code; an untagged one only when it parses or starts like code.
+
+    Weak models open a fence and then write prose in it ("```\n\nThis function uses ...").
+    """
+    body = _clean(body)
+    if not body.strip():
+        return False
+    if lang:
+        return True
+    return (_parses(body) and _looks_like_code(body)) or any(_CODE_START.match(line) for line in body.splitlines())
 
 
 def _pick(blocks: list[str], entry_point: str | None) -> str:

@@ -1,6 +1,7 @@
 """extract_code on the kinds of answers weak models give, and the Check a workflow's verify() returns."""
 
 import ast
+import json
 import subprocess
 import sys
 import textwrap
@@ -160,3 +161,33 @@ def test_runtime_helpers_load_as_source_in_a_bare_interpreter(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["def f():", "    return 1", "no code", "isolated"]
+
+
+RECORDED = json.loads((Path(__file__).parent / "data" / "smollm2_humaneval.json").read_text())["outputs"]
+
+
+@pytest.mark.parametrize("record", RECORDED, ids=[r["task_id"] for r in RECORDED])
+def test_extract_code_on_recorded_smollm2_answers(record):
+    """Real answers of the embedded model: code when there is some, "" for prose in a fence."""
+    code = extract_code(record["text"], record["entry_point"])
+    if record["kind"] == "no_code":
+        assert code == ""
+        return
+    assert code.startswith(f"def {record['entry_point']}(") or code.startswith(("from ", "import "))
+    assert "```" not in code
+    parses = True
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        parses = False
+    assert parses == (record["kind"] != "syntax_error")
+
+
+def test_an_empty_fence_before_the_python_block_is_skipped():
+    text = "```\n\n```python\ndef f(x):\n    return x\n```\n\nThis function returns `x`."
+    assert extract_code(text, "f") == "def f(x):\n    return x"
+
+
+def test_prose_inside_an_untagged_fence_is_not_code():
+    text = "```\n\nThe function `f` uses a loop to add the numbers.\n"
+    assert extract_code(text, "f") == ""
