@@ -1,8 +1,10 @@
 """Visible checks: the examples in a task's docstring turned into ``assert`` snippets.
 
-Two example styles are read. Doctest style (``>>> f(1)`` then the expected value on the next
-lines, or ``>>> f(1) == 2`` on its own) and the inline style of many HumanEval prompts
-(``f(1) == 2``, ``f(1) ➞ 2``, ``f(1) => 2``, ``f(1) returns 2``, ``f(1) should return 2.``).
+Three example styles are read. Doctest style (``>>> f(1)`` then the expected value on the next
+lines, or ``>>> f(1) == 2`` on its own); the inline style of many HumanEval prompts
+(``f(1) == 2``, ``f(1) ➞ 2``, ``f(1) => 2``, ``f(1) returns 2``, ``f(1) should return 2.``); and
+prose that names the arguments (``Input: n = 5`` / ``Output: 1``, ``For lst = [1, 2] the
+output should be 3``), mapped onto the function's parameters.
 An example becomes a check only when it is unambiguous: the call's arguments and the expected
 value are Python literals. Everything else is skipped, with the reason kept in `Example.skipped`.
 """
@@ -59,28 +61,46 @@ def visible_checks_from_docstring(prompt: str, entry_point: str) -> tuple[str, .
 
 def docstring_examples(prompt: str, entry_point: str) -> list[Example]:
     """Every example in ``entry_point``'s docstring (the whole prompt when there is none), checks and skips."""
-    doc = _docstring(prompt, entry_point)
+    doc, params = _docstring(prompt, entry_point)
     lines = doc.splitlines()
     doctests = _doctest_examples(lines, entry_point)
     taken = {line for ex in doctests for line in range(ex.line, ex.line + ex.source.count("\n") + 1)}
     inline = _inline_examples(lines, entry_point, skip_lines=taken)
-    return sorted(doctests + inline, key=lambda ex: ex.line)
+    prose = _prose_examples(lines, entry_point, params) if params is not None else []
+    return sorted(doctests + inline + prose, key=lambda ex: ex.line)
 
 
-def _docstring(prompt: str, entry_point: str) -> str:
+def _docstring(prompt: str, entry_point: str) -> tuple[str, list[tuple[str, bool]] | None]:
+    """The docstring as written, and the function's positional parameters (name, has a default).
+
+    The parameters are None when the prompt has no such function; the docstring is then the
+    whole prompt. A function whose first statement is not its docstring (an ``import`` first)
+    still has its first string statement read.
+    """
     try:
         tree = ast.parse(prompt)
     except (SyntaxError, ValueError):
-        return prompt
+        return prompt, None
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point:
-            if ast.get_docstring(node) is None:
-                return ""
+            positional = node.args.posonlyargs + node.args.args
+            first_default = len(positional) - len(node.args.defaults)
+            params = [(a.arg, i >= first_default) for i, a in enumerate(positional)]
+            doc = next(
+                (
+                    stmt.value
+                    for stmt in node.body
+                    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+                ),
+                None,
+            )
+            if doc is None:
+                return "", params
             # The docstring as written, escapes uninterpreted: in `>>> f("a\nb")` the
             # backslash-n belongs to the example's source, not a line break of the docstring.
-            segment = ast.get_source_segment(prompt, node.body[0].value) or ""
-            return inspect.cleandoc(_DOC_QUOTES.sub("", segment))
-    return prompt
+            segment = ast.get_source_segment(prompt, doc) or ""
+            return inspect.cleandoc(_DOC_QUOTES.sub("", segment)), params
+    return prompt, None
 
 
 _DOC_QUOTES = re.compile(r"""^[rRuU]?(?:'''|\"\"\"|'|")|(?:'''|\"\"\"|'|")$""")
@@ -270,6 +290,92 @@ def _literal_arguments(call: ast.expr) -> bool:
         return False
     values = list(call.args) + [kw.value for kw in call.keywords]
     return all(not isinstance(v, ast.Starred) and _literal(ast.unparse(v)) is not _NOT_LITERAL for v in values)
+
+
+# --- prose style: "Input: ... / Output: ..." and "For x = 1 the output should be 2" ----------
+
+_INPUT = re.compile(r"^\s*Input\s*:\s*(?P<rest>.*)$", re.IGNORECASE)
+_OUTPUT = re.compile(r"^\s*Output\s*:\s*(?P<rest>.*)$", re.IGNORECASE)
+_FOR = re.compile(
+    r"^\s*(?:[*-]\s*)?For\s+(?P<args>.+?)\s*,?\s+the\s+(?:output|result)\s+(?:should|will)\s+be\s*(?P<value>.+)$",
+    re.IGNORECASE,
+)
+_NAMED_LINE = re.compile(r"^\s*(\w+)\s*:\s*(?=\S)")
+
+
+def _prose_examples(lines: list[str], entry_point: str, params: list[tuple[str, bool]]) -> list[Example]:
+    """Examples that name the arguments rather than write the call; they map onto ``params``."""
+    examples = []
+    for i, line in enumerate(lines):
+        found = _INPUT.match(line)
+        if found:
+            given = [found.group("rest")]
+            j = i + 1
+            while j < len(lines) and not _OUTPUT.match(lines[j]) and lines[j].strip() and j - i < 10:
+                given.append(lines[j])
+                j += 1
+            if j >= len(lines) or not _OUTPUT.match(lines[j]):
+                continue
+            expected = _OUTPUT.match(lines[j]).group("rest")
+            for k in range(j + 1, min(j + _MAX_EXPECTED_LINES, len(lines))):
+                if not _unbalanced(expected):
+                    break
+                expected += "\n" + lines[k]
+            examples.append(_prose_check(i + 1, "\n".join(given).strip(), expected, entry_point, params))
+            continue
+        found = _FOR.match(line)
+        if found:
+            examples.append(_prose_check(i + 1, found.group("args"), found.group("value"), entry_point, params))
+    return examples
+
+
+def _prose_check(line: int, given: str, expected: str, entry_point: str, params) -> Example:
+    arguments = _arguments(given, params)
+    if arguments is None:
+        return Example(line, given, expected.strip(), None, "the inputs are not literals named like the parameters")
+    call = f"{entry_point}({', '.join(arguments)})"
+    value_source = _inline_value(expected)
+    if value_source is None:
+        return Example(line, given, expected.strip(), None, "the expected value is not a Python literal")
+    if value_source.lstrip().startswith("(") and not isinstance(_literal(value_source), tuple):
+        return Example(line, given, expected.strip(), None, 'a parenthesised non-tuple ("(x)") is ambiguous: 1-tuple or value?')
+    return Example(line, given, expected.strip(), _assert(call, value_source))
+
+
+def _arguments(given: str, params: list[tuple[str, bool]]) -> list[str] | None:
+    """Argument sources in parameter order, from ``3``, ``n = 5, k = 2`` or ``name : value`` lines.
+
+    Named inputs must be parameters and cover every parameter without a default; text after
+    the arguments ("N = 1000, the sum of digits will be 1") is dropped at a comma.
+    """
+    if not given:
+        return None
+    rows = given.splitlines()
+    if all(_NAMED_LINE.match(r) for r in rows if r.strip()):
+        given = ", ".join(_NAMED_LINE.sub(r"\1 = ", r).strip() for r in rows if r.strip())
+    if len([p for p, has_default in params if not has_default]) == 1 and _literal(given) is not _NOT_LITERAL:
+        return [ast.unparse(ast.parse(given.strip(), mode="eval").body)]
+    pieces = given.split(",")
+    for end in range(len(pieces), 0, -1):
+        try:
+            call = ast.parse(f"_({','.join(pieces[:end])})", mode="eval").body
+        except SyntaxError:
+            continue
+        if not isinstance(call, ast.Call) or call.args or not call.keywords:
+            continue
+        named = {kw.arg: kw.value for kw in call.keywords}
+        names = [p for p, _ in params]
+        required = {p for p, has_default in params if not has_default}
+        if None in named or not set(named) <= set(names) or not required <= set(named):
+            return None
+        if any(_literal(ast.unparse(v)) is _NOT_LITERAL for v in named.values()):
+            return None
+        # Positional, in the signature's order: a candidate may rename its parameters.
+        used = [n for n in names if n in named]
+        if used != names[: len(used)]:
+            return [f"{n}={ast.unparse(named[n])}" for n in used]
+        return [ast.unparse(named[n]) for n in used]
+    return None
 
 
 # --- shared --------------------------------------------------------------------------------

@@ -133,6 +133,40 @@ def test_equations_that_define_the_function_are_not_examples():
     assert visible_checks_from_docstring(prompt, "tri") == ("assert tri(3) == [1, 3, 2, 8]",)
 
 
+def test_prose_examples_are_mapped_onto_the_parameters():
+    prompt = textwrap.dedent(
+        '''
+        def pick(grid, k, strict=False):
+            import math
+            """Pick things.
+            Example 1:
+                Input: grid = [ [1,2], [3,4]], k = 1
+                Output: [1]
+                Explanation: the smallest.
+            Example 2:
+                Input:
+                    grid : [[5]]
+                    k : 2
+                Output: (5,
+                         5)
+            For grid = [[0]], k = 3 the output should be [0, 0, 0].
+            For k = 1, grid = [[2]], as you can see, the result should be [2]
+            For grid = [[1]], size = 2 the output should be [1]
+            Input: grid = [[x]], k = 1
+            Output: [1]
+            """
+        '''
+    )
+    assert visible_checks_from_docstring(prompt, "pick") == (
+        "assert pick([[1, 2], [3, 4]], 1) == [1]",
+        "assert pick([[5]], 2) == (5, 5)",
+        "assert pick([[0]], 3) == [0, 0, 0]",
+        "assert pick([[2]], 1) == [2]",
+    )
+    single = 'def count(n):\n    """\n    Input: 12\n    Output: (4, 6)\n    For n = 3 the output should be "3".\n    """\n'
+    assert visible_checks_from_docstring(single, "count") == ("assert count(12) == (4, 6)", "assert count(3) == '3'")
+
+
 def test_only_the_entry_points_docstring_is_read():
     prompt = textwrap.dedent(
         '''
@@ -178,10 +212,10 @@ def test_canonical_solutions_pass_the_checks_extracted_from_all_humaneval_prompt
         checks = visible_checks_from_docstring(problem["prompt"], problem["entry_point"])
         cases.append({"task_id": problem["task_id"], "program": problem["prompt"] + problem["canonical_solution"], "checks": list(checks)})
     with_checks = [c for c in cases if c["checks"]]
-    # 140 of 164 prompts carry examples this extractor reads; the rest state them in prose
-    # ("For lst = [1,2,3] the output should be 6", "Input: 3 / Output: (1, 2)") or not at all.
-    assert len(with_checks) >= 140
-    assert sum(len(c["checks"]) for c in cases) >= 390
+    # 153 of 164 prompts carry examples this extractor reads; the rest have none, or only
+    # ambiguous ones (unquoted strings, arithmetic, a different function name).
+    assert len(with_checks) >= 153
+    assert sum(len(c["checks"]) for c in cases) >= 437
 
     # The canonical solutions are trusted code, but run them in a child all the same.
     runner = textwrap.dedent(
