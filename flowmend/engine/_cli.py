@@ -217,9 +217,10 @@ def _ops_markdown(operators) -> str:
                 line.split(": ", 1) for line in _args_summary(c.args_schema()).splitlines()
             )
             for name, prop in props.items():
-                kind = summary[name].split(" = ")[0]
+                kind = summary[name].split(" = ")[0].replace("|", "\\|")  # a table cell
                 default = json.dumps(prop["default"]) if "default" in prop else "required"
-                out.append(f"| `{name}` | {kind} | {default} | {prop.get('description', '')} |\n")
+                meaning = prop.get("description", "").replace("|", "\\|")
+                out.append(f"| `{name}` | {kind} | {default} | {meaning} |\n")
         for i, case in enumerate(c.EXAMPLES, 1):
             args = json.dumps(case.args) if case.args else "{}"
             target = json.dumps(case.target) if case.target else "first site"

@@ -6,6 +6,7 @@ within the menu, so a model can answer with a label (or its number) under constr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,10 +69,9 @@ def menu(
         if cls.kind not in wanted_kinds or (wanted_ops is not None and cls.name not in wanted_ops):
             continue
         op = cls()
+        defaults = _defaults(cls)
         for target in op.sites(wf):
-            presets = op.presets(wf, target)
-            defaults = _defaults(cls)
-            for args in presets:
+            for args in op.presets(wf, target):
                 data = registry.args_to_json(args)
                 label = _label(cls.name, target, data, defaults)
                 n = seen.get(label, 0) + 1
@@ -85,8 +85,12 @@ def menu(
 
 
 def _defaults(cls: type) -> dict[str, Any]:
-    schema = cls.args_schema()
-    return {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
+    """Default argument values (read from the dataclass: its schema reads source docstrings)."""
+    if not dataclasses.is_dataclass(cls.Args):
+        return {}
+    return {
+        f.name: f.default for f in dataclasses.fields(cls.Args) if f.default is not dataclasses.MISSING
+    }
 
 
 def _label(name: str, target: dict, args: dict, defaults: dict) -> str:
