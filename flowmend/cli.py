@@ -18,6 +18,7 @@ VERB_MODULES = (
     "flowmend.sandbox._cli",
     "flowmend.llm._cli",
     "flowmend.bench._cli",
+    "flowmend.verifier._cli",
 )
 
 
