@@ -45,6 +45,28 @@ from flowmend.engine._workflow import (
 )
 
 
+# The inner loop pulls in the model, sandbox and verifier packages: loaded on first use, so the
+# workflow model and the CLI's --help stay light (PEP 562).
+_LAZY = {
+    "repair": "_loop",
+    "RepairConfig": "_loop",
+    "RepairResult": "_loop",
+    "Candidate": "_loop",
+    "Proposals": "_loop",
+    "Budget": "_runtime",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowmend.engine' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"flowmend.engine.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 def patch_schema() -> dict:
     """The JSON schema of patch files, generated from the registered operators."""
@@ -55,6 +77,12 @@ def patch_schema() -> dict:
 
 __all__ = [
     "PATCH_SCHEMA",
+    "Budget",
+    "Candidate",
+    "Proposals",
+    "RepairConfig",
+    "RepairResult",
+    "repair",
     "Applied",
     "ArgsError",
     "Between",
