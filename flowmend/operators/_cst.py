@@ -3,6 +3,7 @@ prompt threading, and one identity-keyed replacement transform per application."
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
@@ -306,9 +307,9 @@ def keyword_value(call: cst.Call, key: str) -> cst.BaseExpression | None:
 def split_template(text: str) -> list[str | tuple[str]]:
     """A template's literal pieces and ``(expression,)`` placeholders.
 
-    ``{expr}`` is a placeholder when `expr` parses as a Python expression and holds no quote or
-    backslash (an f-string could not carry it); ``{{`` and ``}}`` are literal braces; any other
-    brace is literal text too.
+    ``{expr}`` is a placeholder when `expr` (braces and quotes inside it balanced) is a Python
+    expression that some f-string quoting can hold (no backslash, no conversion or format spec);
+    ``{{`` and ``}}`` are literal braces; any other brace is literal text.
     """
     parts: list[str | tuple[str]] = []
     buf: list[str] = []
@@ -320,7 +321,7 @@ def split_template(text: str) -> list[str | tuple[str]]:
             i += 2
             continue
         if ch == "{":
-            end = text.find("}", i + 1)
+            end = _closing_brace(text, i)
             expr = text[i + 1 : end] if end != -1 else ""
             if end != -1 and _placeholder_ok(expr):
                 if buf:
@@ -336,14 +337,56 @@ def split_template(text: str) -> list[str | tuple[str]]:
     return parts
 
 
+_QUOTES = ('"', "'", '"""', "'''")
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the `}` closing the `{` at `start`, skipping nested braces and string literals."""
+    depth, i = 0, start
+    while i < len(text):
+        ch = text[i]
+        if ch in "'\"":
+            quote = text[i : i + 3] if text[i : i + 3] in _QUOTES else ch
+            close = text.find(quote, i + len(quote))
+            if close == -1:
+                return -1
+            i = close + len(quote)
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _quotes_for(expr: str) -> list[str]:
+    """The f-string quotes that can hold ``{expr}`` as one plain placeholder (Python 3.10+:
+    no backslash, no comment, no conversion or format spec)."""
+    if "\\" in expr or "\n" in expr or "\r" in expr:
+        return []
+    usable = []
+    for quote in _QUOTES:
+        try:
+            tree = ast.parse("f" + quote + "{" + expr + "}" + quote, mode="eval")
+        except (SyntaxError, ValueError):
+            continue
+        node = tree.body
+        if (
+            isinstance(node, ast.JoinedStr)
+            and len(node.values) == 1
+            and isinstance(node.values[0], ast.FormattedValue)
+            and node.values[0].conversion == -1
+            and node.values[0].format_spec is None
+        ):
+            usable.append(quote)
+    return usable
+
+
 def _placeholder_ok(expr: str) -> bool:
-    if not expr.strip() or any(c in expr for c in "'\"\\{}\n\r#") or ":" in expr or "!" in expr:
-        return False
-    try:
-        cst.parse_expression(expr.strip())
-    except Exception:  # noqa: BLE001 - not an expression: literal text
-        return False
-    return True
+    return bool(expr.strip()) and bool(_quotes_for(expr.strip()))
 
 
 def placeholders(text: str) -> list[str]:
@@ -354,16 +397,33 @@ def _escape(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
-def render_template(text: str) -> str:
-    """Source of a string expression for a template: an f-string when it has placeholders."""
+def render_template(text: str) -> str | None:
+    """Source of a string expression for a template: an f-string when it has placeholders.
+
+    None when no one quoting can hold every placeholder (one uses ``"``, another ``'``).
+    """
     parts = split_template(text)
-    if not any(isinstance(p, tuple) for p in parts):
+    exprs = [p[0] for p in parts if isinstance(p, tuple)]
+    if not exprs:
         return '"' + _escape("".join(p for p in parts if isinstance(p, str))) + '"'
+    common = [q for q in _QUOTES if all(q in _quotes_for(e) for e in exprs)]
+    if not common:
+        return None
+    quote = common[0]
     body = "".join(
-        "{" + p[0] + "}" if isinstance(p, tuple) else _escape(p).replace("{", "{{").replace("}", "}}")
+        "{" + p[0] + "}" if isinstance(p, tuple)
+        else _escape_quote(p, quote).replace("{", "{{").replace("}", "}}")
         for p in parts
     )
-    return 'f"' + body + '"'
+    return "f" + quote + body + quote
+
+
+def _escape_quote(text: str, quote: str) -> str:
+    """`text` as the inside of a one-line string literal delimited by `quote`."""
+    body = _escape(text)  # the body of a double-quoted literal: " and control characters escaped
+    if quote[0] == "'":
+        body = body.replace('\\"', '"').replace("'", "\\'")
+    return body
 
 
 def render_literal(text: str) -> str:

@@ -106,9 +106,12 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         ]
 
     def presets(self, wf: Any, target: dict) -> list[Any]:
-        # The text is free: the optimizer writes it. The current text is the natural start.
+        # The text is free: the optimizer writes it, starting from the current text, offered
+        # only when it can be written back (every placeholder fits an f-string).
         prompt = wf.step(target["step"]).prompt
         text = prompt.text
+        if not all(_cst._placeholder_ok(p) for p in prompt.placeholders):
+            return []
         try:
             return [self.Args(text=text)] if text else []
         except ValueError:
@@ -140,10 +143,13 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         old = [p for p in prompt.placeholders if _reads_variable(wf, step, p)]
         new = _cst.placeholders(args.text)
         dropped = [p for p in old if _norm(p) not in {_norm(n) for n in new}]
+        unwritable = [p for p in dropped if not _cst._placeholder_ok(p)]
         _cst.require(
             not dropped, Reason.PLACEHOLDER,
             f"the new text drops placeholder(s) {', '.join('{' + p + '}' for p in dropped)} "
-            f"of step {step.id}",
+            f"of step {step.id}"
+            + (" (a placeholder with a backslash cannot be written in an f-string before "
+               "Python 3.12)" if unwritable else ""),
         )
         allowed = _visible_names(wf, step, prompt)
         for expr in new:
@@ -153,7 +159,12 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
                 f"placeholder {{{expr}}} reads {', '.join(sorted(unknown))}, which step "
                 f"{step.id}'s prompt could not read",
             )
-        new_prompt = cst.parse_expression(_cst.render_template(args.text))
+        rendered = _cst.render_template(args.text)
+        _cst.require(
+            rendered is not None, Reason.PLACEHOLDER,
+            "no one f-string quoting can hold every placeholder of the new text (mixed quotes)",
+        )
+        new_prompt = cst.parse_expression(rendered)
         return _cst.replace(wf.module, {prompt.node: new_prompt})
 
 

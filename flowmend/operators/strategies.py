@@ -42,9 +42,12 @@ def _prompt(draw, available: list[str], constants: dict[str, str]) -> str:
         return quote + _escape(text, quote) + quote
     if style == "fstring":
         pieces = []
+        # Placeholders may hold the other kind of quote (`{', '.join(...)}`), as real prompts do.
+        other = "'" if quote == '"' else '"'
+        joined = [f"{other}, {other}.join([{r}])" for r in reads]
         for _ in range(draw(st.integers(1, 3))):
             pieces.append(_escape(draw(prompt_text), quote, fstring=True))
-            pieces.append("{" + draw(st.sampled_from(reads)) + "}")
+            pieces.append("{" + draw(st.sampled_from(reads + joined[:1])) + "}")
         if draw(st.booleans()):
             pieces.append(_escape(draw(prompt_text), quote, fstring=True))
         return "f" + quote + "".join(pieces) + quote
