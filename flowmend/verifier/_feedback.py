@@ -21,6 +21,7 @@ __all__ = ["CheckOutcome", "Cost", "Feedback", "SyntaxProblem", "feedback", "ins
 SCHEMA = "flowmend.feedback/1"
 _MESSAGE_CHARS = 200
 _GOT = "_flowmend_got"
+_FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,8 @@ def feedback(
     """
     cost = Cost.from_trace(trace_summary)
     output = output if isinstance(output, str) else ("" if output is None else str(output))
-    code, assembled = _program(task, output)
+    signature = _function(_parse(task.prompt), task.entry_point)
+    code, tree, assembled = _program(task, output, signature)
     checks = tuple(task.visible_tests) or visible_checks_from_docstring(task.prompt, task.entry_point)
     base = Feedback(
         task_id=task.task_id,
@@ -282,10 +284,10 @@ def feedback(
         violation = "the output contains no Python code" if output.strip() else "the output is empty"
         return _scored(replace(base, violations=(violation,)), weights)
     problem = _compile(code)
-    if problem is not None:
-        return _scored(replace(base, syntax_error=problem), weights)
-    violations = _violations(task, code)
-    runnable = list(checks) + [c for c in self_checks]
+    if problem is not None or tree is None:
+        return _scored(replace(base, syntax_error=problem or SyntaxProblem("the code does not parse")), weights)
+    violations = _violations(task.entry_point, tree, signature)
+    runnable = list(checks) + list(self_checks)
     kwargs: dict[str, Any] = {"test_timeout_s": test_timeout_s}
     if limits is not None:
         kwargs["limits"] = limits
@@ -345,22 +347,25 @@ def _scored(fb: Feedback, weights: ScoreWeights) -> Feedback:
     return replace(fb, score=score(fb, weights))
 
 
-def _program(task: Task, output: str) -> tuple[str, bool]:
+def _program(task: Task, output: str, signature: _FunctionNode | None) -> tuple[str, ast.Module | None, bool]:
+    """The code to check, its parse tree (None when it does not parse), and whether it was assembled."""
     code = extract_code(output, task.entry_point)
-    if code and task.entry_point in _bound_names(code):
-        return code, False
+    tree = _parse(code)
+    if task.entry_point in _bound_names(tree):
+        return code, tree, False
     # A completion model continues the prompt: its output is the indented body of the
     # prompt's function. The joined function must have a body beyond its docstring.
     continues = output.lstrip("\n")[:1] in (" ", "\t")
-    if continues and _prompt_function(task) is not None:
+    if continues and signature is not None:
         joined = extract_code(task.prompt + output, task.entry_point)
-        function = _function(joined, task.entry_point)
+        joined_tree = _parse(joined)
+        function = _function(joined_tree, task.entry_point)
         if function is not None and _has_body(function):
-            return joined, True
-    return code, False
+            return joined, joined_tree, True
+    return code, tree, False
 
 
-def _has_body(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+def _has_body(function: _FunctionNode) -> bool:
     body = function.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]
@@ -377,11 +382,16 @@ def _compile(code: str) -> SyntaxProblem | None:
     return None
 
 
-def _bound_names(code: str) -> set[str]:
-    """Names the module binds at top level (also inside top-level if/try/with blocks)."""
+def _parse(code: str) -> ast.Module | None:
     try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+        return ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: NUL bytes
+        return None
+
+
+def _bound_names(tree: ast.Module | None) -> set[str]:
+    """Names the module binds at top level (also inside top-level if/try/with blocks)."""
+    if tree is None:
         return set()
     names: set[str] = set()
     stack = list(tree.body)
@@ -401,37 +411,29 @@ def _bound_names(code: str) -> set[str]:
     return names
 
 
-def _function(code: str, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
+def _function(tree: ast.Module | None, name: str) -> _FunctionNode | None:
+    """The module-level function ``name`` (the last definition wins, as at run time)."""
     found = None
-    for node in tree.body:  # the last definition wins, as at run time
+    for node in tree.body if tree is not None else ():
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
             found = node
     return found
 
 
-def _prompt_function(task: Task) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    return _function(task.prompt, task.entry_point)
-
-
-def _violations(task: Task, code: str) -> tuple[str, ...]:
-    ep = task.entry_point
-    if ep not in _bound_names(code):
+def _violations(ep: str, tree: ast.Module, signature: _FunctionNode | None) -> tuple[str, ...]:
+    """Broken constraints: ``ep`` unbound, or a signature that cannot take the prompt's call."""
+    if ep not in _bound_names(tree):
         return (f"the entry point `{ep}` is not defined",)
-    expected = _prompt_function(task)
-    actual = _function(code, ep)
-    if expected is None or actual is None:
+    actual = _function(tree, ep)
+    if signature is None or actual is None:
         return ()
-    want_min, want_max = _positional_range(expected.args)
+    want_min, want_max = _positional_range(signature.args)
     have_min, have_max = _positional_range(actual.args)
     problems = []
     if have_min > want_min or have_max < want_max:
         problems.append(
             f"`{ep}` takes {_arity(have_min, have_max)} positional argument(s) but the prompt's "
-            f"`def {ep}({ast.unparse(expected.args)})` takes {_arity(want_min, want_max)}"
+            f"`def {ep}({ast.unparse(signature.args)})` takes {_arity(want_min, want_max)}"
         )
     required_kwonly = [
         a.arg for a, d in zip(actual.args.kwonlyargs, actual.args.kw_defaults) if d is None

@@ -6,10 +6,11 @@ import pytest
 
 from flowmend.task import Task
 from flowmend.verifier import CheckOutcome, Cost, Feedback, ScoreWeights, SyntaxProblem, feedback, instrument_check
-from flowmend.verifier._feedback import _program, _violations
+from flowmend.verifier._feedback import _function, _parse, _program, _violations
 
 PROMPT = 'from typing import List\n\n\ndef add(xs: List[int], k: int = 0) -> int:\n    """Sum plus k.\n    >>> add([1, 2])\n    3\n    """\n'
 TASK = Task("Toy/0", PROMPT, "add")
+SIGNATURE = _function(_parse(PROMPT), "add")
 
 
 def test_output_without_code_is_no_code_and_never_reaches_the_sandbox():
@@ -37,10 +38,11 @@ def test_unfenced_broken_code_is_a_syntax_error_not_no_code():
 
 
 def test_a_body_completion_is_joined_to_the_prompt():
-    code, assembled = _program(TASK, "    return sum(xs) + k\n")
+    code, tree, assembled = _program(TASK, "    return sum(xs) + k\n", SIGNATURE)
     assert assembled and code == PROMPT.strip() + "\n    return sum(xs) + k"
+    assert tree is not None
     # Prose is no body: the prompt's bare stub is not taken for a program.
-    assert _program(TASK, "  I am not sure.") == ("", False)
+    assert _program(TASK, "  I am not sure.", SIGNATURE)[::2] == ("", False)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +71,11 @@ def test_a_body_completion_is_joined_to_the_prompt():
     ],
 )
 def test_entry_point_and_signature_constraints(code, expected):
-    assert _violations(TASK, code) == expected
+    assert _violations("add", _parse(code), SIGNATURE) == expected
 
 
 def test_without_a_def_in_the_prompt_only_the_name_is_checked():
-    mbpp = Task("Mbpp/2", "Write a function similar_elements to find the shared elements.", "similar_elements")
-    assert _violations(mbpp, "def similar_elements(a):\n    return a") == ()
+    assert _violations("similar_elements", _parse("def similar_elements(a):\n    return a"), None) == ()
 
 
 @pytest.mark.parametrize(
