@@ -23,7 +23,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
 # Names a workflow may use without defining them: the runtime injects them into its globals.
-RUNTIME_NAMES = frozenset({"llm", "verify", "extract_code"})
+RUNTIME_NAMES = frozenset({"llm", "verify", "extract_code", "Check"})
 
 BUILTIN_OPERATOR_PACKAGE = "flowmend.operators"
 

@@ -11,7 +11,7 @@ from flowmend.engine._operator import Case, Text, check_bounds, register
 from flowmend.operators import _cst
 
 # The kinds `verify(code).kind` reports besides "ok", in the order the branches test them.
-FAILURE_KINDS = ("syntax_error", "runtime_error", "failing_check")
+FAILURE_KINDS = ("no_code", "syntax_error", "runtime_error", "failing_check")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class BranchOnCheckArgs:
         "The code below runs but gives wrong results. Fix the logic and return the complete code."
     )
     """Repair instruction when the code runs but a check fails."""
+    no_code: Annotated[str, Text(1, 1000, one_line=True)] = (
+        "The answer below contains no Python code. Write the complete function in one "
+        "```python block."
+    )
+    """Repair instruction when the answer holds no code at all."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -40,7 +45,7 @@ class BranchOnCheck(_cst.StepStatementOperator):
     Args = BranchOnCheckArgs
     DESCRIPTION = (
         "After a step that yields code, run verify(code) and repair with a different prompt for "
-        "a syntax error, a runtime error or a failing check."
+        "no code, a syntax error, a runtime error or a failing check."
     )
     EXAMPLES = [
         Case(
@@ -50,12 +55,14 @@ class BranchOnCheck(_cst.StepStatementOperator):
                 return code
             ''',
             args={"syntax_error": "Fix the syntax.", "runtime_error": "Fix the crash.",
-                  "failing_check": "Fix the logic."},
+                  "failing_check": "Fix the logic.", "no_code": "Write code."},
             after='''
             def solve(task):
                 code = llm(task.prompt)
                 check = verify(code)
-                if check.kind == "syntax_error":
+                if check.kind == "no_code":
+                    code = llm(f"Write code.\\n\\nCheck ({check.kind}):\\n{check.feedback}\\n\\nCode:\\n{code}")
+                elif check.kind == "syntax_error":
                     code = llm(f"Fix the syntax.\\n\\nCheck ({check.kind}):\\n{check.feedback}\\n\\nCode:\\n{code}")
                 elif check.kind == "runtime_error":
                     code = llm(f"Fix the crash.\\n\\nCheck ({check.kind}):\\n{check.feedback}\\n\\nCode:\\n{code}")

@@ -189,7 +189,7 @@ def test_structure_operators_work_on_methods(operator):
                           entry="Flow.run", step_callees=("self.generate",))
     assert isinstance(result, Applied), result
     compile(result.source, "<flow>", "exec")
-    expected_calls = {"insert-verify-step": 2, "branch-on-check": 4, "add-step": 2}
+    expected_calls = {"insert-verify-step": 2, "branch-on-check": 5, "add-step": 2}
     assert result.source.count("self.generate(") == expected_calls.get(operator, 1)
 
 
