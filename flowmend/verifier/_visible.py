@@ -229,13 +229,10 @@ def _inline_example(lines: list[str], row: int, col: int, entry_point: str):
         return None
     if not _literal_arguments(call):
         return skip("the call's arguments are not literals", equation=True)
-    value_source = _inline_value(expected_text)
+    value_source, reason = _expected_value(expected_text)
     if value_source is None:
         # "f(3) = f(2) + f(1)" or "f(5) -> 19 - 5 - 6 = 8": a worked equation, not an example.
-        return skip("the expected value is not a Python literal", equation=sep == "=")
-    value = _literal(value_source)
-    if value_source.lstrip().startswith("(") and not isinstance(value, tuple):
-        return skip('a parenthesised non-tuple ("(x)") is ambiguous: 1-tuple or value?')
+        return skip(reason, equation=sep == "=" and reason == _NOT_A_LITERAL)
     return Example(line, call_source, expected_text.strip(), _assert(ast.unparse(call), value_source)), sep, False
 
 
@@ -267,7 +264,20 @@ def _unbalanced(text: str) -> bool:
     return sum(text.count(c) for c in "([{") > sum(text.count(c) for c in ")]}")
 
 
-def _inline_value(text: str) -> str | None:
+_NOT_A_LITERAL = "the expected value is not a Python literal"
+
+
+def _expected_value(text: str) -> tuple[str | None, str]:
+    """The expected value's literal source in an inline or prose example, or None and why not."""
+    value_source = _leading_literal(text)
+    if value_source is None:
+        return None, _NOT_A_LITERAL
+    if value_source.lstrip().startswith("(") and not isinstance(_literal(value_source), tuple):
+        return None, 'a parenthesised non-tuple ("(x)") is ambiguous: 1-tuple or value?'
+    return value_source, ""
+
+
+def _leading_literal(text: str) -> str | None:
     """The literal at the start of ``text``, when what follows it is only prose or a comment."""
     text = text.strip()
     # JavaScript-style booleans ("is_simple_power(2, 2) => true") are unambiguous.
@@ -334,11 +344,9 @@ def _prose_check(line: int, given: str, expected: str, entry_point: str, params)
     if arguments is None:
         return Example(line, given, expected.strip(), None, "the inputs are not literals named like the parameters")
     call = f"{entry_point}({', '.join(arguments)})"
-    value_source = _inline_value(expected)
+    value_source, reason = _expected_value(expected)
     if value_source is None:
-        return Example(line, given, expected.strip(), None, "the expected value is not a Python literal")
-    if value_source.lstrip().startswith("(") and not isinstance(_literal(value_source), tuple):
-        return Example(line, given, expected.strip(), None, 'a parenthesised non-tuple ("(x)") is ambiguous: 1-tuple or value?')
+        return Example(line, given, expected.strip(), None, reason)
     return Example(line, given, expected.strip(), _assert(call, value_source))
 
 
