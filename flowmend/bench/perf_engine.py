@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -146,7 +147,12 @@ def _print_table(rows: list[dict], repeat: int) -> None:
     from rich.table import Table
 
     ms = lambda s: f"{s * 1000:.1f}"  # noqa: E731
-    table = Table(title=f"engine timings in ms, median of {repeat}", title_justify="left")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    table = Table(
+        title=f"engine timings in ms, median of {repeat} (load average {load} on "
+        f"{os.cpu_count()} cores)",
+        title_justify="left",
+    )
     columns = ("workflow", "lines", "steps", "items", "bare", "parse", "menu", "edit",
                "apply", "checks", "apply/bare")
     for column in columns:
