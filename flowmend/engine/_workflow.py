@@ -548,6 +548,7 @@ class _RawStep:
     reads: tuple[str, ...]
     statement: cst.BaseStatement | None
     self_name: str | None
+    in_lambda: bool = False
 
 
 class _StepFinder(cst.CSTVisitor):
@@ -561,6 +562,7 @@ class _StepFinder(cst.CSTVisitor):
         self._statement: list[cst.BaseStatement | None] = []
         self._awaited: set[int] = set()
         self._targets: dict[int, str] = {}
+        self._lambdas = 0
         self._locals = modeller.facts(qualname).local_names
         module_level = {q for q, (_, c) in modeller.functions.items() if c is None}
         self._excluded = frozenset(
@@ -592,6 +594,17 @@ class _StepFinder(cst.CSTVisitor):
     def visit_Await(self, node: cst.Await) -> None:
         self._awaited.add(id(node.expression))
 
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        inner = node.value.expression if isinstance(node.value, cst.Await) else node.value
+        if isinstance(inner, cst.Call) and isinstance(node.target, cst.Name):
+            self._targets[id(inner)] = node.target.value
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        self._lambdas += 1
+
+    def leave_Lambda(self, original_node: cst.Lambda) -> None:
+        self._lambdas -= 1
+
     def visit_Call(self, node: cst.Call) -> None:
         callee = dotted_name(node.func)
         if not matches_callee(callee, self.mod.callees):
@@ -612,6 +625,7 @@ class _StepFinder(cst.CSTVisitor):
                 reads=_reads(node.args, self.self_name, self._exclude()),
                 statement=self._statement[-1] if self._statement else None,
                 self_name=self.self_name,
+                in_lambda=self._lambdas > 0,
             )
         )
 
@@ -842,6 +856,10 @@ class _FactsCollector(cst.CSTVisitor):
     def visit_AsName(self, node: cst.AsName) -> None:
         self.facts.local_names.update(_bound_names(node.name))
 
+    def visit_MatchAs(self, node: cst.MatchAs) -> None:
+        if node.name is not None:
+            self.facts.local_names.add(node.name.value)
+
     def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
         if node.asname is None:
             self.facts.local_names.add((dotted_name(node.name) or "").split(".")[0])
@@ -1027,6 +1045,8 @@ class _DataFlow:
         fn = self.raw[i].function
         if fn in self.dynamic:
             return f"{fn} {self.dynamic[fn]}, so its data flow cannot be read from the source"
+        if self.raw[i].in_lambda:
+            return "the step is inside a lambda: its inputs arrive through the lambda's parameters"
         for origin in sorted(self.consumes[i]):
             if origin < 0:
                 return (
@@ -1092,6 +1112,10 @@ class _FunctionFlow:
             return self._origins(node.value, state)
         if isinstance(node, cst.Arg):
             return self._origins(node.value, state)
+        if isinstance(node, cst.NamedExpr):
+            origins = self._origins(node.value, state)
+            self._bind(node.target, origins, state)
+            return origins
         if isinstance(node, (cst.Lambda, cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
             # Own scopes: names they bind are not ours; every call inside still counts.
             names, calls = self.flow.scoped(node, self.self_name)
@@ -1201,8 +1225,21 @@ class _FunctionFlow:
                 self._block(stmt.orelse.body, state)
             if stmt.finalbody is not None:
                 self._block(stmt.finalbody.body, state)
+        elif isinstance(stmt, cst.Match):
+            subject = self._origins(stmt.subject, state)
+            joined = dict(state)
+            for case in stmt.cases:
+                branch = dict(state)
+                for name in _pattern_names(case.pattern):
+                    branch[name] = subject  # a capture holds (part of) the subject
+                if case.guard is not None:
+                    self._origins(case.guard, branch)
+                self._block(case.body, branch)
+                _join_into(joined, branch)
+            state.clear()
+            state.update(joined)
         else:
-            # Anything else (match, nested defs): read everything, bind nothing new.
+            # Anything else (nested defs, class bodies): read everything, bind nothing new.
             self._origins(stmt, state)
 
     def _small(self, small: cst.BaseSmallStatement, state: _State) -> None:
@@ -1249,6 +1286,27 @@ class _FunctionFlow:
                 root = root.value
             if isinstance(root, cst.Name):
                 state[root.value] = state.get(root.value, frozenset()) | origins
+
+
+def _pattern_names(pattern: cst.CSTNode) -> list[str]:
+    """Names a match pattern captures (`case [x, *rest]`, `case {"k": v}`, `case P() as p`)."""
+    names: list[str] = []
+
+    class Captures(cst.CSTVisitor):
+        def visit_MatchAs(self, node: cst.MatchAs) -> None:
+            if node.name is not None:
+                names.append(node.name.value)
+
+        def visit_MatchStar(self, node: cst.MatchStar) -> None:
+            if node.name is not None:
+                names.append(node.name.value)
+
+        def visit_MatchMapping(self, node: cst.MatchMapping) -> None:
+            if node.rest is not None:
+                names.append(node.rest.value)
+
+    pattern.visit(Captures())
+    return names
 
 
 def _join_into(state: _State, other: _State) -> None:

@@ -251,6 +251,27 @@ def test_branches_and_loops_join_conservatively():
     assert all(s.flow_caveat is None for s in wf.steps)
 
 
+def test_walrus_match_and_lambda():
+    wf = wf_of('''
+        def solve(task):
+            if (plan := llm("p")):
+                pass
+            match plan:
+                case "x":
+                    code = llm(plan)
+                case [first, *rest] if first:
+                    code = llm(first)
+                case _:
+                    code = llm("y")
+            ask = lambda p: llm(p)
+            return ask(code)
+    ''')
+    assert wf.step_ids == ("plan", "code", "code_2", "code_3", "step5")
+    assert wf.step("plan").feeds == ("code", "code_2")  # through the walrus and the capture
+    assert wf.step("code_3").consumes == ()
+    assert "lambda" in wf.step("step5").flow_caveat
+
+
 def test_flow_through_helpers_is_marked_approximate():
     wf = wf_of('''
         def ask(x):
