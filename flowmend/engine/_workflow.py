@@ -998,6 +998,7 @@ class _DataFlow:
         self.returns: dict[str, frozenset[int]] = {q: frozenset() for q in reachable}
         self.params_in: dict[str, frozenset[int]] = {q: frozenset() for q in reachable}
         self.attrs: dict[tuple[str, str], frozenset[int]] = {}
+        self.globals: dict[str, frozenset[int]] = {}  # module-level objects a function mutates
         self.attr_writers: dict[tuple[str, str], set[str]] = {}
         self.dynamic: dict[str, str] = {}
         self._children: dict[int, Sequence[cst.CSTNode]] = {}
@@ -1018,10 +1019,10 @@ class _DataFlow:
         # realistic workflow, and more rounds would only add origins, never remove them.
         for _ in range(max(2, len(self.reachable) + 1)):
             before = (dict(self.returns), dict(self.params_in), dict(self.attrs),
-                      [set(c) for c in self.consumes])
+                      dict(self.globals), [set(c) for c in self.consumes])
             for q in self.reachable:
                 _FunctionFlow(self, q).run()
-            if before == (self.returns, self.params_in, self.attrs, self.consumes):
+            if before == (self.returns, self.params_in, self.attrs, self.globals, self.consumes):
                 break
         return self
 
@@ -1051,13 +1052,13 @@ class _DataFlow:
             if origin < 0:
                 return (
                     f"it may read the output of the step at line {self.mod.line(self.raw[_index(origin)].call)} "
-                    "through a function call or an instance attribute: the flow is approximate"
+                    "through a call, an instance attribute or a module-level object: the flow is approximate"
                 )
         for j, consumed in enumerate(self.consumes):
             if _approx(i) in consumed:
                 return (
                     f"its output may reach the step at line {self.mod.line(self.raw[j].call)} "
-                    "through a function call or an instance attribute: the flow is approximate"
+                    "through a call, an instance attribute or a module-level object: the flow is approximate"
                 )
         return None
 
@@ -1086,6 +1087,7 @@ class _FunctionFlow:
         self.node, self.cls = flow.mod.functions[qualname]
         self.self_name = _self_param(self.node) if self.cls else None
         self.instances = flow.mod.instances(qualname)
+        self.locals = flow.mod.facts(qualname).local_names
 
     def run(self) -> None:
         state: _State = {}
@@ -1138,7 +1140,16 @@ class _FunctionFlow:
             if name in state and self.flow.attr_writers.get(key) == {self.qualname}:
                 return state[name]
             return state.get(name, frozenset()) | _approx_all(self.flow.attrs.get(key, ()))
+        if name not in self.locals and name in self.flow.globals:
+            # A module-level object some function stored step output in.
+            return state.get(name, frozenset()) | _approx_all(self.flow.globals[name])
         return state.get(name, frozenset())
+
+    def _store_into(self, root: str, origins: frozenset[int], state: _State) -> None:
+        """`root` (a variable, or ``self.x``) may now hold `origins` besides what it held."""
+        state[root] = state.get(root, frozenset()) | origins
+        if "." not in root and root not in self.locals:
+            self.flow.globals[root] = self.flow.globals.get(root, frozenset()) | origins
 
     def _call(self, call: cst.Call, state: _State) -> frozenset[int]:
         arg_origins: set[int] = set()
@@ -1164,7 +1175,7 @@ class _FunctionFlow:
         if isinstance(call.func, cst.Attribute) and arg_origins:
             receiver = dotted_name(call.func.value)
             if receiver and (receiver.count(".") == 0 or receiver.startswith(f"{self.self_name}.")):
-                state[receiver] = state.get(receiver, frozenset()) | frozenset(arg_origins)
+                self._store_into(receiver, frozenset(arg_origins), state)
         return frozenset(out)
 
     # -- statements -----------------------------------------------------------------------------
@@ -1285,7 +1296,7 @@ class _FunctionFlow:
             while isinstance(root, (cst.Attribute, cst.Subscript)):
                 root = root.value
             if isinstance(root, cst.Name):
-                state[root.value] = state.get(root.value, frozenset()) | origins
+                self._store_into(root.value, origins, state)
 
 
 def _pattern_names(pattern: cst.CSTNode) -> list[str]:

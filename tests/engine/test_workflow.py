@@ -288,6 +288,22 @@ def test_flow_through_helpers_is_marked_approximate():
     assert "approximate" in wf.step("step3").flow_caveat
 
 
+def test_flow_through_a_mutated_module_level_object_is_tracked():
+    wf = wf_of('''
+        NOTES = []
+
+        def record(x):
+            NOTES.append(x)
+
+        def solve(task):
+            plan = llm("p")
+            record(plan)
+            return llm(str(NOTES))
+    ''')
+    assert wf.step("step2").consumes == ("plan",)
+    assert "module-level object" in wf.step("step2").flow_caveat
+
+
 @pytest.mark.parametrize("body,why", [
     ("global G\n    G = llm('a')\n    return llm(G)", "global"),
     ("def inner():\n        return plan\n    plan = llm('a')\n    return llm(inner())", "nested"),
