@@ -593,16 +593,12 @@ def validate_operator(cls: type) -> list[str]:
 
 
 def load_module(module_name: str) -> list[type[Operator]]:
-    """Import an operator module by name and return the operators it registered."""
-    before = dict(_REGISTRY)
+    """Import an operator module by name (an evolved operator, say) and return the operators
+    it registered. Registration validates each class; a bad one raises `RegistryError`."""
+    load_builtins()
     module = importlib.import_module(module_name)
     _LOADED.add(module_name)
-    return [
-        cls
-        for cls in vars(module).values()
-        if isinstance(cls, type) and issubclass(cls, Operator) and cls.name in _REGISTRY
-        and cls.__module__ == module.__name__
-    ] or [c for n, c in _REGISTRY.items() if n not in before]
+    return [c for c in _REGISTRY.values() if c.__module__ == module.__name__]
 
 
 def load_builtins() -> None:

@@ -29,3 +29,18 @@ __all__ = [
     "SwapModel",
     "WrapInRetry",
 ]
+
+
+def _check_drift() -> None:
+    """Registering and `__all__` must agree: a module that registers an operator nobody exports,
+    or an export that never registered, fails here, at import."""
+    import sys
+
+    from flowmend.engine._operator import RegistryError, drift
+
+    problems = drift(sys.modules[__name__])
+    if problems:
+        raise RegistryError("operator registry drift: " + "; ".join(problems))
+
+
+_check_drift()

@@ -48,21 +48,28 @@ def assign_steps(wf: Any) -> list[Any]:
     return [s for s in wf.steps if assigned_name(s) is not None]
 
 
+def parent(wf: Any, node: cst.CSTNode) -> cst.CSTNode | None:
+    """The node's parent in the workflow's module (None for the module itself)."""
+    if hasattr(wf, "parent"):
+        return wf.parent(node)
+    return wf.metadata(ParentNodeProvider).get(node)
+
+
 def block_of(wf: Any, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
     """The block (`IndentedBlock` or `Module`) holding `statement`, and its index there."""
-    parent = wf.metadata(ParentNodeProvider)[statement]
-    for i, stmt in enumerate(parent.body):
+    parent_node = parent(wf, statement)
+    for i, stmt in enumerate(parent_node.body):
         if stmt is statement:
-            return parent, i
+            return parent_node, i
     raise LookupError("statement not found in its parent block")
 
 
 def enclosing_function(wf: Any, node: cst.CSTNode) -> cst.FunctionDef | None:
-    parents = wf.metadata(ParentNodeProvider)
-    while node in parents:
-        node = parents[node]
+    node = parent(wf, node)
+    while node is not None:
         if isinstance(node, cst.FunctionDef):
             return node
+        node = parent(wf, node)
     return None
 
 
@@ -198,10 +205,14 @@ class _Replace(cst.CSTTransformer):
         return replacement
 
 
-def replace(module: cst.Module, mapping: Mapping[cst.CSTNode, Replacement]) -> cst.Module:
-    """One transform of `module` replacing nodes by identity (a node, several statements, or none)."""
+def replace(wf: Any, mapping: Mapping[cst.CSTNode, Replacement]) -> cst.Module:
+    """One edit of the workflow's module, replacing nodes by identity (a node, several
+    statements, or none). Uses `Workflow.replace`, which rebuilds only the edited nodes'
+    ancestors, when the workflow model has it; a full transform otherwise."""
+    if hasattr(wf, "replace"):
+        return wf.replace(mapping)
     transformer = _Replace(mapping)
-    new = module.visit(transformer)
+    new = wf.module.visit(transformer)
     missing = len(transformer.mapping) - len(transformer.done)
     if missing:
         raise RuntimeError(f"{missing} node(s) to replace were not found in the module")

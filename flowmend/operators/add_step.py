@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional
 
 import libcst as cst
-from libcst.metadata import ParentNodeProvider
 
 from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
 from flowmend.operators import _cst
@@ -138,7 +137,7 @@ class AddStep(_cst.StepStatementOperator):
             threaded = step.statement.deep_replace(
                 step.prompt.node, _cst.thread(step.prompt.node, label, new_var)
             )
-            return _cst.replace(wf.module, {step.statement: cst.FlattenSentinel([new, threaded])})
+            return _cst.replace(wf, {step.statement: cst.FlattenSentinel([new, threaded])})
         var = _cst.assigned_name(step)
         consumer = _consumer(wf, step)
         _cst.require(
@@ -148,7 +147,7 @@ class AddStep(_cst.StepStatementOperator):
         )
         prompt = f'f"{_cst.fstring_text(instruction)}\\n\\n{{{var}}}"'
         new = _cst.parse_statements(wf, f"{new_var} = {_cst.call_expr(step, wf, prompt)}\n")[0]
-        return _cst.replace(wf.module, {
+        return _cst.replace(wf, {
             step.statement: cst.FlattenSentinel([step.statement, new]),
             consumer.prompt.node: _cst.thread(consumer.prompt.node, label, new_var),
         })
@@ -161,7 +160,6 @@ def _consumer(wf: Any, step: Any) -> Any | None:
     if var is None:
         return None
     block, index = _cst.block_of(wf, step.statement)
-    parents = wf.metadata(ParentNodeProvider)
     for other in wf.steps:
         if other.function != step.function or other.line <= step.line or other.prompt is None:
             continue
@@ -170,9 +168,9 @@ def _consumer(wf: Any, step: Any) -> Any | None:
         if not _cst.reads_in(wf, other.prompt.node, var):
             continue
         node = other.call
-        while node in parents and parents[node] is not block:
-            node = parents[node]
-        if node in parents and parents[node] is block:
+        while node is not None and _cst.parent(wf, node) is not block:
+            node = _cst.parent(wf, node)
+        if node is not None:
             position = next(i for i, s in enumerate(block.body) if s is node)
             if position > index:
                 return other

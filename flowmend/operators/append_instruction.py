@@ -97,7 +97,7 @@ class AppendInstruction(_cst.StepStatementOperator):
                 operator=cst.Add(cst.SimpleWhitespace(" "), cst.SimpleWhitespace(" ")),
                 right=cst.parse_expression(_cst.render_literal(addition)),
             )
-        return _cst.replace(wf.module, {node: new})
+        return _cst.replace(wf, {node: new})
 
 
 def _is_bytes(node: cst.CSTNode) -> bool:

@@ -95,4 +95,4 @@ class BranchOnCheck(_cst.StepStatementOperator):
             call = _cst.call_expr(step, wf, _cst.repair_prompt(getattr(args, kind), check, var))
             lines.append(f'{keyword} {check}.kind == "{kind}":\n{_cst.indent(wf)}{var} = {call}\n')
         new = [step.statement, *_cst.parse_statements(wf, "".join(lines))]
-        return _cst.replace(wf.module, {step.statement: cst.FlattenSentinel(new)})
+        return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})

@@ -109,5 +109,5 @@ class InsertVerifyStep(_cst.StepStatementOperator):
             f"{_cst.indent(wf)}{var} = {_cst.call_expr(step, wf, prompt)}\n"
         )
         new = [step.statement, *_cst.parse_statements(wf, code)]
-        return _cst.replace(wf.module, {step.statement: cst.FlattenSentinel(new)})
+        return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})
 

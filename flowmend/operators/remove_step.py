@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import ParentNodeProvider
 
 from flowmend.engine._operator import Case, NoArgs, register
 from flowmend.operators import _cst
@@ -93,7 +92,7 @@ class RemoveStep(_cst.StepStatementOperator):
         threads = _removal(wf, step)
         mapping: dict = {step.statement: cst.RemovalSentinel.REMOVE}
         mapping.update({t: t.left for t in threads})
-        return _cst.replace(wf.module, mapping)
+        return _cst.replace(wf, mapping)
 
 
 def _removal(wf: Any, step: Any) -> list[cst.BinaryOperation] | None:
@@ -139,10 +138,9 @@ def _bound_before(wf: Any, fn: cst.FunctionDef, statement: cst.CSTNode, var: str
     names = [*params.posonly_params, *params.params, *params.kwonly_params]
     if any(p.name.value == var for p in names):
         return True
-    parents = wf.metadata(ParentNodeProvider)
     node = statement
-    while node is not fn and node in parents:
-        parent = parents[node]
+    while node is not fn and node is not None:
+        parent = _cst.parent(wf, node)
         if isinstance(parent, (cst.IndentedBlock, cst.Module)):
             for earlier in parent.body:
                 if earlier is node:

@@ -66,7 +66,7 @@ class ReorderSteps(_cst.StepStatementOperator):
 
     def transform(self, wf: Any, target: dict, args: Any) -> cst.Module:
         first, second = wf.step(target["step"]), wf.step(target["with"])
-        return _cst.replace(wf.module, {first.statement: second.statement,
+        return _cst.replace(wf, {first.statement: second.statement,
                                         second.statement: first.statement})
 
 

@@ -139,7 +139,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
                 f"constant {prompt.constant} is used {len(uses)} times, not by step {step.id} alone",
             )
             new_value = cst.parse_expression(_cst.render_literal(args.text))
-            return _cst.replace(wf.module, {value: new_value})
+            return _cst.replace(wf, {value: new_value})
         old = [p for p in prompt.placeholders if _reads_variable(wf, step, p)]
         new = _cst.placeholders(args.text)
         dropped = [p for p in old if _norm(p) not in {_norm(n) for n in new}]
@@ -165,7 +165,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
             "no one f-string quoting can hold every placeholder of the new text (mixed quotes)",
         )
         new_prompt = cst.parse_expression(rendered)
-        return _cst.replace(wf.module, {prompt.node: new_prompt})
+        return _cst.replace(wf, {prompt.node: new_prompt})
 
 
 def _norm(expr: str) -> str:

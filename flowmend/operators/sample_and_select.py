@@ -99,4 +99,4 @@ class SampleAndSelect(_cst.StepStatementOperator):
             f"{var} = max({samples}, key=lambda sample: verify(sample).passed)\n"
         )
         new = _cst.with_leading(_cst.parse_statements(wf, code), step.statement.leading_lines)
-        return _cst.replace(wf.module, {step.statement: cst.FlattenSentinel(new)})
+        return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})

@@ -102,7 +102,7 @@ class SetCallParams(_cst.StepStatementOperator):
             value = getattr(args, f.name)
             if value is not None:
                 new = _cst.set_keyword(new, f.name, cst.parse_expression(_literal(value)))
-        return _cst.replace(wf.module, {call: new})
+        return _cst.replace(wf, {call: new})
 
 
 def _literal(value: Any) -> str:

@@ -77,4 +77,4 @@ class SwapModel(_cst.StepStatementOperator):
     def transform(self, wf: Any, target: dict, args: SwapModelArgs) -> cst.Module:
         call = wf.step(target["step"]).call
         value = cst.parse_expression(_cst.render_literal(args.model))
-        return _cst.replace(wf.module, {call: _cst.set_keyword(call, "model", value)})
+        return _cst.replace(wf, {call: _cst.set_keyword(call, "model", value)})

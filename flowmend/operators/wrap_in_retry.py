@@ -155,4 +155,4 @@ class WrapInRetry(_cst.StepStatementOperator):
             ]
         new = _cst.with_leading(_cst.parse_statements(wf, "\n".join(lines) + "\n", step.statement),
                                 step.statement.leading_lines)
-        return _cst.replace(wf.module, {step.statement: cst.FlattenSentinel(new)})
+        return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})
