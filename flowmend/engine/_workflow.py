@@ -20,6 +20,13 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from flowmend.errors import UserError
 
 _BUILTINS = frozenset(dir(builtins))
+# Methods of str/dict/list that never store their arguments in the receiver.
+_READ_ONLY_METHODS = frozenset({
+    "format", "format_map", "join", "replace", "strip", "lstrip", "rstrip", "split", "rsplit",
+    "splitlines", "startswith", "endswith", "lower", "upper", "casefold", "count", "find",
+    "rfind", "index", "rindex", "encode", "decode", "get", "partition", "rpartition",
+    "removeprefix", "removesuffix", "center", "ljust", "rjust", "zfill", "expandtabs",
+})
 # Calls whose presence makes a function's data flow impossible to follow by reading it.
 _DYNAMIC_CALLS = frozenset({"eval", "exec", "locals", "globals", "vars", "setattr", "getattr"})
 
@@ -1171,8 +1178,10 @@ class _FunctionFlow:
             out |= _approx_all(self.flow.returns[callee])
         if not callees:
             out |= arg_origins  # anything else (str.strip, extract_code) may pass them on
-        # A method call on a variable may store its arguments in it (`notes.append(plan)`).
-        if isinstance(call.func, cst.Attribute) and arg_origins:
+        # A method call on a variable may store its arguments in it (`notes.append(plan)`),
+        # unless the method is one that only reads its receiver (`TEMPLATE.format(plan=plan)`).
+        if isinstance(call.func, cst.Attribute) and arg_origins \
+                and call.func.attr.value not in _READ_ONLY_METHODS:
             receiver = dotted_name(call.func.value)
             if receiver and (receiver.count(".") == 0 or receiver.startswith(f"{self.self_name}.")):
                 self._store_into(receiver, frozenset(arg_origins), state)
