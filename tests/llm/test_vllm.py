@@ -1,0 +1,120 @@
+"""The real vLLM engine on the embedded model, shared by the session (`model_backend`)."""
+
+import json
+import threading
+
+import pytest
+
+from flowmend.llm import (
+    Broker,
+    ModelConfig,
+    ModelError,
+    RecordingBackend,
+    ReplayBackend,
+    Request,
+    open_backend,
+)
+
+pytestmark = pytest.mark.model
+
+
+def test_a_chat_prompt_gets_a_completion_with_token_counts_and_cost(model_backend):
+    [answer] = model_backend.generate([Request(prompt="Write a Python function add(a, b).", max_tokens=48)])
+    assert answer.model == "smollm2" and answer.text.strip()
+    assert answer.prompt_tokens > 10  # the chat template adds a system turn
+    assert 0 < answer.completion_tokens <= 48
+    assert answer.cost == answer.prompt_tokens + answer.completion_tokens  # local: its tokens
+    assert answer.finish_reasons[0] in ("stop", "length") and answer.latency_s > 0
+
+
+def test_greedy_is_repeatable_and_stop_strings_cut(model_backend):
+    req = Request(prompt="Count from 1 to 20, separated by commas.", max_tokens=40)
+    first, second = model_backend.generate([req, req])
+    assert first.texts == second.texts
+    [cut] = model_backend.generate([Request(prompt=req.prompt, max_tokens=40, stop=("5",))])
+    assert "5" not in cut.text and cut.finish_reasons == ("stop",)
+
+
+def test_choice_is_constrained(model_backend):
+    options = ("yes", "no", "maybe")
+    answers = model_backend.generate(
+        [Request(prompt=f"Is {i} an even number? Answer yes, no or maybe.", choice=options) for i in range(4)]
+    )
+    assert all(a.text in options for a in answers)
+
+
+def test_json_schema_answers_are_valid_and_compact(model_backend):
+    schema = {
+        "type": "object",
+        "properties": {"edit": {"type": "integer", "minimum": 1, "maximum": 9}, "why": {"type": "string", "maxLength": 40}},
+        "required": ["edit", "why"],
+        "additionalProperties": False,
+    }
+    req = Request(
+        prompt="Pick the number of the best edit from 1 to 9 and say why, as JSON.",
+        json_schema=json.dumps(schema),
+        max_tokens=80,
+    )
+    [answer] = model_backend.generate([req])
+    data = json.loads(answer.text)
+    assert set(data) == {"edit", "why"} and 1 <= data["edit"] <= 9
+    assert answer.text == json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_sampling_n_samples_with_the_engine_seed(model_backend):
+    [answer] = model_backend.generate([Request(prompt="Name an animal.", n=3, temperature=1.0, max_tokens=12)])
+    assert len(answer.texts) == 3 and len(answer.finish_reasons) == 3
+    assert answer.completion_tokens >= 3
+
+
+def test_plain_messages_with_a_system_turn(model_backend):
+    [answer] = model_backend.generate(
+        [Request(messages=(("system", "Answer with one word."), ("user", "Capital of France?")), max_tokens=8)]
+    )
+    assert answer.text.strip()
+
+
+def test_threads_blocked_on_the_engine_form_one_batch_and_get_their_own_answers(model_backend):
+    # Prompts of growing length: the prompt token count tells whose answer came back.
+    requests = [Request(prompt="word " * (i + 1), max_tokens=4) for i in range(32)]
+    results = {}
+    with Broker(model_backend, max_wait_s=2.0) as broker:
+        barrier = threading.Barrier(32)
+
+        def workflow(i):
+            with broker.attach():
+                barrier.wait()
+                results[i] = broker.call(requests[i], timeout=300)
+
+        threads = [threading.Thread(target=workflow, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        stats = broker.stats()
+    assert stats.batch_sizes == (32,)
+    lengths = [results[i].prompt_tokens for i in range(32)]
+    assert lengths == sorted(lengths) and len(set(lengths)) == 32
+    assert stats.completion_tokens == sum(r.completion_tokens for r in results.values())
+    assert stats.throughput > 0
+
+
+def test_record_the_engine_then_replay_it_exactly(model_backend, tmp_path):
+    path = tmp_path / "engine.jsonl"
+    requests = [Request(prompt="Say hello.", max_tokens=8), Request(prompt="Yes or no?", choice=("yes", "no"))]
+    recorded = RecordingBackend(model_backend, path).generate(requests)
+    replayed = open_backend(ModelConfig(kind="replay", replay_path=str(path))).generate(requests)
+    assert replayed == recorded
+    assert isinstance(open_backend(ModelConfig(kind="replay", replay_path=str(path))), ReplayBackend)
+
+
+def test_a_request_for_another_model_is_refused(model_backend):
+    with pytest.raises(ValueError, match="serves 'smollm2'"):
+        model_backend.check(Request(prompt="x", model="gpt-4"))
+
+
+def test_a_folder_that_is_not_a_model_is_one_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="not a model folder"):
+        open_backend(ModelConfig(kind="vllm", model=str(tmp_path)))
+    with pytest.raises(ModelError, match="no such model folder"):
+        open_backend(ModelConfig(kind="vllm", model=str(tmp_path / "absent")))
