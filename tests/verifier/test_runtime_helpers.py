@@ -8,6 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowmend.verifier import runtime_helpers
 from flowmend.verifier.runtime_helpers import KINDS, Check, extract_code
@@ -191,3 +193,24 @@ def test_an_empty_fence_before_the_python_block_is_skipped():
 def test_prose_inside_an_untagged_fence_is_not_code():
     text = "```\n\nThe function `f` uses a loop to add the numbers.\n"
     assert extract_code(text, "f") == ""
+
+
+PROGRAMS = [
+    "def f(x):\n    return x + 1",
+    "import math\n\n\ndef area(r):\n    return math.pi * r ** 2",
+    "class Stack:\n    def __init__(self):\n        self.items = []",
+    "@staticmethod\ndef g():\n    pass",
+]
+prose = st.text(st.characters(blacklist_characters="`~\r", blacklist_categories=("Cs",)), max_size=80)
+
+
+@given(st.text(max_size=300))
+def test_extract_code_never_raises_and_returns_code_or_nothing(text):
+    code = extract_code(text)
+    assert code == "" or code == code.strip("\n")
+
+
+@given(prose, st.sampled_from(PROGRAMS), prose, st.sampled_from(["python", "py", "", "Python3"]))
+def test_a_fenced_program_is_found_whatever_prose_surrounds_it(before, program, after, lang):
+    text = f"{before}\n```{lang}\n{program}\n```\n{after}"
+    assert extract_code(text) == program

@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowmend.verifier import docstring_examples, visible_checks_from_docstring
 
@@ -240,3 +242,21 @@ def test_canonical_solutions_pass_the_checks_extracted_from_all_humaneval_prompt
     failures = {(task_id, check) for task_id, check, error in json.loads(out.stdout)}
     assert failures == DOCSTRING_ERRORS
 
+
+
+@given(st.text(max_size=400), st.sampled_from(["f", "add", "solve"]))
+def test_extraction_never_raises_and_every_check_parses(prompt, entry_point):
+    for check in visible_checks_from_docstring(prompt, entry_point):
+        ast.parse(check)
+
+
+@given(st.lists(st.tuples(st.integers(-99, 99), st.integers(-99, 99)), min_size=1, max_size=5), st.sampled_from(["==", "➞", "=>", "returns"]))
+def test_generated_inline_examples_round_trip(pairs, sep):
+    doc = "\n    ".join(f"f({a}) {sep} {b}" for a, b in pairs)
+    prompt = f'def f(x):\n    """Examples:\n    {doc}\n    """\n'
+    expected = []
+    for a, b in pairs:
+        check = f"assert f({a}) == {b}"
+        if check not in expected:
+            expected.append(check)
+    assert visible_checks_from_docstring(prompt, "f") == tuple(expected)
