@@ -100,7 +100,7 @@ def plan_from_args(args) -> BenchPlan:
     if args.backend == "openai" and not args.base_url:
         raise UserError("--backend openai needs --base-url URL")
     methods = load_methods(args.methods)
-    seed_path = Path(args.seed_workflow)
+    seed_path = _seed_workflow_path(args.seed_workflow)
     try:
         seed_source = seed_path.read_text()
     except OSError as err:
@@ -129,6 +129,17 @@ def plan_from_args(args) -> BenchPlan:
         record=args.record, base_url=args.base_url, seed=args.seed, limit=args.limit,
         out=Path(args.out),
     )
+
+
+def _seed_workflow_path(name: str) -> Path:
+    """The path as given; a relative one missing here is tried in flowmend's checkout, so the
+    default (`examples/workflows/single_shot.py`) works from any folder of an editable install."""
+    path = Path(name)
+    if not path.exists() and not path.is_absolute():
+        checkout = Path(__file__).resolve().parents[2] / path
+        if checkout.exists():
+            return checkout
+    return path
 
 
 def check_pre_patches(methods, seed_source: str, where: str) -> None:
@@ -225,44 +236,52 @@ def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -
 def run_from_args(args) -> int:
     console = Console(stderr=True)
     plan = plan_from_args(args)
+    store = RunStore(plan.out, plan.identity())
+    store.check()  # a resume with other arguments is refused before a model loads
     pairs = {(task_id(p), m.name) for p in plan.problems for m in plan.methods}
-    with RunStore(plan.out, plan.identity()) as store:
-        todo = len(pairs - store.done())
-        if todo:
-            console.print(f"{plan.suite} {plan.split}: {len(plan.problems)} tasks × "
-                          f"{len(plan.methods)} methods, {len(pairs) - todo} already done, "
-                          f"{todo} to run → {plan.out}")
-            stats, wall, model_stats = _execute(plan, store, args, console)
-            store.update_run_json(performance=performance(wall, stats, model_stats))
-        write_samples(plan.out, store.records, [m.name for m in plan.methods])
+    done = {(r["task_id"], r["method"]) for r in read_results(plan.out)} if plan.out.is_dir() \
+        else set()
+    todo = len(pairs - done)
+    if not todo:
+        with store:
+            write_samples(plan.out, store.records, [m.name for m in plan.methods])
+        _print_summary(plan, console)
+        return 0
+    console.print(f"{plan.suite} {plan.split}: {len(plan.problems)} tasks × "
+                  f"{len(plan.methods)} methods, {len(pairs) - todo} already done, "
+                  f"{todo} to run → {plan.out}")
+    models = open_models(plan)  # a model or replay file that fails to open writes nothing
+    try:
+        with store:
+            stats, wall = _execute(plan, store, models, args, console)
+            store.update_run_json(performance=performance(
+                wall, stats, broker_stats(models.program, models.optimizer)))
+            write_samples(plan.out, store.records, [m.name for m in plan.methods])
+    finally:
+        models.close()
     _print_summary(plan, console)
     return 0
 
 
-def _execute(plan: BenchPlan, store: RunStore, args, console):
+def _execute(plan: BenchPlan, store: RunStore, models, args, console):
     from flowmend.sandbox import Sandbox
 
-    models = open_models(plan)
-    program, optimizer = models.program, models.optimizer
-    try:
-        with Sandbox(workers=None) as sandbox:
-            concurrency = args.concurrency or max(2, 2 * _workers(sandbox))
-            solve = repair_solver(plan, program=program, optimizer=optimizer, sandbox=sandbox)
-            hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
-                                         program=lambda problem, code: problem.program(code))
-            started = time.monotonic()
-            pairs = len(plan.problems) * len(plan.methods)
-            done = len(store.done() & {(task_id(p), m.name) for p in plan.problems
-                                       for m in plan.methods})
-            with _progress(console, total=pairs, completed=done,
-                           disable=args.no_progress) as update:
-                stats = run_jobs(store, plan.problems, plan.methods, solve=solve, hidden=hidden,
-                                 seed_source=plan.seed_source, task_id=task_id,
-                                 concurrency=concurrency, on_progress=update)
-            wall = time.monotonic() - started
-            return stats, wall, broker_stats(program, optimizer)
-    finally:
-        models.close()
+    with Sandbox(workers=None) as sandbox:
+        concurrency = args.concurrency or max(2, 2 * _workers(sandbox))
+        solve = repair_solver(plan, program=models.program, optimizer=models.optimizer,
+                              sandbox=sandbox)
+        hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
+                                     program=lambda problem, code: problem.program(code))
+        started = time.monotonic()
+        pairs = len(plan.problems) * len(plan.methods)
+        done = len(store.done() & {(task_id(p), m.name) for p in plan.problems
+                                   for m in plan.methods})
+        with _progress(console, total=pairs, completed=done,
+                       disable=args.no_progress) as update:
+            stats = run_jobs(store, plan.problems, plan.methods, solve=solve, hidden=hidden,
+                             seed_source=plan.seed_source, task_id=task_id,
+                             concurrency=concurrency, on_progress=update)
+        return stats, time.monotonic() - started
 
 
 def _workers(sandbox) -> int:

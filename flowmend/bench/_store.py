@@ -94,6 +94,25 @@ class RunStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def check(self) -> None:
+        """Everything `open` would refuse, found without writing anything (no folder, no lock
+        file): so a slow start (loading a model) can come after it and before any write."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError("exists and is not a folder", where=str(self.dir))
+        if not self.dir.exists():
+            return
+        self._check_identity(write=False)
+        if (self.dir / LOCK).exists():
+            fd = os.open(self.dir / LOCK, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError("another `flowmend bench` is writing to this run folder",
+                                where=str(self.dir)) from None
+            finally:
+                os.close(fd)  # closing releases the probe's lock
+        read_results(self.dir)  # damage inside results.jsonl is an error now, not later
+
     def open(self) -> None:
         if self.dir.exists() and not self.dir.is_dir():
             raise UserError("exists and is not a folder", where=str(self.dir))
@@ -114,7 +133,7 @@ class RunStore:
             self.close()
             raise
 
-    def _check_identity(self) -> None:
+    def _check_identity(self, *, write: bool = True) -> None:
         path = self.dir / RUN
         if path.exists():
             try:
@@ -136,7 +155,7 @@ class RunStore:
         elif (self.dir / RESULTS).exists():
             raise UserError("results.jsonl without run.json: not a run folder flowmend wrote",
                             where=str(self.dir))
-        else:
+        elif write:
             write_json_atomic(path, {"schema": SCHEMA, "identity": self.identity})
 
     def done(self) -> set[tuple[str, str]]:

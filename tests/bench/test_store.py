@@ -68,3 +68,15 @@ def test_a_file_is_not_a_run_folder(tmp_path):
     (tmp_path / "d" / RESULTS).write_text("")
     with pytest.raises(UserError, match="without run.json"):
         RunStore(tmp_path / "d", IDENTITY).open()
+
+
+def test_check_refuses_what_open_would_and_writes_nothing(tmp_path):
+    RunStore(tmp_path / "new", IDENTITY).check()
+    assert not (tmp_path / "new").exists()
+    with RunStore(tmp_path / "run", IDENTITY) as store:
+        store.append({"task_id": "A/1", "method": "b0"})
+        with pytest.raises(UserError, match="another `flowmend bench`"):
+            RunStore(tmp_path / "run", IDENTITY).check()
+    with pytest.raises(UserError, match="other arguments"):
+        RunStore(tmp_path / "run", {**IDENTITY, "split": "val"}).check()
+    RunStore(tmp_path / "run", IDENTITY).check()
