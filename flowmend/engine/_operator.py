@@ -403,11 +403,13 @@ class Operator:
             return Invalid(Reason.BAD_ARGS, f"{self.name}: {err}")
         if not isinstance(target, dict):
             return Invalid(Reason.BAD_TARGET, f"{self.name}: target must be an object")
-        step_id = target.get("step")
-        if step_id is not None:
+        for key in ("step", "with"):
+            step_id = target.get(key)
+            if step_id is None:
+                continue
             try:
                 wf.step(step_id)
-            except KeyError:
+            except (KeyError, TypeError):
                 known = ", ".join(s.id for s in wf.steps) or "none"
                 return NotApplicable(
                     Reason.UNKNOWN_STEP, f"{self.name}: no step {step_id!r} (steps: {known})"

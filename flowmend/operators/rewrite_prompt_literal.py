@@ -11,6 +11,7 @@ from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
 from flowmend.operators import _cst
 
 REWRITABLE = ("literal", "fstring", "concat", "constant")
+ROLE_LINE = "You are an expert Python programmer."
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,19 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         ]
 
     def presets(self, wf: Any, target: dict) -> list[Any]:
-        # The text is free: the optimizer writes it, starting from the current text, offered
-        # only when it can be written back (every placeholder fits an f-string).
+        # The optimizer writes the text itself (the engine replaces `text`); the preset is a
+        # real edit of its own, the current text under a role line, so that it is never a
+        # no-op. Offered only when the text can be written back (placeholders fit an f-string).
         prompt = wf.step(target["step"]).prompt
         text = prompt.text
-        if not all(_cst._placeholder_ok(p) for p in prompt.placeholders):
+        if not text or text.startswith(ROLE_LINE) or not all(
+            _cst._placeholder_ok(p) for p in prompt.placeholders
+        ):
             return []
+        if prompt.kind != "constant":
+            text = _escape_literal_braces(text, prompt.placeholders)
         try:
-            return [self.Args(text=text)] if text else []
+            return [self.Args(text=f"{ROLE_LINE}\n{text}")]
         except ValueError:
             return []
 
@@ -166,6 +172,20 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         )
         new_prompt = cst.parse_expression(rendered)
         return _cst.replace(wf, {prompt.node: new_prompt})
+
+
+def _escape_literal_braces(text: str, placeholders: tuple[str, ...]) -> str:
+    """The engine's template text with its literal braces doubled, so that only the real
+    placeholders read as placeholders when the text comes back as an argument."""
+    wanted = {_norm(p) for p in placeholders}
+    out = []
+    for part in _cst.split_template(text):
+        if isinstance(part, tuple) and _norm(part[0]) in wanted:
+            out.append("{" + part[0] + "}")
+        else:
+            literal = part if isinstance(part, str) else "{" + part[0] + "}"
+            out.append(literal.replace("{", "{{").replace("}", "}}"))
+    return "".join(out)
 
 
 def _norm(expr: str) -> str:

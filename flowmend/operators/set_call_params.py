@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Optional
 
@@ -85,11 +86,18 @@ class SetCallParams(_cst.StepStatementOperator):
         return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)]
 
     def presets(self, wf: Any, target: dict) -> list[Any]:
-        return [
+        # A preset that sets what the call already has would change nothing: leave it out.
+        current = dict(wf.step(target["step"]).params)
+        presets = [
             self.Args(temperature=0.0),
             self.Args(temperature=0.7),
             self.Args(max_tokens=512),
             self.Args(max_tokens=1024),
+        ]
+        return [
+            p for p in presets
+            if not any(_same(current.get(f.name), getattr(p, f.name)) for f in fields(p)
+                       if getattr(p, f.name) is not None)
         ]
 
     def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
@@ -103,6 +111,16 @@ class SetCallParams(_cst.StepStatementOperator):
             if value is not None:
                 new = _cst.set_keyword(new, f.name, cst.parse_expression(_literal(value)))
         return _cst.replace(wf, {call: new})
+
+
+def _same(source: str | None, value: Any) -> bool:
+    """Whether a keyword's source text already means `value`."""
+    if source is None:
+        return False
+    try:
+        return ast.literal_eval(source) == value
+    except (ValueError, SyntaxError):
+        return False
 
 
 def _literal(value: Any) -> str:
