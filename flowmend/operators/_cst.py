@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
 import libcst as cst
+import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, ScopeProvider
 
 from flowmend.engine._operator import Operator, Reason, Refusal
@@ -19,26 +20,29 @@ Replacement = Union[cst.CSTNode, cst.FlattenSentinel, cst.RemovalSentinel]
 # --- sites -------------------------------------------------------------------------------------
 
 
+# `name = [await] call(...)` and `[await] call(...)`, alone on their line: the statements that
+# structure edits can move, wrap, copy or delete.
+STEP_ASSIGN = m.Assign(
+    targets=[m.AssignTarget(target=m.Name())], value=m.Call() | m.Await(expression=m.Call())
+)
+STEP_EXPR = m.Expr(value=m.Call() | m.Await(expression=m.Call()))
+STEP_STATEMENT = m.SimpleStatementLine(body=[STEP_ASSIGN | STEP_EXPR | m.Assign(
+    targets=[m.AssignTarget()], value=m.Call() | m.Await(expression=m.Call()))])
+
+
 def assigned_call(statement: cst.CSTNode | None, call: cst.Call) -> cst.Assign | cst.Expr | None:
     """The statement's only small statement when it is ``x = [await] call`` or ``[await] call``."""
-    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+    if statement is None or not m.matches(statement, STEP_STATEMENT):
         return None
     small = statement.body[0]
-    value = getattr(small, "value", None)
-    inner = value.expression if isinstance(value, cst.Await) else value
-    if inner is not call:
-        return None
-    if isinstance(small, cst.Expr):
-        return small
-    if isinstance(small, cst.Assign) and len(small.targets) == 1:
-        return small
-    return None
+    inner = small.value.expression if isinstance(small.value, cst.Await) else small.value
+    return small if inner is call else None
 
 
 def assigned_name(step: Any) -> str | None:
     """The plain variable a step assigns (``code = llm(...)``), else None."""
     small = assigned_call(step.statement, step.call)
-    if isinstance(small, cst.Assign) and isinstance(small.targets[0].target, cst.Name):
+    if small is not None and m.matches(small, STEP_ASSIGN):
         return small.targets[0].target.value
     return None
 
@@ -547,14 +551,11 @@ def yields_code(wf: Any, step: Any) -> bool:
     if any(word in name.lower() for word in _CODE_WORDS):
         return True
     fn = step_function(wf, step)
-    for node in _find(fn.body, (cst.Return,)):
-        if isinstance(node.value, cst.Name) and node.value.value == name:
-            return True
-    for call in _find(fn.body, (cst.Call,)):
-        if isinstance(call.func, cst.Name) and call.func.value in ("extract_code", "verify"):
-            if any(isinstance(a.value, cst.Name) and a.value.value == name for a in call.args):
-                return True
-    return False
+    if m.findall(fn.body, m.Return(value=m.Name(name))):
+        return True
+    checked = m.Call(func=m.Name("extract_code") | m.Name("verify"),
+                     args=[m.ZeroOrMore(), m.Arg(value=m.Name(name)), m.ZeroOrMore()])
+    return bool(m.findall(fn.body, checked))
 
 
 def next_statement(wf: Any, statement: cst.CSTNode) -> cst.CSTNode | None:
@@ -568,11 +569,7 @@ def verified_right_after(wf: Any, step: Any) -> bool:
     if nxt is None:
         return False
     name = assigned_name(step)
-    return any(
-        isinstance(c.func, cst.Name) and c.func.value == "verify"
-        and any(isinstance(a.value, cst.Name) and a.value.value == name for a in c.args)
-        for c in _find(nxt, (cst.Call,))
-    )
+    return bool(m.findall(nxt, m.Call(func=m.Name("verify"), args=[m.Arg(value=m.Name(name))])))
 
 
 def plain_call(step: Any) -> bool:

@@ -209,3 +209,23 @@ def test_structure_edits_refuse_calls_they_cannot_copy():
         return code
     """, {"step": "code"}, {})
     assert isinstance(result, NotApplicable) and result.reason is Reason.PRECONDITION
+
+
+def test_rewrite_preset_is_a_real_edit_and_keeps_literal_braces():
+    wf = parse_workflow(dedent('''
+    def solve(task):
+        code = llm(f"Return JSON like {{}} for {task.prompt}")
+        return code
+    '''))
+    op = registry.get("rewrite-prompt-literal")()
+    (preset,) = op.presets(wf, {"step": "code"})
+    result = op.apply(wf, {"step": "code"}, preset)
+    assert isinstance(result, Applied) and result.source != wf.source
+    assert 'f"You are an expert Python programmer.\\nReturn JSON like {{}} for {task.prompt}"' in result.source
+    assert op.presets(parse_workflow(result.source), {"step": "code"}) == []
+
+
+def test_set_call_params_presets_skip_what_the_call_has():
+    wf = parse_workflow('def solve(task):\n    return llm(task.prompt, temperature=0.0)\n')
+    presets = registry.get("set-call-params")().presets(wf, {"step": "step1"})
+    assert all(p.temperature != 0.0 for p in presets) and len(presets) == 3
