@@ -402,8 +402,13 @@ def _display_path(path: Path) -> Path:
 
 
 def _demo_choice(wf, items):
-    """wrap-in-retry on the last step (`code` in the seed) if offered, else the first edit."""
+    """wrap-in-retry on the last step (`code` in the seed) if offered, retrying until the code
+    compiles when that preset exists, else the first edit."""
     last = wf.steps[-1].id
+    for item in items:
+        if (item.patch.operator, item.patch.target.get("step"), item.patch.args.get("until")) \
+                == ("wrap-in-retry", last, "compiles"):
+            return item
     for wanted in (("wrap-in-retry", last), ("wrap-in-retry", None), (None, last)):
         for item in items:
             if wanted[0] in (None, item.patch.operator) and wanted[1] in (None, item.patch.target.get("step")):
