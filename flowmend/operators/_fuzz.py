@@ -206,15 +206,20 @@ def fuzz_operator(name: str, *, examples: int, seed: int, entry: str = "solve",
         check_roundtrip(source)
         wf = parse_workflow(source, entry=entry, step_callees=tuple(callees))
         patch = data.draw(patches(wf, (name,)), label="patch")
-        stats.tried += 1
-        if on_example:
-            on_example()
+        # After the first violation Hypothesis only shrinks it: those replays are not counted.
+        counting = not stats.violations
+        if counting:
+            stats.tried += 1
+            if on_example:
+                on_example()
         try:
             result = check_application(wf, patch.operator, patch.target, patch.args)
         except PropertyViolation as err:
-            stats.violations += 1
-            stats.falsifying = str(err)
+            stats.violations = 1
+            stats.falsifying = str(err)  # the last one recorded is the shrunk example
             raise
+        if not counting:
+            return
         if isinstance(result, Applied):
             stats.applied += 1
         elif isinstance(result, NotApplicable):
@@ -265,16 +270,18 @@ def fuzz_parser(*, examples: int, seed: int, on_example: Callable[[], None] | No
         source, with_entry = drawn
         if with_entry:
             source = source.rstrip("\n") + entry_suffix if source.strip() else entry_suffix.lstrip()
-        stats.tried += 1
-        if on_example:
-            on_example()
+        counting = not stats.violations  # shrink replays are not counted
+        if counting:
+            stats.tried += 1
+            if on_example:
+                on_example()
         try:
             parse_workflow(source)
-            stats.applied += 1
+            stats.applied += counting
         except WorkflowError:
-            stats.not_applicable += 1
+            stats.not_applicable += counting
         except Exception as err:  # noqa: BLE001
-            stats.violations += 1
+            stats.violations = 1
             stats.falsifying = f"parse_workflow raised {type(err).__name__}: {err}\n--- source\n{source}"
             raise PropertyViolation(stats.falsifying) from err
         try:
@@ -285,11 +292,11 @@ def fuzz_parser(*, examples: int, seed: int, on_example: Callable[[], None] | No
             if module.code.rstrip() == source.rstrip():
                 # A known libcst loss (blank lines before a whitespace-only last line), which
                 # Operator.apply repairs; counted, not a violation.
-                key = "libcst-trailing-whitespace"
-                stats.invalid += 1
-                stats.invalid_reasons[key] = stats.invalid_reasons.get(key, 0) + 1
+                if counting:
+                    key = "libcst-trailing-whitespace"
+                    stats.invalid_reasons[key] = stats.invalid_reasons.get(key, 0) + 1
                 return
-            stats.violations += 1
+            stats.violations = 1
             stats.falsifying = f"libcst round trip changed the source:\n{source!r}"
             raise PropertyViolation(stats.falsifying)
 
