@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
@@ -26,13 +25,12 @@ def register(sub) -> None:
             "Prints a table per operator; exit code 1 and the falsifying example if a property "
             "was violated."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--examples", type=int, default=200, metavar="N",
-                   help="random workflows per operator (and hypothesmith modules for the parser)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same run")
+                   help="random workflows per operator (default: 200)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed: same seed, same run (default: 0)")
     p.add_argument("--entry", default="solve", metavar="NAME",
-                   help="entry function name of the generated workflows")
+                   help="entry function name of the generated workflows (default: solve)")
     p.add_argument("--step-callee", action="append", default=None, metavar="PATTERN",
                    help="callee that makes a call a step (repeatable); the first, a plain dotted "
                         "name, is what generated workflows call (default: llm)")
