@@ -70,7 +70,8 @@ class Isolation:
             cmd.append("--unshare-user")
         else:
             cmd += ["--cap-drop", "ALL"]
-            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_KILL", "CAP_DAC_OVERRIDE"):
+            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_KILL", "CAP_DAC_OVERRIDE",
+                        "CAP_SYS_NICE"):
                 cmd += ["--cap-add", cap]
         for spec in self.mounts:
             cmd += spec.split("\0")

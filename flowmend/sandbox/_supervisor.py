@@ -29,9 +29,10 @@ from flowmend.sandbox._types import CheckResult, ExecResult, Limits, TestResult
 
 RpcHandler = Callable[[str, Any], Any]
 
-QUANTUM_S = 0.25  # a run holding a CPU slot longer than this gives it back
+QUANTUM_S = 0.5  # a run holding a CPU slot longer than this gives it back
 TEST_GRACE_S = 0.25  # the parent's kill comes this long after a test's own alarm
 KILL_WAIT_S = 2.0
+SPARE_ZYGOTES = 2  # warm zygotes kept ready beyond those in use
 ZYGOTE_ANSWER_S = 1.0  # a zygote asked to kill its child must report within this
 MAX_RPC_OUTSTANDING = 64
 _READ = 1 << 16
@@ -47,9 +48,8 @@ class SandboxError(RuntimeError):
 class _Zygote:
     """One warm, isolated interpreter that forks a child per job."""
 
-    def __init__(self, isolation: Isolation, slot: int, ready_timeout_s: float = 20.0):
+    def __init__(self, isolation: Isolation, ready_timeout_s: float = 20.0):
         self.isolation = isolation
-        self.uid = FIRST_UID + slot if isolation.sets_uid else None
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(child_end.fileno(), True)
         info_r, info_w = os.pipe()
@@ -200,18 +200,27 @@ class Sandbox:
         self._zygote_starts = 0
         self._idle = 0
         self._threads: list[threading.Thread] = []
-        # Zygotes are started by the driver threads that own them, never by the caller's thread:
-        # bwrap's --die-with-parent follows the *thread* that started it. The first one also
-        # proves (or disproves) that namespaces work here, so the others wait for it.
+        # One long-lived thread starts every zygote (bwrap's --die-with-parent follows the
+        # *thread* that started it) and keeps a few warm spares, so a driver added when a run
+        # gives its slot back starts work at once. The first zygote also proves (or disproves)
+        # that namespaces work here.
+        self._spare: queue.Queue[_Zygote] = queue.Queue()
+        self._spawn_cv = threading.Condition()
+        self._takers = 0
+        self._spares = SPARE_ZYGOTES + (warm or self.workers)
         self._first_ready = threading.Event()
         self._first_error: BaseException | None = None
-        with self._lock:
-            for _ in range(min(self.max_inflight, warm or self.workers)):
-                self._add_driver(prewarm=True)
+        self._spawner = threading.Thread(target=self._spawn_zygotes, daemon=True,
+                                         name="flowmend-sandbox-spawner")
+        self._spawner.start()
         self._first_ready.wait()
         if self._first_error is not None:
-            self.close()
+            self._closed = True
+            self._spawner.join()
             raise self._first_error
+        with self._lock:
+            for _ in range(min(self.max_inflight, warm or self.workers)):
+                self._add_driver()
 
     # Public API ------------------------------------------------------------------------------
 
@@ -256,6 +265,9 @@ class Sandbox:
             self._jobs.put(None)
         for thread in threads:
             thread.join(timeout=30)
+        with self._spawn_cv:
+            self._spawn_cv.notify_all()
+        self._spawner.join(timeout=30)
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -271,12 +283,12 @@ class Sandbox:
         self._jobs.put(job)
         with self._lock:
             if len(self._threads) < self.workers:
-                self._add_driver(prewarm=False)
+                self._add_driver()
         return job.future
 
-    def _add_driver(self, prewarm: bool) -> None:
+    def _add_driver(self) -> None:
         slot = len(self._threads)
-        thread = threading.Thread(target=self._drive, args=(slot, prewarm),
+        thread = threading.Thread(target=self._drive, args=(slot,),
                                   name=f"flowmend-sandbox-{slot}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -287,37 +299,68 @@ class Sandbox:
         with self._lock:
             if (not self._closed and self._idle == 0 and not self._jobs.empty()
                     and len(self._threads) < self.max_inflight):
-                self._add_driver(prewarm=False)
+                self._add_driver()
 
-    def _start_zygote(self, slot: int) -> _Zygote:
+    def _start_zygote(self) -> _Zygote:
         try:
-            zygote = _Zygote(self._isolation, slot)
+            zygote = _Zygote(self._isolation)
         except (SandboxError, OSError) as err:
             if self._isolation.mode == "rlimits":
                 raise SandboxError(f"cannot start the sandbox: {err}") from err
             # Namespaces refused on this machine: say so in every verdict from now on.
             self._isolation = fallback(self._isolation, str(err))
-            zygote = _Zygote(self._isolation, slot)
+            zygote = _Zygote(self._isolation)
         with self._lock:
             self._zygote_starts += 1
         return zygote
 
-    def _drive(self, slot: int, prewarm: bool) -> None:
-        zygote = None
-        if slot == 0:
+    def _spawn_zygotes(self) -> None:
+        try:
+            self._spare.put(self._start_zygote())
+        except BaseException as err:  # noqa: BLE001 - raised by the constructor
+            self._first_error = err
+            return
+        finally:
+            self._first_ready.set()
+        while True:
+            with self._spawn_cv:
+                while not self._closed and self._spare.qsize() - self._takers >= self._spares:
+                    self._spawn_cv.wait()
+                if self._closed:
+                    break
+                self._spares = SPARE_ZYGOTES  # after the first fill: just a few spares
             try:
-                zygote = self._start_zygote(slot)
-            except BaseException as err:  # noqa: BLE001 - raised by the constructor
-                self._first_error = err
-                return
-            finally:
-                self._first_ready.set()
-        elif prewarm:
-            self._first_ready.wait()
-            try:
-                zygote = self._start_zygote(slot)
+                self._spare.put(self._start_zygote())
             except (SandboxError, OSError):
-                zygote = None  # started again on its first job
+                time.sleep(0.5)
+        while True:
+            try:
+                self._spare.get_nowait().kill()
+            except queue.Empty:
+                return
+
+    def _take_zygote(self) -> _Zygote:
+        with self._spawn_cv:
+            self._takers += 1
+            self._spawn_cv.notify_all()
+        try:
+            while True:
+                try:
+                    zygote = self._spare.get(timeout=1.0)
+                except queue.Empty:
+                    if self._closed or not self._spawner.is_alive():
+                        raise SandboxError("the sandbox is closed") from None
+                    continue
+                if zygote.alive():
+                    return zygote
+                zygote.kill()
+        finally:
+            with self._spawn_cv:
+                self._takers -= 1
+                self._spawn_cv.notify_all()
+
+    def _drive(self, slot: int) -> None:
+        zygote = None
         try:
             while True:
                 with self._lock:
@@ -409,22 +452,17 @@ class Sandbox:
 
     def _attempt(self, slot: int, zygote: _Zygote | None, job: _Job, start: int,
                  budget_s: float) -> tuple[_Attempt, _Zygote | None]:
+        # The zygote first, then the CPU slot: waiting for a fresh zygote must not hold a slot.
+        if zygote is None or not zygote.alive():
+            if zygote is not None:
+                zygote.kill()
+            zygote = self._take_zygote()
         self._slots.acquire()
-        holding = True
+        run = _Run(self, zygote, slot, job, start, budget_s)
         try:
-            if zygote is None or not zygote.alive():
-                if zygote is not None:
-                    zygote.kill()
-                zygote = self._start_zygote(slot)
-            run = _Run(self, zygote, slot, job, start, budget_s)
-            holding = False  # from here on the run owns the slot and says whether it gave it back
-            try:
-                attempt, healthy = run.go()
-            finally:
-                if run.attempt.holding:
-                    self._slots.release()
+            attempt, healthy = run.go()
         finally:
-            if holding:
+            if run.attempt.holding:  # the run may have given its slot back already
                 self._slots.release()
         if not healthy:
             zygote.kill()
@@ -469,7 +507,8 @@ class _Run:
             "mode": job.mode, "source": job.source, "tests": job.tests, "start": self.start,
             "test_timeout_s": job.test_timeout_s, "limits": limits.for_child(),
             "nonce": self.nonce.hex(), "rec_fd": rec_fd, "rpc_fds": rpc_fds,
-            "uid": self.zygote.uid, "private_tmp": self.zygote.isolation.sets_uid,
+            "uid": FIRST_UID + self.slot_index if self.zygote.isolation.sets_uid else None,
+            "private_tmp": self.zygote.isolation.sets_uid,
             "quantum_s": QUANTUM_S,
         }
         began = time.monotonic()

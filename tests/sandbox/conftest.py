@@ -17,7 +17,11 @@ def sandbox():
 
 
 def sandbox_processes() -> list[int]:
-    """Host pids of processes running as a sandbox child uid (namespaces mode)."""
+    """Host pids of our own sandboxes' children: a sandbox uid, and this process an ancestor.
+
+    Orphans of a dead namespace would be re-parented outside our tree, but a pid namespace
+    dies whole with its init, so a descendant scan sees every survivor that can exist.
+    """
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -26,12 +30,27 @@ def sandbox_processes() -> list[int]:
             with open(f"/proc/{name}/status") as handle:
                 for line in handle:
                     if line.startswith("Uid:"):
-                        if int(line.split()[1]) >= FIRST_UID:
+                        if int(line.split()[1]) >= FIRST_UID and descends_from_us(int(name)):
                             found.append(int(name))
                         break
         except OSError:
             continue
     return found
+
+
+def descends_from_us(pid: int) -> bool:
+    me = os.getpid()
+    for _ in range(64):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+    return False
 
 
 def describe(pids: list[int]) -> list[str]:
