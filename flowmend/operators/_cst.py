@@ -20,14 +20,13 @@ Replacement = Union[cst.CSTNode, cst.FlattenSentinel, cst.RemovalSentinel]
 # --- sites -------------------------------------------------------------------------------------
 
 
-# `name = [await] call(...)` and `[await] call(...)`, alone on their line: the statements that
-# structure edits can move, wrap, copy or delete.
-STEP_ASSIGN = m.Assign(
-    targets=[m.AssignTarget(target=m.Name())], value=m.Call() | m.Await(expression=m.Call())
+# `target = [await] call(...)` and `[await] call(...)`, alone on their line: the statements that
+# structure edits can move, wrap, copy or delete. Most need the target to be a plain name.
+STEP_CALL = m.Call() | m.Await(expression=m.Call())
+STEP_ASSIGN = m.Assign(targets=[m.AssignTarget(target=m.Name())], value=STEP_CALL)
+STEP_STATEMENT = m.SimpleStatementLine(
+    body=[m.Assign(targets=[m.AssignTarget()], value=STEP_CALL) | m.Expr(value=STEP_CALL)]
 )
-STEP_EXPR = m.Expr(value=m.Call() | m.Await(expression=m.Call()))
-STEP_STATEMENT = m.SimpleStatementLine(body=[STEP_ASSIGN | STEP_EXPR | m.Assign(
-    targets=[m.AssignTarget()], value=m.Call() | m.Await(expression=m.Call()))])
 
 
 def assigned_call(statement: cst.CSTNode | None, call: cst.Call) -> cst.Assign | cst.Expr | None:
@@ -66,15 +65,6 @@ def block_of(wf: Any, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
         if stmt is statement:
             return parent_node, i
     raise LookupError("statement not found in its parent block")
-
-
-def enclosing_function(wf: Any, node: cst.CSTNode) -> cst.FunctionDef | None:
-    node = parent(wf, node)
-    while node is not None:
-        if isinstance(node, cst.FunctionDef):
-            return node
-        node = parent(wf, node)
-    return None
 
 
 def step_function(wf: Any, step: Any) -> cst.FunctionDef:
@@ -255,14 +245,6 @@ def with_leading(statements: list[cst.BaseStatement], leading: Any) -> list[cst.
 
 def code_of(wf: Any, node: cst.CSTNode) -> str:
     return wf.module.code_for_node(node)
-
-
-def statement_text(wf: Any, statement: cst.SimpleStatementLine) -> str:
-    """A simple statement's own source, without its leading lines and final newline."""
-    return code_of(wf, statement.with_changes(leading_lines=())).rstrip("\n").rstrip("\r")
-
-
-# --- calls -------------------------------------------------------------------------------------
 
 
 def call_expr(step: Any, wf: Any, prompt_code: str, *, drop: Iterable[str] = ("n",),
