@@ -14,6 +14,7 @@ from flowmend.errors import UserError
 # They import only argparse-level things at module level, so `flowmend --help` stays fast.
 VERB_MODULES = (
     "flowmend.engine._cli",
+    "flowmend.engine._repair_cli",
     "flowmend.operators._cli",
     "flowmend.sandbox._cli",
     "flowmend.llm._cli",

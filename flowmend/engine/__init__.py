@@ -1,5 +1,12 @@
 """The workflow model, patches, the operator base class and registry, and the inner loop."""
 
+from flowmend.engine._loop import (
+    Candidate,
+    Proposals,
+    RepairConfig,
+    RepairResult,
+    repair,
+)
 from flowmend.engine._menu import MenuItem, menu
 from flowmend.engine._operator import (
     Applied,
@@ -33,6 +40,7 @@ from flowmend.engine._patch import (
     read_patches,
     validate,
 )
+from flowmend.engine._runtime import Budget, BudgetExhausted, RunRecord, run_workflow
 from flowmend.engine._workflow import (
     Function,
     Prompt,
@@ -76,6 +84,15 @@ def patch_schema() -> dict:
 
 
 __all__ = [
+    "Budget",
+    "BudgetExhausted",
+    "Candidate",
+    "Proposals",
+    "RepairConfig",
+    "RepairResult",
+    "RunRecord",
+    "repair",
+    "run_workflow",
     "PATCH_SCHEMA",
     "Budget",
     "Candidate",

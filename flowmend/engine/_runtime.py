@@ -1,0 +1,463 @@
+"""Running one workflow on one task in the sandbox, with its LLM calls metered and traced.
+
+The sandbox knows nothing of workflows: this module turns a workflow into a plain program (a
+small harness, the runtime helpers and the workflow's source) whose `llm()` and `verify()`
+leave the sandbox through its RPC channel. The parent answers them here: `llm` through the
+model broker, under the repair's budget; `verify` by running the task's visible checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from flowmend.engine._workflow import Workflow
+from flowmend.llm import Broker, Completion, Request
+from flowmend.sandbox import ExecResult, Limits, Sandbox
+from flowmend.task import Task
+from flowmend.verifier import ScoreWeights, feedback
+
+# The helpers run inside the sandbox, where flowmend is not importable: their source is inlined
+# into the harness, after the harness's own first lines (so no `from __future__` there).
+_HELPERS = "\n".join(
+    line
+    for line in (Path(__file__).resolve().parent.parent / "verifier" / "runtime_helpers.py")
+    .read_text()
+    .splitlines()
+    if not line.startswith("from __future__")
+)
+
+# Keyword arguments a workflow may pass to llm(); anything else is an error in the workflow.
+_LLM_PARAMS = {"max_tokens", "temperature", "top_p", "n", "stop", "model"}
+
+_HARNESS = r'''
+import asyncio as _asyncio
+import inspect as _inspect
+import json as _json
+import sys as _sys
+import types as _types
+
+import flowmend_rpc as _rpc
+
+{helpers}
+
+_WORKFLOW_FILE = "<workflow>"
+
+
+def _workflow_lines():
+    frame, lines = _sys._getframe(2), []
+    while frame is not None:
+        if frame.f_code.co_filename == _WORKFLOW_FILE:
+            lines.append(frame.f_lineno)
+        frame = frame.f_back
+    return lines
+
+
+class _Text(str):
+    """A completion: a plain string that an async workflow may also `await`."""
+
+    def __await__(self):
+        return self
+        yield
+
+
+def llm(prompt, **params):
+    answer = _rpc.call("llm", {{"prompt": prompt if isinstance(prompt, str) else str(prompt),
+                               "params": params, "lines": _workflow_lines()}})
+    texts = [_Text(t) for t in answer["texts"]]
+    return texts if params.get("n", 1) > 1 else texts[0]
+
+
+def verify(code):
+    return Check.from_json(_rpc.call("verify", {{"code": "" if code is None else str(code)}}))
+
+
+def _main():
+    task = _types.SimpleNamespace(**{task})
+    namespace = {{"__name__": "workflow", "llm": llm, "verify": verify,
+                 "extract_code": extract_code, "Check": Check}}
+    exec(compile({source}, _WORKFLOW_FILE, "exec"), namespace)
+    entry = namespace.get({entry})
+    if not callable(entry):
+        raise NameError("the workflow defines no entry function " + {entry})
+    output = entry(task)
+    if _inspect.isawaitable(output):
+        output = _asyncio.run(output)
+    if isinstance(output, (list, tuple)) and output and all(isinstance(o, str) for o in output):
+        output = output[0]
+    _rpc.call("result", {{"output": None if output is None else str(output)}})
+
+
+_main()
+'''
+
+
+class BudgetExhausted(RuntimeError):
+    """A call would pass one of the budget's caps; `limit` names which."""
+
+    def __init__(self, limit: str):
+        super().__init__(f"the {limit} budget is spent")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard caps for one repair: every LLM call (program and optimizer) counts.
+
+    Attributes:
+        calls: LLM calls.
+        tokens: prompt plus completion tokens.
+        cost: cost units (the model's price table; a local model costs its tokens).
+        wall_s: wall time of the whole repair, in seconds.
+    None means no cap.
+    """
+
+    calls: int | None = 40
+    tokens: int | None = 30_000
+    cost: float | None = None
+    wall_s: float | None = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("calls", "tokens", "cost", "wall_s"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value <= 0):
+                raise ValueError(f"budget {name} must be positive or None, got {value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calls": self.calls, "tokens": self.tokens, "cost": self.cost, "wall_s": self.wall_s}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Budget":
+        unknown = set(data) - {"calls", "tokens", "cost", "wall_s"}
+        if unknown:
+            raise ValueError(f"unknown budget field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class Meter:
+    """Spends a `Budget` from many threads at once and never lets a call pass a cap.
+
+    Before a call, `reserve` books one call, an upper bound on its prompt tokens and its
+    `max_tokens` (cut down to what is left); `settle` replaces the booking by what the call
+    really used. So concurrent candidates can never overspend together.
+    """
+
+    def __init__(self, budget: Budget, *, clock: Callable[[], float] = time.monotonic):
+        self.budget = budget
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.tokens = 0
+        self.cost = 0.0
+        self._held_tokens = 0
+        self._held_cost = 0.0
+        self.stopped_by: str | None = None
+
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def wall_left(self) -> float | None:
+        if self.budget.wall_s is None:
+            return None
+        return self.budget.wall_s - self.elapsed()
+
+    def exhausted(self) -> str | None:
+        """The cap that is spent already, if any."""
+        with self._lock:
+            return self._exhausted_locked()
+
+    def _exhausted_locked(self) -> str | None:
+        b = self.budget
+        if b.calls is not None and self.calls >= b.calls:
+            return "calls"
+        if b.tokens is not None and self.tokens + self._held_tokens >= b.tokens:
+            return "tokens"
+        if b.cost is not None and self.cost + self._held_cost >= b.cost:
+            return "cost"
+        if b.wall_s is not None and self.elapsed() >= b.wall_s:
+            return "wall_time"
+        return None
+
+    def reserve(self, prompt_bound: int, max_tokens: int, n: int, price: tuple[float, float]
+                ) -> tuple[int, tuple[int, float]]:
+        """Book a call; returns the max_tokens it may use and the booking to settle.
+
+        Raises BudgetExhausted when not even one completion token fits.
+        """
+        with self._lock:
+            limit = self._exhausted_locked()
+            if limit is not None:
+                self.stopped_by = self.stopped_by or limit
+                raise BudgetExhausted(limit)
+            allowed = max_tokens
+            b = self.budget
+            if b.tokens is not None:
+                left = b.tokens - self.tokens - self._held_tokens - prompt_bound
+                allowed = min(allowed, left // max(n, 1))
+            if b.cost is not None and price[1] > 0:
+                left = b.cost - self.cost - self._held_cost - price[0] * prompt_bound
+                allowed = min(allowed, int(left / (price[1] * max(n, 1))))
+            if allowed < 1:
+                limit = "tokens" if b.tokens is not None and (
+                    b.tokens - self.tokens - self._held_tokens - prompt_bound < max(n, 1)
+                ) else "cost"
+                self.stopped_by = self.stopped_by or limit
+                raise BudgetExhausted(limit)
+            tokens = prompt_bound + allowed * n
+            cost = price[0] * prompt_bound + price[1] * allowed * n
+            self.calls += 1
+            self._held_tokens += tokens
+            self._held_cost += cost
+            return allowed, (tokens, cost)
+
+    def settle(self, booking: tuple[int, float], completion: Completion | None) -> None:
+        with self._lock:
+            self._held_tokens -= booking[0]
+            self._held_cost -= booking[1]
+            if completion is not None:
+                self.tokens += completion.prompt_tokens + completion.completion_tokens
+                self.cost += completion.cost
+
+
+def prompt_token_bound(broker: Broker, request: Request) -> int:
+    """An upper bound on the prompt tokens `request` will take on `broker`'s model.
+
+    Exact where the backend can count (a tokenizer with its chat template); otherwise the
+    UTF-8 length plus room for a chat template: a byte-level tokenizer never makes more
+    tokens than bytes.
+    """
+    count = getattr(broker.backend, "count_prompt_tokens", None)
+    if count is not None:
+        try:
+            return int(count(request))
+        except Exception:  # noqa: BLE001 - counting is an optimisation; the bound below is safe
+            pass
+    text = request.prompt if request.prompt is not None else "".join(t for _, t in request.messages)
+    return len(text.encode()) + 128
+
+
+def metered_call(broker: Broker, meter: Meter, request: Request) -> Completion:
+    """One LLM call under the budget: booked, sent through the broker, settled."""
+    backend = broker.backend
+    prices = getattr(backend, "prices", None)
+    price = (0.0, 0.0)
+    if prices is not None:
+        p = prices.price(backend.model)
+        price = (p.prompt, p.completion)
+    allowed, booking = meter.reserve(
+        prompt_token_bound(broker, request), request.max_tokens, request.n, price
+    )
+    if allowed < request.max_tokens:
+        request = replace(request, max_tokens=allowed)
+    completion = None
+    wall_left = meter.wall_left()
+    try:
+        completion = broker.call(request, timeout=None if wall_left is None else max(wall_left, 0.001))
+        return completion
+    except FutureTimeout:
+        # The engine may still finish the request, but the repair must end inside its budget.
+        meter.stopped_by = meter.stopped_by or "wall_time"
+        raise BudgetExhausted("wall_time") from None
+    finally:
+        meter.settle(booking, completion)
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One LLM call as the trace keeps it."""
+
+    step: str | None
+    prompt_sha: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    model: str
+    cost: float
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one execution of a workflow produced: output y and trace τ."""
+
+    status: str
+    output: str | None
+    calls: tuple[CallRecord, ...]
+    verify_calls: int
+    wall_s: float
+    exec_status: str
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback_tail: str | None = None
+    budget_stop: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.prompt_tokens + c.completion_tokens for c in self.calls)
+
+    @property
+    def cost(self) -> float:
+        return sum(c.cost for c in self.calls)
+
+    def cost_summary(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.calls]
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "calls"}
+        data["calls"] = [c.to_json() for c in self.calls]
+        return data
+
+
+@dataclass
+class RunContext:
+    """What the parent needs to answer one run's RPC calls."""
+
+    workflow: Workflow
+    task: Task
+    program: Broker
+    sandbox: Sandbox
+    meter: Meter
+    weights: ScoreWeights
+    program_params: dict[str, Any] = field(default_factory=dict)
+    on_call: Callable[[dict[str, Any]], None] | None = None
+
+
+def harness(workflow: Workflow, task: Task) -> str:
+    """The program the sandbox runs: runtime helpers, `llm`/`verify` over RPC, the workflow."""
+    visible_task = {
+        "task_id": task.task_id,
+        "prompt": task.prompt,
+        "entry_point": task.entry_point,
+        "visible_tests": list(task.visible_tests),
+    }
+    return _HARNESS.format(
+        helpers=_HELPERS,
+        task=repr(visible_task),
+        source=repr(workflow.source),
+        entry=repr(workflow.entry),
+    )
+
+
+def run_workflow(ctx: RunContext, *, timeout_s: float, memory_mb: int = 1024) -> RunRecord:
+    """Run `ctx.workflow` on `ctx.task` once in the sandbox; never raises for the workflow's faults."""
+    calls: list[CallRecord] = []
+    verifies = [0]
+    result: dict[str, Any] = {}
+    budget_stop: list[str] = []
+    lock = threading.Lock()
+    spans = _step_spans(ctx.workflow)
+
+    def handle(method: str, payload: Any) -> Any:
+        if method == "llm":
+            return _answer_llm(ctx, payload, spans, calls, budget_stop, lock)
+        if method == "verify":
+            with lock:
+                verifies[0] += 1
+            code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
+            fb = feedback(ctx.task, code, None, ctx.sandbox, ctx.weights)
+            return fb.to_check().to_json()
+        if method == "result":
+            result["output"] = payload.get("output") if isinstance(payload, dict) else None
+            return {"ok": True}
+        raise ValueError(f"unknown runtime call {method!r}")
+
+    started = time.monotonic()
+    wall_left = ctx.meter.wall_left()
+    timeout = timeout_s if wall_left is None else max(1.0, min(timeout_s, wall_left))
+    run: ExecResult = ctx.sandbox.run(
+        harness(ctx.workflow, ctx.task),
+        limits=Limits(timeout_s=timeout, memory_mb=memory_mb),
+        rpc=handle,
+    )
+    output = result.get("output")
+    status = "ok" if run.status == "ok" and "output" in result else (
+        "budget_exhausted" if budget_stop else ("error" if run.status == "ok" else run.status)
+    )
+    return RunRecord(
+        status=status,
+        output=output,
+        calls=tuple(calls),
+        verify_calls=verifies[0],
+        wall_s=time.monotonic() - started,
+        exec_status=run.status,
+        error_type=run.error_type,
+        error_message=run.error_message,
+        traceback_tail=run.traceback_tail,
+        budget_stop=budget_stop[0] if budget_stop else None,
+    )
+
+
+def _answer_llm(ctx: RunContext, payload: Any, spans, calls, budget_stop, lock) -> dict[str, Any]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("prompt"), str):
+        raise ValueError("llm() takes a prompt string")
+    params = dict(payload.get("params") or {})
+    unknown = set(params) - _LLM_PARAMS
+    if unknown:
+        raise TypeError(f"llm() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    merged = {**ctx.program_params, **params}
+    if isinstance(merged.get("stop"), (str, list)):
+        stop = merged["stop"]
+        merged["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    model = merged.pop("model", None)
+    if model is not None and model != ctx.program.backend.model:
+        # A step may name a model the deployment does not serve (swap-model): the local
+        # engine answers with its own model instead of failing the whole run.
+        model = None
+    request = Request(prompt=payload["prompt"], model=model, **merged)
+    step = _step_of(payload.get("lines") or (), spans)
+    sha = hashlib.sha256(request.prompt.encode()).hexdigest()[:16]
+    try:
+        completion = metered_call(ctx.program, ctx.meter, request)
+    except BudgetExhausted as err:
+        with lock:
+            budget_stop.append(err.limit)
+            calls.append(CallRecord(step, sha, 0, 0, 0.0, ctx.program.model, 0.0, str(err)))
+        raise
+    except Exception as err:  # the model failed this call: the workflow sees an RPCError
+        with lock:
+            calls.append(CallRecord(step, sha, 0, 0, 0.0, ctx.program.model, 0.0,
+                                    f"{type(err).__name__}: {err}"))
+        raise
+    record = CallRecord(
+        step, sha, completion.prompt_tokens, completion.completion_tokens,
+        completion.latency_s, completion.model, completion.cost,
+    )
+    with lock:
+        calls.append(record)
+    if ctx.on_call is not None:
+        ctx.on_call(record.to_json())
+    return {"texts": list(completion.texts)}
+
+
+def _step_spans(workflow: Workflow) -> list[tuple[int, int, str]]:
+    """(first line, last line, step id) of every step's call, innermost spans first."""
+    spans = []
+    for step in workflow.steps:
+        if step.call is not None:
+            pos = workflow.position(step.call)
+            spans.append((pos.start.line, pos.end.line, step.id))
+        else:
+            spans.append((step.line, step.line, step.id))
+    return sorted(spans, key=lambda s: s[1] - s[0])
+
+
+def _step_of(lines, spans) -> str | None:
+    for line in lines:
+        for first, last, step_id in spans:
+            if first <= int(line) <= last:
+                return step_id
+    return None
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, default=str)

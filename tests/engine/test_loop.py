@@ -1,0 +1,219 @@
+"""The inner loop on the replay backend: exact, model-free, on the real sandbox.
+
+Two kinds of recordings feed it: hand-written ones (this file builds the exact requests the
+runtime sends, so the outcome is known in advance) and sessions recorded from the embedded
+model by `flowmend repair --record` (tests/engine/data/replay_*.jsonl; re-record them with the
+commands in tests/engine/data/README.md when the loop's prompts change).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from flowmend.engine import Budget, RepairConfig, parse_workflow, repair
+from flowmend.engine._loop import MODES
+from flowmend.engine._runtime import BudgetExhausted, Meter, RunContext, run_workflow
+from flowmend.engine import get as get_operator
+from flowmend.llm import Broker, Completion, ModelConfig, Request, open_backend
+from flowmend.sandbox import Sandbox
+from flowmend.task import Task
+from flowmend.verifier import ScoreWeights
+
+DATA = Path(__file__).parent / "data"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "workflows"
+ADD = Task.from_json(json.loads((DATA / "add_task.json").read_text()))
+RIGHT = "```python\ndef add(a, b):\n    return a + b\n```"
+WRONG = "```python\ndef add(a, b):\n    return a - b\n```"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=2) as sb:
+        yield sb
+
+
+def write_replay(path: Path, answers: list[tuple[Request, list[str]]]) -> Path:
+    """A replay file answering each request with the given texts (in order, per request)."""
+    with path.open("w") as out:
+        for request, texts in answers:
+            for text in texts:
+                completion = Completion(
+                    texts=(text,) * request.n, prompt_tokens=len(request.prompt) // 4,
+                    completion_tokens=len(text) // 4 * request.n, latency_s=0.01,
+                    model="smollm2", cost=float(len(request.prompt) // 4 + len(text) // 4 * request.n),
+                )
+                out.write(json.dumps({"schema": "flowmend.replay/1", "key": request.key(),
+                                      "request": request.to_json(),
+                                      "completion": completion.to_json()}) + "\n")
+    return path
+
+
+def broker_for(path: Path) -> Broker:
+    return Broker(open_backend(ModelConfig(kind="replay", replay_path=str(path))))
+
+
+def single_shot_request(task: Task) -> Request:
+    return Request(
+        prompt="Complete the following Python function. Reply with the whole function in one "
+        f"```python block.\n\n{task.prompt}",
+        temperature=0.0, max_tokens=512,
+    )
+
+
+def test_stops_on_pass_without_asking_the_optimizer(tmp_path, sandbox):
+    broker = broker_for(write_replay(tmp_path / "r.jsonl", [(single_shot_request(ADD), [RIGHT])]))
+    seed = (EXAMPLES / "single_shot.py").read_text()
+    result = repair(seed, ADD, program=broker, optimizer=broker, sandbox=sandbox,
+                    config=RepairConfig(iterations=3), trace_path=tmp_path / "trace.jsonl")
+    assert result.status == "solved" and result.stopped_by == "visible_checks"
+    assert result.passed_visible and result.iterations == 0 and result.calls == 1
+    assert result.diff == "" and "return a + b" in result.output
+    events = [json.loads(line)["event"] for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert events == ["start", "llm", "verdict", "stop"]
+
+
+def test_failing_seed_exhausts_iterations_and_keeps_the_incumbent(tmp_path, sandbox):
+    # The optimizer's request is not recorded: each iteration's proposals fail as a model
+    # fault would, are logged, and the loop goes on to its iteration limit without raising.
+    broker = broker_for(write_replay(tmp_path / "r.jsonl", [(single_shot_request(ADD), [WRONG])]))
+    seed = (EXAMPLES / "single_shot.py").read_text()
+    result = repair(seed, ADD, program=broker, optimizer=broker, sandbox=sandbox,
+                    config=RepairConfig(iterations=2), trace_path=tmp_path / "trace.jsonl")
+    assert result.status == "iterations_exhausted" and result.stopped_by == "iterations"
+    assert not result.passed_visible and result.iterations == 2
+    assert result.final_source == seed and result.proposals.applied == 0
+    assert result.feedback.failed == 2
+    errors = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert sum(1 for e in errors if e["event"] == "llm" and "ReplayMiss" in str(e.get("error"))) == 2
+
+
+def test_seed_errors_are_results_not_exceptions(tmp_path, sandbox):
+    broker = broker_for(write_replay(tmp_path / "r.jsonl", []))
+    result = repair("def solve(task:\n", ADD, program=broker, optimizer=broker, sandbox=sandbox)
+    assert result.status == "error" and result.stopped_by == "error"
+    assert "not Python" in result.error and result.calls == 0
+
+
+def test_calls_budget_is_never_exceeded(tmp_path, sandbox):
+    # The seed asks twice; a budget of one call refuses the second inside the sandbox.
+    plan_then_code = (EXAMPLES / "plan_then_code.py").read_text()
+    plan = Request(prompt=f"Plan: {ADD.prompt}", max_tokens=384)
+    code = Request(prompt="Write code based on plan:\n1. add them", max_tokens=384)
+    broker = broker_for(write_replay(tmp_path / "r.jsonl", [(plan, ["1. add them"]), (code, [RIGHT])]))
+    result = repair(plan_then_code, ADD, program=broker, optimizer=broker, sandbox=sandbox,
+                    config=RepairConfig(iterations=3, budget=Budget(calls=1)))
+    assert result.calls == 1 and result.status == "budget_exhausted"
+    assert result.stopped_by == "calls" and not result.passed_visible
+    # With two calls the same seed solves the task.
+    result = repair(plan_then_code, ADD, program=broker, optimizer=broker, sandbox=sandbox,
+                    config=RepairConfig(iterations=3, budget=Budget(calls=2)))
+    assert result.status == "solved" and result.calls == 2
+
+
+def test_meter_never_lets_concurrent_calls_pass_the_token_cap():
+    meter = Meter(Budget(calls=None, tokens=1000, wall_s=None))
+    granted, refused = [], []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(20):
+            try:
+                allowed, booking = meter.reserve(30, 64, 1, (1.0, 1.0))
+            except BudgetExhausted as err:
+                with lock:
+                    refused.append(err.limit)
+                return
+            completion = Completion(("x",), 30, allowed, 0.0, "m", float(30 + allowed))
+            meter.settle(booking, completion)
+            with lock:
+                granted.append(allowed)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert meter.tokens <= 1000 and meter.tokens == sum(30 + g for g in granted)
+    assert refused and set(refused) == {"tokens"} and meter.stopped_by == "tokens"
+
+
+def test_meter_caps_max_tokens_to_what_is_left():
+    meter = Meter(Budget(calls=None, tokens=100, wall_s=None))
+    allowed, booking = meter.reserve(60, 512, 1, (1.0, 1.0))
+    assert allowed == 40
+    meter.settle(booking, Completion(("x",), 60, 40, 0.0, "m", 100.0))
+    with pytest.raises(BudgetExhausted):
+        meter.reserve(1, 1, 1, (1.0, 1.0))
+
+
+@pytest.mark.parametrize("name,callees", [
+    ("async_plan_then_code.py", ("llm",)),
+    ("class_based.py", ("self.generate",)),
+])
+def test_async_and_class_based_workflows_run_with_steps_traced(tmp_path, sandbox, name, callees):
+    source = (EXAMPLES / name).read_text()
+    wf = parse_workflow(source, step_callees=callees)
+    # Whatever the prompts are, answer with the right code: record by capturing the requests.
+    seen: list[Request] = []
+
+    class Capture(Broker):
+        def call(self, request, timeout=None):
+            seen.append(request)
+            return Completion((RIGHT,), 10, 10, 0.0, "smollm2", 20.0)
+
+    backend = open_backend(ModelConfig(kind="replay", replay_path=str(write_replay(tmp_path / "e.jsonl", []))))
+    ctx = RunContext(workflow=wf, task=ADD, program=Capture(backend), sandbox=sandbox,
+                     meter=Meter(Budget()), weights=ScoreWeights())
+    run = run_workflow(ctx, timeout_s=20)
+    assert run.status == "ok", (run.error_type, run.error_message, run.traceback_tail)
+    assert "return a + b" in run.output
+    assert [c.step for c in run.calls] == [s.id for s in wf.steps]
+    assert all(ADD.prompt.strip() in r.prompt for r in seen[:1])
+
+
+def test_prompt_mode_menu_holds_prompt_edits_only():
+    wf = parse_workflow((EXAMPLES / "plan_then_code.py").read_text())
+    from flowmend.engine import menu
+
+    items = menu(wf, kinds=MODES["prompt"])
+    assert items and all(get_operator(i.patch.operator).kind == "prompt" for i in items)
+
+
+RECORDED = [
+    ("replay_he0.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
+     dict(iterations=2, proposals=3, program_params={"max_tokens": 200})),
+    ("replay_prompt.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
+     dict(iterations=2, proposals=3, mode="prompt", program_params={"max_tokens": 200})),
+]
+
+
+@pytest.mark.parametrize("replay,workflow,task,options", RECORDED)
+def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, task, options):
+    from flowmend.engine._repair_cli import load_task
+
+    path = DATA / replay
+    if not path.exists():
+        pytest.fail(f"missing recording {path}: see tests/engine/data/README.md")
+    the_task = load_task(task, None)
+    broker = broker_for(path)
+    config = RepairConfig(budget=Budget(calls=40, tokens=30_000, wall_s=900), **options)
+    seed = (EXAMPLES / workflow).read_text()
+    result = repair(seed, the_task, program=broker, optimizer=broker, sandbox=sandbox,
+                    config=config, trace_path=tmp_path / "trace.jsonl")
+    expected = json.loads(path.with_suffix(".result.json").read_text())
+    for key in ("status", "passed_visible", "iterations", "calls", "tokens", "stopped_by",
+                "proposals"):
+        assert result.to_json()[key] == expected[key], key
+    assert result.tokens <= config.budget.tokens and result.calls <= config.budget.calls
+    p = result.proposals
+    assert p.tried == p.applied + p.invalid + p.not_applicable + p.rejected + p.duplicate
+    trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    answered = [e for e in trace if e["event"] == "llm" and "prompt_tokens" in e]
+    assert sum(e["prompt_tokens"] + e["completion_tokens"] for e in answered) == result.tokens
+    if options.get("mode") == "prompt":
+        kinds = {get_operator(c.patch["operator"]).kind for c in result.candidates if c.patch}
+        assert kinds <= {"prompt"}
