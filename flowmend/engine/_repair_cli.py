@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -131,15 +133,19 @@ def run_repair(args: argparse.Namespace) -> int:
     from flowmend.llm import open_models
     from flowmend.sandbox import Sandbox
 
+    # vLLM logs at INFO to stdout, from its engine process too: keep it to errors, and with
+    # --json send everything but the one JSON object to stderr at the descriptor level.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     view = _LiveView(console, config, task.task_id, enabled=not args.json)
-    with view.status(f"loading {program_cfg.model} ({program_cfg.kind})"):
-        models = open_models(program_cfg, optimizer_cfg)
-    with models, Sandbox() as sandbox, view:
-        result = repair(
-            seed_source, task, program=models.program, optimizer=models.optimizer,
-            sandbox=sandbox, config=config, trace_path=out / "trace.jsonl",
-            on_event=view.event,
-        )
+    with _stdout_to_stderr(args.json):
+        with view.status(f"loading {program_cfg.model} ({program_cfg.kind})"):
+            models = open_models(program_cfg, optimizer_cfg)
+        with models, Sandbox() as sandbox, view:
+            result = repair(
+                seed_source, task, program=models.program, optimizer=models.optimizer,
+                sandbox=sandbox, config=config, trace_path=out / "trace.jsonl",
+                on_event=view.event,
+            )
     data = result.to_json()
     write_atomically(out / "final_workflow.py", result.final_source)
     write_atomically(out / "workflow.diff", result.diff)
@@ -151,6 +157,23 @@ def run_repair(args: argparse.Namespace) -> int:
     else:
         _print_result(console, result, out)
     return 0 if result.status != "error" else 1
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool):
+    """While active, file descriptor 1 (inherited by engine processes) points at stderr."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _slug(text: str) -> str:

@@ -374,11 +374,14 @@ def run_workflow(ctx: RunContext, *, timeout_s: float, memory_mb: int = 1024) ->
     started = time.monotonic()
     wall_left = ctx.meter.wall_left()
     timeout = timeout_s if wall_left is None else max(1.0, min(timeout_s, wall_left))
-    run: ExecResult = ctx.sandbox.run(
-        harness(ctx.workflow, ctx.task),
-        limits=Limits(timeout_s=timeout, memory_mb=memory_mb),
-        rpc=handle,
-    )
+    # Attached, the broker knows one more workflow may be about to call: it sends a batch as
+    # soon as every attached workflow has a request pending instead of waiting for stragglers.
+    with ctx.program.attach():
+        run: ExecResult = ctx.sandbox.run(
+            harness(ctx.workflow, ctx.task),
+            limits=Limits(timeout_s=timeout, memory_mb=memory_mb),
+            rpc=handle,
+        )
     output = result.get("output")
     status = "ok" if run.status == "ok" and "output" in result else (
         "budget_exhausted" if budget_stop else ("error" if run.status == "ok" else run.status)

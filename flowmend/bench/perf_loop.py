@@ -1,0 +1,114 @@
+"""Throughput of the inner loop against raw vLLM on the same prompts, in one run.
+
+N HumanEval tasks go through `repair` concurrently on the embedded model (one engine, one
+broker): the engine's achieved generation throughput inside the loop is its completion tokens
+over the loop's wall time. Then every request the loop sent is sent again to the same vLLM
+engine in one `LLM.generate` call (same token ids, same sampling parameters, no flowmend in
+between): that is raw batched throughput. The ratio says how well the loop keeps the engine
+fed; the rest of the loop's wall time is spent outside the model (sandbox, verifier, engine
+waits on dependencies between calls).
+
+    python -m flowmend.bench.perf_loop [--tasks 32] [--iterations 1] [--proposals 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=32, help="HumanEval tasks run at once")
+    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--proposals", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=256, help="program calls' max_tokens")
+    parser.add_argument("--workflow", default=None, help="seed workflow (default plan_then_code)")
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from flowmend.bench.datasets import humaneval
+    from flowmend.engine import Budget, RepairConfig, repair
+    from flowmend.llm import Broker, ModelConfig, RecordingBackend, open_backend
+    from flowmend.sandbox import Sandbox
+
+    console = Console()
+    seed_path = Path(args.workflow or Path(__file__).parents[2] / "examples/workflows/plan_then_code.py")
+    seed = seed_path.read_text()
+    tasks = [p.task for p in humaneval()][: args.tasks]
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "requests.jsonl"
+        with console.status(f"loading {args.model}"):
+            engine = open_backend(ModelConfig(kind="vllm", model=args.model))
+        backend = RecordingBackend(engine, record)
+        broker = Broker(backend)
+        config = RepairConfig(iterations=args.iterations, proposals=args.proposals,
+                              budget=Budget(calls=60, tokens=60_000, wall_s=3600),
+                              program_params={"max_tokens": args.max_tokens})
+        with Sandbox() as sandbox:
+            started = time.perf_counter()
+            with console.status(f"{len(tasks)} repairs in flight"), \
+                    ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+                results = list(pool.map(
+                    lambda t: repair(seed, t, program=broker, optimizer=broker, sandbox=sandbox,
+                                     config=config), tasks))
+            loop_wall = time.perf_counter() - started
+        stats = broker.stats()
+        broker.close()
+        requests = [json.loads(line) for line in record.read_text().splitlines()]
+
+        from flowmend.llm import Request
+
+        reqs = [Request.from_json(r["request"]) for r in requests]
+        loop_tokens = sum(r["completion"]["completion_tokens"] for r in requests)
+        prompts = [engine._prompt(r) for r in reqs]
+        params = [engine._sampling(r) for r in reqs]
+        with console.status(f"raw vLLM: {len(reqs)} requests in one call"):
+            started = time.perf_counter()
+            outputs = engine._llm.generate(prompts, params, use_tqdm=False)
+            raw_wall = time.perf_counter() - started
+        raw_tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
+        engine.close()
+
+    loop_tps = loop_tokens / loop_wall
+    raw_tps = raw_tokens / raw_wall
+    figures = {
+        "tasks": len(tasks),
+        "requests": len(reqs),
+        "engine_batches": stats.batches,
+        "mean_batch": round(stats.mean_batch, 2),
+        "median_batch": statistics.median(stats.batch_sizes) if stats.batch_sizes else 0,
+        "loop_wall_s": round(loop_wall, 2),
+        "loop_completion_tokens": loop_tokens,
+        "loop_tokens_per_s": round(loop_tps, 1),
+        "engine_busy_s": round(stats.busy_s, 2),
+        "engine_busy_tokens_per_s": round(loop_tokens / stats.busy_s, 1) if stats.busy_s else None,
+        "outside_model_share": round(1 - stats.busy_s / loop_wall, 3),
+        "raw_wall_s": round(raw_wall, 2),
+        "raw_completion_tokens": raw_tokens,
+        "raw_tokens_per_s": round(raw_tps, 1),
+        "loop_over_raw": round(loop_tps / raw_tps, 3),
+        "solved": sum(r.passed_visible for r in results),
+    }
+    table = Table(title="inner loop vs raw vLLM, same requests, same engine")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
