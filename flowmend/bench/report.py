@@ -230,6 +230,16 @@ def _suite_label(run: Run) -> str:
 # ---------------------------------------------------------------- the report
 
 
+def _method_lines(ident: dict) -> list[str]:
+    lines = []
+    for m in ident.get("methods", []):
+        patches = ", ".join(p["operator"] for p in m.get("pre_patches", [])) or "none"
+        lines.append(f"- `{m['name']}`{' (baseline)' if m.get('baseline') else ''}: "
+                     f"{m.get('description', '')} (iterations {m.get('iterations')}, proposals "
+                     f"{m.get('proposals')}, mode {m.get('mode')}, pre-patches {patches})")
+    return lines
+
+
 def _performance_lines(run: Run) -> list[str]:
     perf = run.info.get("performance")
     if not perf:
@@ -281,6 +291,7 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
             f"- models: program `{ident.get('model')}`, optimizer `{ident.get('optimizer_model')}`,"
             f" backend `{ident.get('backend')}`, seed {ident.get('seed')}",
             f"- per-task budget: {json.dumps(ident.get('budget'))}",
+            *_method_lines(ident),
             "",
             markdown_table(table_rows(summary)),
             "",
