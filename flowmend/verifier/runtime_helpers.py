@@ -125,7 +125,7 @@ def _pick(blocks: list[str], entry_point: str | None) -> str:
 
 
 def _clean(code: str) -> str:
-    return textwrap.dedent(code.expandtabs(4)).strip("\n").rstrip()
+    return textwrap.dedent(code).strip("\n").rstrip()
 
 
 def _parses(code: str) -> bool:

@@ -83,6 +83,7 @@ The function keeps a running balance and returns True as soon as it drops below 
         pytest.param(
             "1. Define it:\n\n    def g(s):\n        return s[::-1]\n\nDone.", "g", "def g(s):\n    return s[::-1]", id="indented",
         ),
+        pytest.param('```python\ndef f():\n\treturn "a\tb"\n```', "f", 'def f():\n\treturn "a\tb"', id="tabs-kept"),
         pytest.param("I am not sure how to solve this problem.", "f", "", id="prose-only"),
         pytest.param("f", "f", "", id="one-word"),
         pytest.param("", "f", "", id="empty"),
