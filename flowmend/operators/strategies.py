@@ -93,8 +93,17 @@ def workflow_sources(draw, entry: str = "solve", callee: str = "llm") -> str:
             params.append(f'model="{draw(st.sampled_from(MODELS))}"')
         call = f"{call_prefix}{callee}({', '.join([prompt, *params])})"
         trailing = f"  # {draw(comment_text)}".rstrip() if draw(st.integers(0, 4)) == 0 else ""
-        shape = draw(st.sampled_from(["plain"] * 4 + ["loop", "branch", "opaque", "bare"]))
-        if shape == "loop":
+        shape = draw(st.sampled_from(["plain"] * 4 + ["loop", "branch", "opaque", "bare", "try", "tall"]))
+        if shape == "tall":
+            # One argument per line, with a trailing comma: keyword edits must keep the layout.
+            args = ",\n".join(f"        {a}" for a in [prompt, *params])
+            body.append(f"{name} = {call_prefix}{callee}(\n{args},\n    ){trailing}")
+        elif shape == "try":
+            body.append("try:")
+            body.append(f"    {name} = {call}{trailing}")
+            body.append("except Exception as error:")
+            body.append(f"    {name} = str(error)")
+        elif shape == "loop":
             body.append(f"for round_{i} in range({draw(st.integers(1, 3))}):")
             body.append(f"    {name} = {call}{trailing}")
         elif shape == "branch" and available:
