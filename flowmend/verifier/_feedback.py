@@ -207,7 +207,8 @@ class Feedback:
             lines.append(f"{self.runtime_error} while loading the code{message}")
         if self.checks and self.compiled:
             lines.append(f"{self.passed}/{self.total} visible checks passed")
-            lines.extend(_describe(c) for c in self.checks if c.status != "passed")
+            # Unrun checks (the code never loaded, or time ran out) are in the count only.
+            lines.extend(_describe(c) for c in self.checks if c.status not in ("passed", "not_run"))
         elif self.compiled and kind == "ok":
             lines.append("the code loads; the task has no visible checks")
         if self.self_checks and self.compiled:
