@@ -429,16 +429,25 @@ class Operator:
         return Applied(source, unified_diff(wf.source, source, wf.path or "workflow.py"))
 
 
+def split_footer(text: str) -> tuple[str, str]:
+    """The text up to its last line of code, and the blank and comment-only lines after it."""
+    lines = text.splitlines(keepends=True)
+    end = len(lines)
+    while end and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+        end -= 1
+    return "".join(lines[:end]), "".join(lines[end:])
+
+
 def _restore_trailing(wf: Any, source: str) -> tuple[str, bool]:
-    """Work around libcst dropping blank lines before a whitespace-only last line
-    (``"x\\n\\n \\n"`` comes back as ``"x\\n \\n"``): give the result the original's trailing
-    whitespace. Returns the source and whether the parse lost anything else."""
+    """Work around libcst 1.9 losing blank lines at the end of a module whose last line is
+    indented (``"x\\n\\n #"`` comes back as ``"x\\n #"``): the result gets the original's footer.
+    Returns the source and whether the parse lost anything else (then the edit is refused)."""
     original, reproduced = wf.source, wf.module.code
     if original == reproduced:
         return source, False
-    if original.rstrip() != reproduced.rstrip():
+    if split_footer(original)[0] != split_footer(reproduced)[0]:
         return source, True
-    return source.rstrip() + original[len(original.rstrip()):], False
+    return split_footer(source)[0] + split_footer(original)[1], False
 
 
 def _show_target(target: dict) -> str:
