@@ -33,6 +33,7 @@ QUANTUM_S = 0.5  # a run holding a CPU slot longer than this gives it back
 TEST_GRACE_S = 0.25  # the parent's kill comes this long after a test's own alarm
 KILL_WAIT_S = 2.0
 SPARE_ZYGOTES = 2  # warm zygotes kept ready beyond those in use
+SPAWNER_THREADS = 4  # zygotes started at once, at most
 ZYGOTE_ANSWER_S = 1.0  # a zygote asked to kill its child must report within this
 MAX_RPC_OUTSTANDING = 64
 _READ = 1 << 16
@@ -207,17 +208,21 @@ class Sandbox:
         self._spare: queue.Queue[_Zygote] = queue.Queue()
         self._spawn_cv = threading.Condition()
         self._takers = 0
-        self._spares = SPARE_ZYGOTES + (warm or self.workers)
+        self._spares = SPARE_ZYGOTES
         self._first_ready = threading.Event()
         self._first_error: BaseException | None = None
-        self._spawner = threading.Thread(target=self._spawn_zygotes, daemon=True,
-                                         name="flowmend-sandbox-spawner")
-        self._spawner.start()
+        self._spawning = 0
+        self._spawners = [threading.Thread(target=self._spawn_zygotes, args=(i == 0,), daemon=True,
+                                           name=f"flowmend-sandbox-spawner-{i}")
+                          for i in range(SPAWNER_THREADS)]
+        self._spawners[0].start()
         self._first_ready.wait()
         if self._first_error is not None:
             self._closed = True
-            self._spawner.join()
+            self._spawners[0].join()
             raise self._first_error
+        for spawner in self._spawners[1:]:
+            spawner.start()
         with self._lock:
             for _ in range(min(self.max_inflight, warm or self.workers)):
                 self._add_driver()
@@ -267,7 +272,8 @@ class Sandbox:
             thread.join(timeout=30)
         with self._spawn_cv:
             self._spawn_cv.notify_all()
-        self._spawner.join(timeout=30)
+        for spawner in self._spawners:
+            spawner.join(timeout=30)
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -314,25 +320,34 @@ class Sandbox:
             self._zygote_starts += 1
         return zygote
 
-    def _spawn_zygotes(self) -> None:
-        try:
-            self._spare.put(self._start_zygote())
-        except BaseException as err:  # noqa: BLE001 - raised by the constructor
-            self._first_error = err
-            return
-        finally:
-            self._first_ready.set()
+    def _spawn_zygotes(self, first: bool) -> None:
+        """Keep `_spares` warm zygotes beyond the drivers waiting for one. A few of these threads
+        run at once: under load a zygote takes a while to start, and a burst of long runs
+        (each holding its zygote) needs many at once."""
+        if first:
+            try:
+                self._spare.put(self._start_zygote())
+            except BaseException as err:  # noqa: BLE001 - raised by the constructor
+                self._first_error = err
+                return
+            finally:
+                self._first_ready.set()
         while True:
             with self._spawn_cv:
-                while not self._closed and self._spare.qsize() - self._takers >= self._spares:
+                while (not self._closed and self._spare.qsize() + self._spawning - self._takers
+                       >= self._spares):
                     self._spawn_cv.wait()
                 if self._closed:
                     break
-                self._spares = SPARE_ZYGOTES  # after the first fill: just a few spares
+                self._spawning += 1
             try:
                 self._spare.put(self._start_zygote())
             except (SandboxError, OSError):
                 time.sleep(0.5)
+            finally:
+                with self._spawn_cv:
+                    self._spawning -= 1
+                    self._spawn_cv.notify_all()
         while True:
             try:
                 self._spare.get_nowait().kill()
@@ -348,7 +363,7 @@ class Sandbox:
                 try:
                     zygote = self._spare.get(timeout=1.0)
                 except queue.Empty:
-                    if self._closed or not self._spawner.is_alive():
+                    if self._closed or not any(t.is_alive() for t in self._spawners):
                         raise SandboxError("the sandbox is closed") from None
                     continue
                 if zygote.alive():
@@ -360,7 +375,10 @@ class Sandbox:
                 self._spawn_cv.notify_all()
 
     def _drive(self, slot: int) -> None:
-        zygote = None
+        try:
+            zygote = self._take_zygote()  # warm before the first job arrives
+        except SandboxError:
+            zygote = None
         try:
             while True:
                 with self._lock:
