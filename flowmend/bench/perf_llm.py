@@ -46,7 +46,7 @@ def measure(
     max_tokens: int = 256,
     repeat: int = 1,
     limit: int | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
     kv_cache_gib: float = 4.0,
     on_stage=None,
 ) -> dict[str, Any]:
@@ -111,8 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="send the batch K times and report the best (default: 1)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="only the first N prompts (default: all 164)")
-    parser.add_argument("--compile", action="store_true",
-                        help="let vLLM compile the model (slower start) instead of running eagerly")
+    parser.add_argument("--compile", action="store_const", const=True, default=None,
+                        help="let vLLM compile the model (slower start); by default it runs "
+                             "eagerly on a CPU and compiled on a GPU")
     parser.add_argument("--kv-cache-gib", type=float, default=4.0, metavar="G",
                         help="vLLM KV cache on a CPU machine, GiB (default: 4)")
     parser.add_argument("--json", metavar="OUT.json", default=None,

@@ -31,7 +31,7 @@ class ModelConfig:
         seed: engine seed (vllm, transformers).
         max_model_len: context length of the vllm engine.
         kv_cache_gib: KV-cache size of the vllm engine on a CPU machine.
-        compile: let vLLM compile the model (slower start); False runs it eagerly.
+        compile: let vLLM compile the model (slower start); None: on a GPU only.
         device: "auto", "cpu" or "cuda" for the transformers backend.
         base_urls: the servers of the openai backend.
         api_key: bearer token for the servers (default `$OPENAI_API_KEY`).
@@ -50,7 +50,7 @@ class ModelConfig:
     seed: int = 0
     max_model_len: int = 4096
     kv_cache_gib: float = 2.0
-    compile: bool = False
+    compile: bool | None = None
     device: str = "auto"
     base_urls: tuple[str, ...] = ()
     api_key: str | None = field(default=None, repr=False)
@@ -123,7 +123,7 @@ def open_backend(config: ModelConfig) -> Backend:
             max_model_len=config.max_model_len,
             kv_cache_gib=config.kv_cache_gib,
             prices=config.prices,
-            engine_args={"enforce_eager": not config.compile},
+            compile=config.compile,
         )
     from flowmend.llm._transformers import TransformersBackend
 

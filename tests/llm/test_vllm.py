@@ -118,3 +118,10 @@ def test_a_folder_that_is_not_a_model_is_one_clear_error(tmp_path):
         open_backend(ModelConfig(kind="vllm", model=str(tmp_path)))
     with pytest.raises(ModelError, match="no such model folder"):
         open_backend(ModelConfig(kind="vllm", model=str(tmp_path / "absent")))
+
+
+def test_a_prompt_too_long_for_the_context_fails_alone(model_backend):
+    with Broker(model_backend) as broker:
+        with pytest.raises(ValueError, match="does not fit smollm2's context of 4096 tokens"):
+            broker.submit(Request(prompt="word " * 5000))
+        assert broker.call(Request(prompt="Hi", max_tokens=2), timeout=300).completion_tokens > 0
