@@ -126,7 +126,7 @@ def reads_in(wf: Any, node: cst.CSTNode, name: str) -> list[cst.Name]:
     """The `Name` nodes inside `node` that read variable `name` (nested scopes included)."""
     start, end = wf.position(node).start, wf.position(node).end
     found = []
-    for access in _accesses(wf):
+    for access in accesses(wf):
         n = access.node
         if isinstance(n, cst.Name) and n.value == name:
             p = wf.position(n).start
@@ -135,7 +135,7 @@ def reads_in(wf: Any, node: cst.CSTNode, name: str) -> list[cst.Name]:
     return found
 
 
-def _accesses(wf: Any) -> list:
+def accesses(wf: Any) -> list:
     key = "flowmend.operators.accesses"
     if key not in wf._cache:
         scopes = wf.metadata(ScopeProvider)
@@ -146,7 +146,7 @@ def _accesses(wf: Any) -> list:
 def names_read(wf: Any, node: cst.CSTNode) -> set[str]:
     start, end = wf.position(node).start, wf.position(node).end
     out = set()
-    for access in _accesses(wf):
+    for access in accesses(wf):
         n = access.node
         if isinstance(n, cst.Name):
             p = wf.position(n).start
@@ -320,7 +320,7 @@ def split_template(text: str) -> list[str | tuple[str]]:
         if ch == "{":
             end = _closing_brace(text, i)
             expr = text[i + 1 : end] if end != -1 else ""
-            if end != -1 and _placeholder_ok(expr):
+            if end != -1 and placeholder_ok(expr):
                 if buf:
                     parts.append("".join(buf))
                     buf = []
@@ -382,7 +382,7 @@ def _quotes_for(expr: str) -> list[str]:
     return usable
 
 
-def _placeholder_ok(expr: str) -> bool:
+def placeholder_ok(expr: str) -> bool:
     return bool(expr.strip()) and bool(_quotes_for(expr.strip()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -113,7 +114,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         prompt = wf.step(target["step"]).prompt
         text = prompt.text
         if not text or text.startswith(ROLE_LINE) or not all(
-            _cst._placeholder_ok(p) for p in prompt.placeholders
+            _cst.placeholder_ok(p) for p in prompt.placeholders
         ):
             return []
         if prompt.kind != "constant":
@@ -135,7 +136,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         if prompt.kind == "constant":
             statement, value = _constant_statement(wf, prompt.constant)
             uses = [
-                a for a in _cst._accesses(wf)
+                a for a in _cst.accesses(wf)
                 if isinstance(a.node, cst.Name) and a.node.value == prompt.constant
                 and any(getattr(r, "node", None) is not None for r in a.referents)
                 and _is_module_binding(wf, a)
@@ -149,7 +150,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         old = [p for p in prompt.placeholders if _reads_variable(wf, step, p)]
         new = _cst.placeholders(args.text)
         dropped = [p for p in old if _norm(p) not in {_norm(n) for n in new}]
-        unwritable = [p for p in dropped if not _cst._placeholder_ok(p)]
+        unwritable = [p for p in dropped if not _cst.placeholder_ok(p)]
         _cst.require(
             not dropped, Reason.PLACEHOLDER,
             f"the new text drops placeholder(s) {', '.join('{' + p + '}' for p in dropped)} "
@@ -210,8 +211,6 @@ def _names_in(expr: str) -> set[str]:
 
 def _visible_names(wf: Any, step: Any, prompt: Any) -> set[str]:
     """Names a new placeholder may read: what the prompt read, parameters, module-level names."""
-    import builtins
-
     fn = wf.function(step.function).node
     params = {p.name.value for p in _all_params(fn.params)}
     read = set().union(*(_names_in(p) for p in prompt.placeholders)) if prompt.placeholders else set()
@@ -228,8 +227,6 @@ def _all_params(params: cst.Parameters) -> list[cst.Param]:
 
 def _reads_variable(wf: Any, step: Any, placeholder: str) -> bool:
     """Whether a placeholder reads a local variable or parameter (not only globals/builtins)."""
-    import builtins
-
     names = _names_in(placeholder)
     module_level = _cst.module_names(wf.module) | set(dir(builtins))
     return bool(names - module_level) or bool(names & set(step.reads))
