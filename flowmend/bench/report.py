@@ -298,7 +298,8 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
             "pass@1: share of tasks whose final output passes every hidden test (Wilson 95% "
             "interval). Δ: paired bootstrap over the tasks both methods ran "
             f"({resamples:,} resamples, seed {ident.get('seed', 0)}), against the baseline with "
-            "the highest pass@1. γ: n = candidate pairs with different hidden utility; "
+            "the highest pass@1. Iterations, calls, tokens and cost per task: means over the same "
+            "n tasks as pass@1; per solved: over the n solved. γ: n = candidate pairs with different hidden utility; "
             "κ: n = loop iterations whose incumbent could still improve; patch size: AST nodes "
             "changed per executed proposal; applied: share of proposals that applied (n = "
             "proposals tried).",
