@@ -226,3 +226,23 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flowmend.bench._evaluate SAMPLES.jsonl ...`: the `evaluate` verb alone,
+    without loading every other verb's package as `flowmend`'s registry does."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m flowmend.bench._evaluate")
+    register(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["evaluate", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.run(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

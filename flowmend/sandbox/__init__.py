@@ -8,17 +8,32 @@ Inside, `import flowmend_rpc; flowmend_rpc.call(method, payload)` reaches the `r
 caller passed. See docs/sandbox.md for what is isolated and how verdicts are decided.
 """
 
-from flowmend.sandbox._supervisor import RpcHandler, Sandbox, SandboxError
-from flowmend.sandbox._types import (
-    STATUSES,
-    TEST_STATUSES,
-    CheckResult,
-    ExecResult,
-    Limits,
-    TestResult,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __all__ = [
     "STATUSES", "TEST_STATUSES", "CheckResult", "ExecResult", "Limits", "RpcHandler", "Sandbox",
     "SandboxError", "TestResult",
 ]
+
+# Loaded on first use, so that `flowmend --help` and the CLI's verb registration stay fast.
+_HOME = {
+    "RpcHandler": "_supervisor", "Sandbox": "_supervisor", "SandboxError": "_supervisor",
+    "STATUSES": "_types", "TEST_STATUSES": "_types", "CheckResult": "_types",
+    "ExecResult": "_types", "Limits": "_types", "TestResult": "_types",
+}
+
+if TYPE_CHECKING:
+    from flowmend.sandbox._supervisor import RpcHandler, Sandbox, SandboxError
+    from flowmend.sandbox._types import (
+        STATUSES, TEST_STATUSES, CheckResult, ExecResult, Limits, TestResult)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"flowmend.sandbox.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flowmend.sandbox' has no attribute {name!r}")

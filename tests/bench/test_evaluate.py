@@ -69,3 +69,14 @@ def test_pass_at_k_estimator():
     rows = [{"task_id": "a", "passed": True}, {"task_id": "a", "passed": False},
             {"task_id": "b", "passed": False}, {"task_id": "b", "passed": False}]
     assert pass_at_k(rows, [1, 2, 3]) == {"pass@1": 0.25, "pass@2": 0.5}
+
+
+def test_the_module_entry_point_is_the_same_verb(tmp_path, capsys):
+    from flowmend.bench._evaluate import main as module_main
+
+    problem = datasets.humaneval()[0]
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": problem.task.task_id,
+                                             "completion": problem.reference}])
+    assert module_main([str(samples), "--k", "1"]) == 0
+    assert capsys.readouterr().out.strip() == "{'pass@1': 1.0}"
+    assert module_main([str(tmp_path / "missing.jsonl")]) == 2
