@@ -89,7 +89,8 @@ def _with_n(text: str, n: int) -> str:
 
 
 COLUMNS = ("method", "pass@1 [95% CI]", "Δ vs best baseline [95% CI]", "success ≤ budget",
-           "iterations", "calls/task", "tokens/task", "cost/task", "tokens/solved", "γ",
+           "iterations", "calls/task", "tokens/task", "cost/task", "calls/solved",
+           "tokens/solved", "cost/solved", "γ",
            "κ", "patch size", "applied", "errors")
 
 
@@ -111,7 +112,9 @@ def table_rows(summaries: Sequence[metrics.MethodSummary]) -> list[list[str]]:
             _num(s.calls, 1),
             _num(s.tokens, 0),
             _num(s.cost, 1),
+            _num(s.calls_per_solved, 1),
             _with_n(_num(s.tokens_per_solved, 0), s.tokens_per_solved.n),
+            _num(s.cost_per_solved, 1),
             _with_n(_num(s.gamma, 3), s.gamma.n),
             _with_n(_num(s.kappa, 3), s.kappa.n),
             _with_n(_num(s.patch_size, 1), s.patch_size.n),
