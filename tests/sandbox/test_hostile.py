@@ -314,13 +314,3 @@ def test_one_hanging_test_among_passing_ones(sandbox):
     assert [r.status for r in result.results] == ["passed", "timeout", "passed", "timeout", "passed"]
     assert result.passed == 3 and result.status == "failed"
     assert_no_survivors(sandbox)
-
-
-def test_the_fallback_without_namespaces_warns_in_every_verdict():
-    from flowmend.sandbox import Sandbox
-
-    with Sandbox(workers=1, max_inflight=1, isolation="rlimits") as sb:
-        result = sb.run("print(6 * 7)")
-    assert result.status == "ok" and result.stdout == "42\n"
-    assert result.isolation["mode"] == "rlimits"
-    assert "WARNING" in result.isolation["warning"]

@@ -77,6 +77,8 @@ def main() -> None:
         report = _supervise(sock, pid, job, in_namespace)
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+        if in_namespace and not job["private_tmp"]:
+            _wipe(("/tmp", "/dev/shm"))  # our own tmpfs: the next run starts from empty
         _send(sock, report)
 
 
@@ -110,6 +112,23 @@ def _recv_exact(sock, size: int):
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def _wipe(folders) -> None:
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
 
 def _send(sock, message: dict) -> None:
