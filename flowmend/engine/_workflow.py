@@ -319,9 +319,37 @@ def parse_workflow(
         ) from None
     except (RecursionError, MemoryError):
         raise WorkflowError("not Python: too deeply nested to parse", where=where) from None
+    _check_round_trip(module, source, where)
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     return _Modeller(source, path, where, module, wrapper, positions, entry, callees).build()
+
+
+def _check_round_trip(module: cst.Module, source: str, where: str) -> None:
+    """Refuse a file libcst would not reproduce byte for byte: every edit keeps the rest as is.
+
+    libcst drops a byte-order mark, bare CR line ends and whitespace on the blank lines that
+    end a file; editing such a file would silently rewrite bytes far from the edit.
+    """
+    code = module.code
+    if code == source:
+        return
+    if source.startswith("\ufeff"):
+        what, line = "a byte-order mark", 1
+    else:
+        ours, theirs = source.splitlines(keepends=True), code.splitlines(keepends=True)
+        line = next((i for i, (a, b) in enumerate(zip(ours, theirs), 1) if a != b),
+                    min(len(ours), len(theirs)) + 1)
+        if "\r" in source.replace("\r\n", ""):
+            what = "bare CR line ends"
+        elif source.rstrip() == code.rstrip():
+            what = "whitespace on the blank lines at the end of the file"
+        else:
+            what = "formatting libcst does not reproduce"
+    raise WorkflowError(
+        f"cannot keep this file byte-identical under edits: it has {what}; normalise it first",
+        where=f"{where}:{line}",
+    )
 
 
 def dotted_name(node: cst.BaseExpression) -> str | None:

@@ -331,6 +331,18 @@ def test_bad_input_is_one_line_naming_file_and_line(source, message, where):
     assert message in text and text.startswith(where) and "\n" not in text
 
 
+@pytest.mark.parametrize("source,what,line", [
+    ("def solve(task):\n    return llm(1)\n\n  \n", "whitespace on the blank lines", 3),
+    ("\ufeffdef solve(task):\n    return llm(1)\n", "byte-order mark", 1),
+    ("def solve(task):\r    return llm(1)\r", "bare CR line ends", 2),
+])
+def test_files_libcst_cannot_reproduce_are_refused(source, what, line):
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow(source, path="w.py")
+    assert str(info.value).startswith(f"w.py:{line}: cannot keep this file byte-identical")
+    assert what in str(info.value)
+
+
 def test_entry_can_be_a_method():
     wf = wf_of('''
         class Flow:
