@@ -54,7 +54,9 @@ def read_text(path: str | Path, what: str = "workflow") -> str:
     if p.is_dir():
         raise UserError(f"{what} is a directory, not a file", where=str(path))
     try:
-        return p.read_text(encoding="utf-8")
+        # newline="": CRLF files stay CRLF, so edits written back leave every other byte alone.
+        with open(p, encoding="utf-8", newline="") as handle:
+            return handle.read()
     except FileNotFoundError:
         raise UserError(f"no such {what} file", where=str(path)) from None
     except UnicodeDecodeError as err:

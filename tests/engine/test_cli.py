@@ -153,3 +153,13 @@ def test_demo_shows_steps_and_a_diff(capsys):
     assert data["diff"].startswith("--- a/") and data["patch"]["schema"] == PATCH_SCHEMA
     code, out, _ = run(capsys, "demo")
     assert code == 0 and "plan" in out and "+++ b/" in out
+
+
+def test_crlf_workflow_keeps_its_line_ends_in_place(capsys, tmp_path):
+    path = tmp_path / "crlf.py"
+    path.write_bytes(b"def solve(task):\r\n    code = llm(task.prompt)\r\n    return code\r\n")
+    code, _, _ = run(capsys, "apply", path, write_patch(tmp_path, retry_params()), "--in-place")
+    assert code == 0
+    assert path.read_bytes() == (
+        b"def solve(task):\r\n    code = llm(task.prompt, temperature=0.7)\r\n    return code\r\n"
+    )
