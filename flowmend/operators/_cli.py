@@ -94,8 +94,9 @@ def _print_table(report) -> None:
     out = Console(highlight=False)
     table = Table(title=f"flowmend fuzz: {report.examples} examples per operator, seed {report.seed}, "
                         f"{report.seconds:.1f} s")
-    for column in ("operator", "tried", "applied", "not applicable", "invalid", "violations"):
-        table.add_column(column, justify="left" if column == "operator" else "right")
+    table.add_column("operator", no_wrap=True)
+    for column in ("tried", "applied", "not applicable", "invalid", "violations"):
+        table.add_column(column, justify="right")
     rows = list(report.operators)
     if report.parser.tried or report.parser.falsifying:
         rows.append(report.parser)
