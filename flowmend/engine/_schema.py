@@ -21,6 +21,7 @@ DEFAULT_TARGET_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "the site of the edit, as the operator lists it (e.g. {\"step\": \"code\"})",
     "properties": {"step": {"type": "string", "description": "a step id (`flowmend steps`)"}},
+    "required": ["step"],
     "additionalProperties": {"type": ["string", "integer"]},
 }
 
