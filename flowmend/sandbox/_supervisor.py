@@ -407,10 +407,10 @@ class Sandbox:
     def _execute(self, slot: int, zygote: _Zygote | None, job: _Job):
         if job.mode == "exec":
             attempt, zygote = self._attempt(slot, zygote, job, 0, job.limits.timeout_s)
-            return _exec_result(attempt, self._describe(zygote, slot)), zygote
+            return _exec_result(attempt, self._describe(slot)), zygote
         return self._check(slot, zygote, job)
 
-    def _describe(self, zygote: _Zygote | None, slot: int) -> dict:
+    def _describe(self, slot: int) -> dict:
         uid = FIRST_UID + slot if self._isolation.sets_uid else None
         return self._isolation.describe(uid)
 
@@ -431,7 +431,7 @@ class Sandbox:
             stdout += attempt.stdout
             stderr += attempt.stderr
             truncated |= attempt.truncated
-            run = _exec_result(attempt, self._describe(zygote, slot))
+            run = _exec_result(attempt, self._describe(slot))
             if attempt.tampered:
                 return _all_failed(run, total, "harness_error"), zygote
             kinds = [r.get("k") for r in attempt.records]
@@ -461,7 +461,7 @@ class Sandbox:
         results = tuple(outcome.get(i) or TestResult(i, "not_run", None, "not run: time budget spent")
                         for i in range(total))
         passed = sum(r.passed for r in results)
-        run = _exec_result(last, self._describe(zygote, slot))
+        run = _exec_result(last, self._describe(slot))
         run = _replace_run(run, stdout, stderr, truncated, wall, rpc_wait, job.limits.output_bytes)
         status = "passed" if passed == total else "failed"
         return CheckResult(status, passed, total - passed, total, results, run), zygote
