@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from flowmend.errors import UserError
 
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except UserError as err:
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {err}", markup=True)
+        message = escape(str(err))  # a path like runs/[a]/w.py is text, not rich markup
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/] {message}", markup=True
+        )
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
