@@ -22,6 +22,12 @@ SCHEMA = "flowmend.feedback/1"
 _MESSAGE_CHARS = 200
 _GOT = "_flowmend_got"
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+# How an indented function body can begin: a statement keyword, a string or comment, or a name
+# being assigned, called, indexed or its attribute read. Indented prose does not match.
+_BODY_START = re.compile(
+    r"[ \t]+(?:(?:return|if|for|while|try|with|raise|assert|pass|yield|import|from|def|class|"
+    r"global|nonlocal|del|async|await|lambda|match)\b|[\"'#]|[A-Za-z_]\w*\s*(?:[-+*/%|&^]?=|\(|\[|\.))"
+)
 
 
 @dataclass(frozen=True)
@@ -363,6 +369,11 @@ def _program(task: Task, output: str, signature: _FunctionNode | None) -> tuple[
         function = _function(joined_tree, task.entry_point)
         if function is not None and _has_body(function):
             return joined, joined_tree, True
+        if _BODY_START.match(output.strip("\n")):
+            # A body cut off at max_tokens (or echoing the docstring without closing it):
+            # broken code is still code, and its syntax error is what the optimizer should see.
+            broken = (task.prompt + output).rstrip()
+            return broken, _parse(broken), True
     return code, tree, False
 
 

