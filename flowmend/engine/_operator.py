@@ -8,11 +8,13 @@ an operator module directly. `Operator.apply` never raises: every outcome is dat
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import difflib
 import enum
 import importlib
 import inspect
+import symtable
 import textwrap
 import types
 import typing
@@ -442,7 +444,14 @@ def _restore_trailing(wf: Any, source: str) -> tuple[str, bool]:
     """Work around libcst 1.9 losing blank lines at the end of a module whose last line is
     indented (``"x\\n\\n #"`` comes back as ``"x\\n #"``): the result gets the original's footer.
     Returns the source and whether the parse lost anything else (then the edit is refused)."""
-    original, reproduced = wf.source, wf.module.code
+    cache = getattr(wf, "_cache", None)
+    if isinstance(cache, dict):
+        reproduced = cache.get("flowmend.module_code")
+        if reproduced is None:
+            reproduced = cache["flowmend.module_code"] = wf.module.code
+    else:
+        reproduced = wf.module.code
+    original = wf.source
     if original == reproduced:
         return source, False
     if split_footer(original)[0] != split_footer(reproduced)[0]:
@@ -477,13 +486,20 @@ def check_result(wf: Any, source: str) -> Invalid | None:
         )
     allowed = RUNTIME_NAMES | {c.split(".")[0] for c in getattr(wf, "step_callees", ("llm",))}
     cache = getattr(wf, "_cache", None)
-    if isinstance(cache, dict):
-        before_free = cache.get("flowmend.free_names")
-        if before_free is None:
+    if not isinstance(cache, dict):
+        cache = {}
+    before_free = cache.get("flowmend.free_names")
+    if before_free is None:
+        try:
+            before_free = cache["flowmend.free_names"] = global_reads(wf.source)
+        except (SyntaxError, ValueError):
+            # The original does not compile (symtable needs it to): scope analysis by libcst.
             before_free = cache["flowmend.free_names"] = free_names(wf.module)
+            introduced = free_names(new) - before_free - allowed
+        else:
+            introduced = global_reads(source) - before_free - allowed
     else:
-        before_free = free_names(wf.module)
-    introduced = free_names(new) - before_free - allowed
+        introduced = global_reads(source) - before_free - allowed
     if introduced:
         return Invalid(
             Reason.FREE_VARIABLE, f"edit reads undefined name(s): {', '.join(sorted(introduced))}"
@@ -521,6 +537,31 @@ def find_function(module: cst.Module, qualified: str) -> cst.FunctionDef | None:
             return found
         body = found.body.body
     return None
+
+
+def global_reads(source: str) -> set[str]:
+    """Names the module reads that nothing in it (nor the builtins) binds, from Python's own
+    symbol tables: as exact as the compiler, and a compile's cost rather than a libcst pass."""
+    top = symtable.symtable(source, "<workflow>", "exec")
+    bound = {
+        s.get_name() for s in top.get_symbols()
+        if s.is_assigned() or s.is_imported() or s.is_namespace()
+    }
+    read: set[str] = set()
+    stack = [top]
+    while stack:
+        table = stack.pop()
+        module_level = table.get_type() == "module"
+        for symbol in table.get_symbols():
+            if symbol.is_referenced() and (module_level or symbol.is_global()):
+                read.add(symbol.get_name())
+            if symbol.is_declared_global() and symbol.is_assigned():
+                bound.add(symbol.get_name())  # `global x; x = ...` in a function binds x
+        stack.extend(table.get_children())
+    return read - bound - _BUILTIN_NAMES
+
+
+_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 def free_names(module: cst.Module) -> set[str]:

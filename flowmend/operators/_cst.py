@@ -4,6 +4,7 @@ prompt threading, and one identity-keyed replacement transform per application."
 from __future__ import annotations
 
 import ast
+import bisect
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
@@ -110,10 +111,7 @@ def used_names(module: cst.Module) -> set[str]:
 
 def fresh_name(wf: Any, base: str, taken: Iterable[str] = ()) -> str:
     """`base`, or `base2`, `base3`, ... : the first that appears nowhere in the module."""
-    used = wf._cache.get("flowmend.operators.used_names")
-    if used is None:
-        used = wf._cache["flowmend.operators.used_names"] = used_names(wf.module)
-    taken = set(taken) | used
+    taken = set(taken) | cached(wf, "used names", lambda: used_names(wf.module))
     if base not in taken:
         return base
     n = 2
@@ -124,35 +122,43 @@ def fresh_name(wf: Any, base: str, taken: Iterable[str] = ()) -> str:
 
 def reads_in(wf: Any, node: cst.CSTNode, name: str) -> list[cst.Name]:
     """The `Name` nodes inside `node` that read variable `name` (nested scopes included)."""
-    start, end = wf.position(node).start, wf.position(node).end
-    found = []
-    for access in accesses(wf):
-        n = access.node
-        if isinstance(n, cst.Name) and n.value == name:
-            p = wf.position(n).start
-            if (start.line, start.column) <= (p.line, p.column) <= (end.line, end.column):
-                found.append(n)
-    return found
-
-
-def accesses(wf: Any) -> list:
-    key = "flowmend.operators.accesses"
-    if key not in wf._cache:
-        scopes = wf.metadata(ScopeProvider)
-        wf._cache[key] = [a for s in {s for s in scopes.values() if s is not None} for a in s.accesses]
-    return wf._cache[key]
+    return [n for n in _reads_within(wf, node) if n.value == name]
 
 
 def names_read(wf: Any, node: cst.CSTNode) -> set[str]:
-    start, end = wf.position(node).start, wf.position(node).end
-    out = set()
-    for access in accesses(wf):
-        n = access.node
-        if isinstance(n, cst.Name):
-            p = wf.position(n).start
-            if (start.line, start.column) <= (p.line, p.column) <= (end.line, end.column):
-                out.add(n.value)
-    return out
+    """Every variable name read inside `node`."""
+    return {n.value for n in _reads_within(wf, node)}
+
+
+def _reads_within(wf: Any, node: cst.CSTNode) -> list[cst.Name]:
+    positions, names = _read_index(wf)
+    span = wf.position(node)
+    lo = bisect.bisect_left(positions, (span.start.line, span.start.column))
+    hi = bisect.bisect_right(positions, (span.end.line, span.end.column))
+    return names[lo:hi]
+
+
+def _read_index(wf: Any) -> tuple[list[tuple[int, int]], list[cst.Name]]:
+    """Every name read in the module (scope analysis, once), sorted by position."""
+
+    def build():
+        entries = sorted(
+            ((wf.position(a.node).start.line, wf.position(a.node).start.column), id(a.node), a.node)
+            for a in accesses(wf) if isinstance(a.node, cst.Name)
+        )
+        return [e[0] for e in entries], [e[2] for e in entries]
+
+    return cached(wf, "read index", build)
+
+
+def accesses(wf: Any) -> list:
+    """Every access (read of a name) the scope analysis finds in the module."""
+
+    def build():
+        scopes = wf.metadata(ScopeProvider)
+        return [a for s in {s for s in scopes.values() if s is not None} for a in s.accesses]
+
+    return cached(wf, "accesses", build)
 
 
 def module_names(module: cst.Module) -> set[str]:
@@ -524,20 +530,48 @@ def require(condition: bool, reason: Reason, detail: str) -> None:
 _CODE_WORDS = ("code", "solution", "program", "impl", "completion", "answer", "draft", "src")
 
 
+def cached(wf: Any, key: Any, compute) -> Any:
+    """A value derived from the workflow, computed once per workflow when the model caches."""
+    if hasattr(wf, "cached"):
+        return wf.cached(("flowmend.operators", key), compute)
+    return compute()
+
+
 def yields_code(wf: Any, step: Any) -> bool:
     """Whether a step's output is code: its name says so, or the function returns it as is or
     hands it to ``extract_code``/``verify``."""
+    return cached(wf, ("yields_code", step.id), lambda: _yields_code(wf, step))
+
+
+def _yields_code(wf: Any, step: Any) -> bool:
     name = assigned_name(step)
     if name is None:
         return False
     if any(word in name.lower() for word in _CODE_WORDS):
         return True
-    fn = step_function(wf, step)
-    if m.findall(fn.body, m.Return(value=m.Name(name))):
-        return True
-    checked = m.Call(func=m.Name("extract_code") | m.Name("verify"),
-                     args=[m.ZeroOrMore(), m.Arg(value=m.Name(name)), m.ZeroOrMore()])
-    return bool(m.findall(fn.body, checked))
+    return name in cached(wf, ("code names", step.function), lambda: _code_names(wf, step))
+
+
+# What makes a variable code: the function returns it as is, or checks or extracts it.
+RETURNED = m.Return(value=m.Name())
+CHECKED = m.Call(func=m.Name("extract_code") | m.Name("verify"))
+
+
+def _code_names(wf: Any, step: Any) -> set[str]:
+    """Names a function returns as is or passes to ``extract_code``/``verify`` (one pass)."""
+    names: set[str] = set()
+
+    class _Collect(cst.CSTVisitor):
+        def visit_Return(self, node: cst.Return) -> None:
+            if m.matches(node, RETURNED):
+                names.add(node.value.value)
+
+        def visit_Call(self, node: cst.Call) -> None:
+            if m.matches(node, CHECKED):
+                names.update(a.value.value for a in node.args if isinstance(a.value, cst.Name))
+
+    step_function(wf, step).body.visit(_Collect())
+    return names
 
 
 def next_statement(wf: Any, statement: cst.CSTNode) -> cst.CSTNode | None:

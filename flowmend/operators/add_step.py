@@ -156,6 +156,10 @@ class AddStep(_cst.StepStatementOperator):
 def _consumer(wf: Any, step: Any) -> Any | None:
     """The first later step whose prompt reads the step's output and that a new variable
     assigned right after the step reaches (same block, or nested in a later statement of it)."""
+    return _cst.cached(wf, ("add-step consumer", step.id), lambda: _find_consumer(wf, step))
+
+
+def _find_consumer(wf: Any, step: Any) -> Any | None:
     var = _cst.assigned_name(step)
     if var is None:
         return None

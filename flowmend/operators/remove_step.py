@@ -96,6 +96,10 @@ class RemoveStep(_cst.StepStatementOperator):
 
 def _removal(wf: Any, step: Any) -> list[cst.BinaryOperation] | None:
     """The thread suffixes to strip when removing `step`, or None when it cannot be removed."""
+    return _cst.cached(wf, ("remove-step", step.id), lambda: _find_removal(wf, step))
+
+
+def _find_removal(wf: Any, step: Any) -> list[cst.BinaryOperation] | None:
     if _cst.assigned_call(step.statement, step.call) is None:
         return None
     block, _ = _cst.block_of(wf, step.statement)
