@@ -368,8 +368,8 @@ class Operator:
         except (TypeError, ArgsError):
             return []
 
-    def transform(self, wf: Any, target: dict, args: Any) -> cst.Module:
-        """The libcst edit: a new module. Raise `Refusal` to decline."""
+    def transform(self, wf: Any, target: dict, args: Any) -> cst.Module | str:
+        """The libcst edit: a new module (or its source text). Raise `Refusal` to decline."""
         raise NotImplementedError
 
     def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
