@@ -56,9 +56,15 @@ class Isolation:
             "warning": self.warning,
         }
 
-    def zygote_command(self, fd: int, info_fd: int | None = None) -> list[str]:
-        """The command that starts a zygote whose control socket is descriptor `fd`; bwrap
-        writes the host pid of the namespace's init to `info_fd`."""
+    @property
+    def uses_mother(self) -> bool:
+        """Zygotes are forked into namespaces of their own by a mother zygote (needs root)."""
+        return self.mode == "namespaces"
+
+    def zygote_command(self, fd: int, info_fd: int | None = None, role: str = "ns") -> list[str]:
+        """The command that starts a zygote (or, `role="mother"`, a mother zygote) whose control
+        socket is descriptor `fd`; bwrap writes the host pid of the namespace's init to
+        `info_fd`."""
         tail = ["-I", "-S", "-B"]
         if self.mode == "rlimits":
             return [self.python, *tail, str(INNER_DIR / "zygote.py"), str(fd), "plain"]
@@ -77,7 +83,7 @@ class Isolation:
             cmd += spec.split("\0")
         cmd += ["--ro-bind", str(INNER_DIR), INNER_MOUNT, "--dev", "/dev", "--proc", "/proc",
                 "--tmpfs", "/tmp", "--chdir", "/tmp", "--"]
-        return cmd + [self.python, *tail, f"{INNER_MOUNT}/zygote.py", str(fd), "ns"]
+        return cmd + [self.python, *tail, f"{INNER_MOUNT}/zygote.py", str(fd), role]
 
 
 def _python() -> str:

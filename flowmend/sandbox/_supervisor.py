@@ -29,11 +29,12 @@ from flowmend.sandbox._types import CheckResult, ExecResult, Limits, TestResult
 
 RpcHandler = Callable[[str, Any], Any]
 
-QUANTUM_S = 0.5  # a run holding a CPU slot longer than this gives it back
+QUANTUM_S = 0.2  # a run holding a CPU slot longer than this gives it back
 TEST_GRACE_S = 0.25  # the parent's kill comes this long after a test's own alarm
 KILL_WAIT_S = 2.0
 SPARE_ZYGOTES = 2  # warm zygotes kept ready beyond those in use
 SPAWNER_THREADS = 4  # zygotes started at once, at most
+ZYGOTE_START_S = 10.0  # a mother must fork a new zygote within this
 ZYGOTE_ANSWER_S = 1.0  # a zygote asked to kill its child must report within this
 MAX_RPC_OUTSTANDING = 64
 _READ = 1 << 16
@@ -47,15 +48,43 @@ class SandboxError(RuntimeError):
 
 
 class _Zygote:
-    """One warm, isolated interpreter that forks a child per job."""
+    """One warm, isolated interpreter that forks a child per job.
 
-    def __init__(self, isolation: Isolation, ready_timeout_s: float = 20.0):
+    Started by bubblewrap, or (`mother=`) forked by a mother zygote into namespaces of its own.
+    """
+
+    def __init__(self, isolation: Isolation, ready_timeout_s: float = 20.0, *,
+                 role: str = "ns", mother: "_Mother | None" = None):
         self.isolation = isolation
+        self.mother = mother
+        self.proc: subprocess.Popen | None = None
+        self.init_pidfd = None
+        self.pid_in_mother: int | None = None
+        self.closed = False
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = parent_end
+        self._lines = b""
+        if mother is not None:
+            try:
+                self.pid_in_mother = mother.spawn(child_end.fileno())
+            finally:
+                child_end.close()
+        else:
+            self._start_bwrap(child_end, role, ready_timeout_s)
+        hello = self.read_message(ready_timeout_s)
+        if not hello or hello.get("ev") != "ready":
+            err = self._stderr_tail()
+            self.kill()
+            raise SandboxError(f"zygote did not start: {err or 'no answer'}")
+        if self.proc is not None:
+            # From here on the zygote's stderr is not read; close our end so it cannot block it.
+            self.proc.stderr.close()
+
+    def _start_bwrap(self, child_end: socket.socket, role: str, ready_timeout_s: float) -> None:
         os.set_inheritable(child_end.fileno(), True)
         info_r, info_w = os.pipe()
-        cmd = isolation.zygote_command(child_end.fileno(),
-                                       info_w if isolation.in_namespace else None)
+        cmd = self.isolation.zygote_command(
+            child_end.fileno(), info_w if self.isolation.in_namespace else None, role)
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={}, start_new_session=True, close_fds=True,
@@ -63,28 +92,20 @@ class _Zygote:
         )
         child_end.close()
         os.close(info_w)
-        self.init_pidfd = None
         try:
             # bwrap reports the host pid of the namespace's init: once it has exited, the
             # kernel has killed and reaped every process of the namespace.
-            info = _read_all(info_r, ready_timeout_s) if isolation.in_namespace else b""
+            info = _read_all(info_r, ready_timeout_s) if self.isolation.in_namespace else b""
             if info:
                 self.init_pidfd = os.pidfd_open(json.loads(info)["child-pid"])
         except (OSError, ValueError, KeyError):
             self.init_pidfd = None
         finally:
             os.close(info_r)
-        self.sock = parent_end
-        self._lines = b""
-        hello = self.read_message(ready_timeout_s)
-        if not hello or hello.get("ev") != "ready":
-            err = self._stderr_tail()
-            self.kill()
-            raise SandboxError(f"zygote did not start: {err or 'no answer'}")
-        # From here on the zygote's stderr is not read; close our end so it cannot block it.
-        self.proc.stderr.close()
 
     def _stderr_tail(self) -> str:
+        if self.proc is None:
+            return ""
         try:
             self.proc.kill()
             return self.proc.stderr.read(4000).decode(errors="replace").strip().splitlines()[-1:][0]
@@ -117,10 +138,25 @@ class _Zygote:
         self.sock.sendall(data)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        if self.closed:
+            return False
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.mother.alive()
 
     def kill(self) -> None:
-        """Kill the namespace: the outer bwrap dies, its init gets SIGKILL, the kernel the rest."""
+        """Kill the namespace and wait until nothing in it is left."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.proc is None:
+            # The mother SIGKILLs our init and answers once it has exited; the kernel has then
+            # killed every process of the namespace. A mother that cannot is killed whole.
+            if self.pid_in_mother is not None and not self.mother.kill_zygote(self.pid_in_mother):
+                self.mother.kill()
+            self.sock.close()
+            return
+        # The outer bwrap dies, its init gets SIGKILL (--die-with-parent), the kernel the rest.
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:
@@ -134,6 +170,38 @@ class _Zygote:
             os.close(self.init_pidfd)
             self.init_pidfd = None
         self.sock.close()
+
+
+class _Mother(_Zygote):
+    """A zygote in bubblewrap's namespaces that runs no jobs: it forks new zygotes, each the
+    init of fresh pid, net, ipc, uts and mount namespaces, in milliseconds instead of an
+    interpreter start; and kills them on request."""
+
+    def __init__(self, isolation: Isolation):
+        super().__init__(isolation, role="mother")
+        self._call = threading.Lock()
+
+    def spawn(self, fd: int) -> int:
+        with self._call:
+            try:
+                socket.send_fds(self.sock, [b"S"], [fd])
+                answer = self.read_message(ZYGOTE_START_S)
+            except OSError:
+                answer = None
+        if not answer or answer.get("ev") != "spawned":
+            raise SandboxError(f"the mother zygote could not start a zygote: {answer}")
+        return int(answer["pid"])
+
+    def kill_zygote(self, pid: int) -> bool:
+        with self._call:
+            if self.closed:
+                return False
+            try:
+                self.sock.sendall(b"X" + struct.pack("!Q", pid))
+                answer = self.read_message(KILL_WAIT_S + 5.0)
+            except OSError:
+                return False
+        return bool(answer and answer.get("ev") == "gone" and answer.get("ok"))
 
 
 def _read_all(fd: int, timeout_s: float) -> bytes:
@@ -195,6 +263,8 @@ class Sandbox:
             raise ValueError("max_inflight must be at least workers")
         self._isolation = detect(isolation)
         self._slots = threading.BoundedSemaphore(self.workers)
+        self._held = 0  # CPU slots held by runs
+        self._wanting = 0  # drivers waiting for one
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
@@ -212,6 +282,9 @@ class Sandbox:
         self._first_ready = threading.Event()
         self._first_error: BaseException | None = None
         self._spawning = 0
+        self._mother: _Mother | None = None
+        self._mother_lock = threading.Lock()
+        self._mother_failed = False
         self._spawners = [threading.Thread(target=self._spawn_zygotes, args=(i == 0,), daemon=True,
                                            name=f"flowmend-sandbox-spawner-{i}")
                           for i in range(SPAWNER_THREADS)]
@@ -274,6 +347,9 @@ class Sandbox:
             self._spawn_cv.notify_all()
         for spawner in self._spawners:
             spawner.join(timeout=30)
+        with self._mother_lock:
+            if self._mother is not None:
+                self._mother.kill()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -287,9 +363,7 @@ class Sandbox:
         if self._closed:
             raise SandboxError("the sandbox is closed")
         self._jobs.put(job)
-        with self._lock:
-            if len(self._threads) < self.workers:
-                self._add_driver()
+        self._grow()
         return job.future
 
     def _add_driver(self) -> None:
@@ -299,15 +373,49 @@ class Sandbox:
         self._threads.append(thread)
         thread.start()
 
-    def _slot_given_back(self) -> None:
-        """A run gave its CPU slot back early (RPC wait, long run): if jobs wait and every
-        driver is busy, one more driver (with its own zygote) can use the slot."""
+    def _grow(self) -> None:
+        """If jobs wait, every driver is busy and a CPU slot is free (its run gave it back
+        early: an RPC wait, a long run), one more driver, with its own zygote, can use it."""
         with self._lock:
             if (not self._closed and self._idle == 0 and not self._jobs.empty()
-                    and len(self._threads) < self.max_inflight):
+                    and len(self._threads) < self.max_inflight
+                    and self._held + self._wanting < self.workers):
                 self._add_driver()
 
+    def _take_slot(self) -> None:
+        with self._lock:
+            self._wanting += 1
+        self._slots.acquire()
+        with self._lock:
+            self._wanting -= 1
+            self._held += 1
+
+    def _give_slot(self, early: bool) -> None:
+        with self._lock:
+            self._held -= 1
+        self._slots.release()
+        if early:
+            self._grow()
+
+    def _mother_zygote(self) -> _Mother:
+        with self._mother_lock:
+            if self._mother is None or not self._mother.alive():
+                if self._mother is not None:
+                    self._mother.kill()
+                self._mother = _Mother(self._isolation)
+            return self._mother
+
     def _start_zygote(self) -> _Zygote:
+        if self._isolation.uses_mother and not self._mother_failed:
+            try:
+                zygote = _Zygote(self._isolation, mother=self._mother_zygote())
+                with self._lock:
+                    self._zygote_starts += 1
+                return zygote
+            except (SandboxError, OSError):
+                if self._mother is not None and self._mother.alive():
+                    raise  # a passing failure: the spawner tries again
+                self._mother_failed = True  # from now on, one bubblewrap per zygote
         try:
             zygote = _Zygote(self._isolation)
         except (SandboxError, OSError) as err:
@@ -475,13 +583,13 @@ class Sandbox:
             if zygote is not None:
                 zygote.kill()
             zygote = self._take_zygote()
-        self._slots.acquire()
+        self._take_slot()
         run = _Run(self, zygote, slot, job, start, budget_s)
         try:
             attempt, healthy = run.go()
         finally:
             if run.attempt.holding:  # the run may have given its slot back already
-                self._slots.release()
+                self._give_slot(early=False)
         if not healthy:
             zygote.kill()
             zygote = None
@@ -690,8 +798,7 @@ class _Run:
     def _release_slot(self) -> None:
         if self.attempt.holding:
             self.attempt.holding = False
-            self.sb._slots.release()
-            self.sb._slot_given_back()
+            self.sb._give_slot(early=True)
 
     # Records -----------------------------------------------------------------------------------
 

@@ -110,7 +110,8 @@ def test_kill_minus_one_leaves_other_tasks_intact(sandbox):
     others = [sandbox.submit("import time; time.sleep(0.3); print('fine')", limits=QUICK)
               for _ in range(3)]
     result = run(sandbox, "import os, signal\nos.kill(-1, signal.SIGKILL)\nprint('after')")
-    assert result.status in ("ok", "crash")
+    # Alone in its namespace but for the zygote (init, exempt), it finds no one to kill.
+    assert result.status in ("ok", "crash", "error")
     assert [f.result().stdout for f in others] == ["fine\n"] * 3
 
 
