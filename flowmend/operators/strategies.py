@@ -65,7 +65,11 @@ def _prompt(draw, available: list[str], constants: dict[str, str]) -> str:
 
 @st.composite
 def workflow_sources(draw, entry: str = "solve", callee: str = "llm") -> str:
-    """Source of a random valid workflow: an entry function of 1 to 5 steps and its module."""
+    """Source of a random valid workflow: an entry function of 1 to 5 steps and its module.
+
+    A `callee` starting with ``self.`` makes a class-based workflow: the steps are calls of that
+    method in ``Flow.run``, which the entry function calls.
+    """
     is_async = draw(st.booleans())
     constants: dict[str, str] = {}
     body: list[str] = []  # lines relative to the function body, already indented inside it
@@ -140,6 +144,21 @@ def workflow_sources(draw, entry: str = "solve", callee: str = "llm") -> str:
         lines.append("")
         lines.append("")
     header = "async def" if is_async else "def"
+    if callee.startswith("self."):
+        # A class-based workflow: the steps are method calls in `Flow.run`, reached from the
+        # entry function; the called method forwards to the runtime's `llm`.
+        method = callee.split(".", 1)[1]
+        await_ = "await " if is_async else ""
+        lines += [
+            "class Flow:",
+            f"    {header} {method}(self, prompt, **params):",
+            f"        return {await_}llm(prompt, **params)",
+            "",
+            f"    {header} run(self, task):",
+        ]
+        lines.extend(("        " + line) if line else "" for line in body)
+        lines += ["", "", f"{header} {entry}(task):", f"    return {await_}Flow().run(task)"]
+        return "\n".join(lines) + "\n"
     lines.append(f"{header} {entry}(task):")
     if draw(st.integers(0, 3)) == 0:
         lines.append('    """Solve one task."""')

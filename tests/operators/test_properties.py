@@ -47,6 +47,16 @@ def test_other_entry_and_callee(data):
     check_application(wf, patch.operator, patch.target, patch.args)
 
 
+@settings(max_examples=PER_OPERATOR, deadline=None)
+@given(st.data())
+def test_class_based_workflows(data):
+    source = data.draw(workflow_sources(callee="self.generate"), label="workflow")
+    wf = parse_workflow(source, step_callees=("self.generate",))
+    assert all(s.function == "Flow.run" for s in wf.steps)
+    patch = data.draw(patches(wf), label="patch")
+    check_application(wf, patch.operator, patch.target, patch.args)
+
+
 def test_parser_fails_cleanly_on_hypothesmith_modules():
     hypothesmith = pytest.importorskip("hypothesmith")
 
