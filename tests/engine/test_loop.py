@@ -184,6 +184,8 @@ def test_prompt_mode_menu_holds_prompt_edits_only():
 
 
 RECORDED = [
+    ("replay_add.jsonl", "single_shot.py", str(DATA / "add_task.json"),
+     dict(iterations=2, proposals=2)),
     ("replay_he0.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
      dict(iterations=2, proposals=3, program_params={"max_tokens": 200})),
     ("replay_prompt.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
@@ -198,15 +200,17 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
     path = DATA / replay
     if not path.exists():
         pytest.fail(f"missing recording {path}: see tests/engine/data/README.md")
-    the_task = load_task(task, None)
+    the_task = load_task(None, task) if task.endswith(".json") else load_task(task, None)
     broker = broker_for(path)
     config = RepairConfig(budget=Budget(calls=40, tokens=30_000, wall_s=900), **options)
     seed = (EXAMPLES / workflow).read_text()
     result = repair(seed, the_task, program=broker, optimizer=broker, sandbox=sandbox,
                     config=config, trace_path=tmp_path / "trace.jsonl")
     expected = json.loads(path.with_suffix(".result.json").read_text())
-    for key in ("status", "passed_visible", "iterations", "calls", "tokens", "stopped_by",
-                "proposals"):
+    # Token counts are not compared with the recording: vLLM on CPU may answer the same greedy
+    # request with different texts in different batches, and which of a key's recordings a
+    # concurrent candidate gets back is a race. The decisions and counts are exact.
+    for key in ("status", "passed_visible", "iterations", "calls", "stopped_by", "proposals"):
         assert result.to_json()[key] == expected[key], key
     assert result.tokens <= config.budget.tokens and result.calls <= config.budget.calls
     p = result.proposals
