@@ -429,9 +429,26 @@ def _escape_quote(text: str, quote: str) -> str:
     return body
 
 
-def render_literal(text: str) -> str:
-    """Source of a plain string literal holding `text` verbatim."""
+def render_literal(text: str, like: cst.CSTNode | None = None) -> str:
+    """Source of a plain string literal holding `text` verbatim.
+
+    When the literal it replaces (`like`) is triple-quoted and the text spans lines, the new
+    one is triple-quoted too, with real line breaks, so a long prompt stays readable.
+    """
+    quote = _triple_quote_of(like)
+    if quote and "\n" in text and "\r" not in text:
+        body = text.replace("\\", "\\\\").replace(quote[0], "\\" + quote[0])
+        if all(c.isprintable() or c in "\n\t" for c in body):
+            return quote + body + quote
     return '"' + _escape(text) + '"'
+
+
+def _triple_quote_of(node: cst.CSTNode | None) -> str | None:
+    if isinstance(node, cst.ConcatenatedString):
+        return _triple_quote_of(node.left)
+    if isinstance(node, cst.SimpleString) and len(node.quote) == 3 and not node.prefix:
+        return node.quote
+    return None
 
 
 def fstring_text(text: str) -> str:

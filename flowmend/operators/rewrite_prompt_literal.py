@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import re
+import string
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -11,7 +13,7 @@ import libcst as cst
 from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
 from flowmend.operators import _cst
 
-REWRITABLE = ("literal", "fstring", "concat", "constant")
+REWRITABLE = ("literal", "fstring", "concat", "constant", "format")
 ROLE_LINE = "You are an expert Python programmer."
 
 
@@ -63,8 +65,36 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
             ''',
             target={"step": "step1"},
         ),
+        Case(
+            before='''
+            PLAN = "Plan {task}"
+
+            def solve(task):
+                plan = llm(PLAN.format(task=task.prompt))
+                return llm("Task: {t}\\nPlan: {p}".format(t=task.prompt, p=plan))
+            ''',
+            args={"text": "Solve {t} by following this plan:\n{p}"},
+            target={"step": "step2"},
+            after='''
+            PLAN = "Plan {task}"
+
+            def solve(task):
+                plan = llm(PLAN.format(task=task.prompt))
+                return llm("Solve {t} by following this plan:\\n{p}".format(t=task.prompt, p=plan))
+            ''',
+        ),
     ]
     NOT_APPLICABLE = [
+        # A .format template must keep its fields: {p} carries the plan.
+        Case(
+            before='''
+            def solve(task):
+                plan = llm(task.prompt)
+                return llm("Task: {t}\\nPlan: {p}".format(t=task.prompt, p=plan))
+            ''',
+            args={"text": "Task: {t}"},
+            target={"step": "step2"},
+        ),
         # Dropping {plan}, which reads the previous step's output, would cut the data flow.
         Case(
             before='''
@@ -113,11 +143,11 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         # no-op. Offered only when the text can be written back (placeholders fit an f-string).
         prompt = wf.step(target["step"]).prompt
         text = prompt.text
-        if not text or text.startswith(ROLE_LINE) or not all(
+        if not text or text.startswith(ROLE_LINE) or (prompt.kind != "format" and not all(
             _cst.placeholder_ok(p) for p in prompt.placeholders
-        ):
+        )):
             return []
-        if prompt.kind != "constant":
+        if prompt.kind not in ("constant", "format"):
             text = _escape_literal_braces(text, prompt.placeholders)
         try:
             return [self.Args(text=f"{ROLE_LINE}\n{text}")]
@@ -126,14 +156,16 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
 
     def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
         step = wf.step(target["step"])
-        if step.prompt.kind == "constant":
+        if step.prompt.constant is not None:
             return [_cst.node_lines(wf, _constant_statement(wf, step.prompt.constant)[0])]
         return [_cst.node_lines(wf, step.prompt.node)]
 
     def transform(self, wf: Any, target: dict, args: RewritePromptLiteralArgs) -> cst.Module:
         step = wf.step(target["step"])
         prompt = step.prompt
-        if prompt.kind == "constant":
+        if prompt.kind == "format":
+            _check_format_fields(prompt, args.text)
+        if prompt.constant is not None:
             statement, value = _constant_statement(wf, prompt.constant)
             uses = [
                 a for a in _cst.accesses(wf)
@@ -145,8 +177,13 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
                 len(uses) == 1, Reason.SHARED_CONSTANT,
                 f"constant {prompt.constant} is used {len(uses)} times, not by step {step.id} alone",
             )
-            new_value = cst.parse_expression(_cst.render_literal(args.text))
+            new_value = cst.parse_expression(_cst.render_literal(args.text, like=value))
             return _cst.replace(wf, {value: new_value})
+        if prompt.kind == "format":
+            # `"template".format(...)`: the template is rewritten, the arguments stay.
+            receiver = prompt.node.func.value
+            new_receiver = cst.parse_expression(_cst.render_literal(args.text, like=receiver))
+            return _cst.replace(wf, {receiver: new_receiver})
         old = [p for p in prompt.placeholders if _reads_variable(wf, step, p)]
         new = _cst.placeholders(args.text)
         dropped = [p for p in old if _norm(p) not in {_norm(n) for n in new}]
@@ -173,6 +210,31 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         )
         new_prompt = cst.parse_expression(rendered)
         return _cst.replace(wf, {prompt.node: new_prompt})
+
+
+def _format_fields(template: str) -> list[str] | None:
+    """Field names of a `str.format` template as the workflow model lists them (None: malformed)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError:
+        return None
+    return [f or str(i) for i, f in enumerate(fields)]
+
+
+def _check_format_fields(prompt: Any, text: str) -> None:
+    """A `.format` template must keep every field and may only use what the call passes."""
+    fields = _format_fields(text)
+    _cst.require(fields is not None, Reason.PLACEHOLDER,
+                 "the new text is not a valid str.format template (unbalanced braces)")
+    dropped = [f for f in prompt.placeholders if f not in fields]
+    _cst.require(not dropped, Reason.PLACEHOLDER,
+                 f"the new text drops format field(s) {', '.join('{' + f + '}' for f in dropped)}")
+    call = prompt.node
+    passed = {a.keyword.value for a in call.args if a.keyword is not None}
+    passed |= {str(i) for i, a in enumerate(a for a in call.args if a.keyword is None and not a.star)}
+    unknown = [f for f in fields if re.split(r"[.\[]", f)[0] not in passed and f not in prompt.placeholders]
+    _cst.require(not unknown, Reason.PLACEHOLDER,
+                 f"format field(s) {', '.join('{' + f + '}' for f in unknown)} are not passed to .format")
 
 
 def _escape_literal_braces(text: str, placeholders: tuple[str, ...]) -> str:

@@ -229,3 +229,19 @@ def test_set_call_params_presets_skip_what_the_call_has():
     wf = parse_workflow('def solve(task):\n    return llm(task.prompt, temperature=0.0)\n')
     presets = registry.get("set-call-params")().presets(wf, {"step": "step1"})
     assert all(p.temperature != 0.0 for p in presets) and len(presets) == 3
+
+
+def test_rewrite_keeps_a_triple_quoted_constant_triple_quoted():
+    assert_operator("rewrite-prompt-literal", '''
+    PROMPT = """Write code.
+    Be careful."""
+
+    def solve(task):
+        return llm(PROMPT)
+    ''', None, {"text": 'Write "clean" code.\nTest it twice.'}, '''
+    PROMPT = """Write \\"clean\\" code.
+    Test it twice."""
+
+    def solve(task):
+        return llm(PROMPT)
+    ''')
