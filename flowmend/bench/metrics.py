@@ -177,28 +177,28 @@ def kappa_iterations(record: dict) -> list[tuple[int, float, tuple[float, ...]]]
     """``(iteration, U(incumbent), U of each executed proposal)`` for every loop iteration k ≥ 1.
 
     The incumbent of iteration k is iteration k's candidate 0 when the loop recorded it, else
-    the candidate selected in iteration k − 1. Iterations whose incumbent already passes every
-    hidden test cannot improve and are left out; an iteration whose proposals all failed to
-    apply has no proposals and counts as one that found nothing.
+    the last candidate selected before k (the pre-patched seed, iteration 0's candidate 0, until
+    a proposal wins). Iterations whose incumbent already passes every hidden test cannot
+    improve and are left out; an iteration whose proposals all failed to apply has no
+    proposals and counts as one that found nothing.
     """
     by_iter: dict[int, list[dict]] = defaultdict(list)
     for c in record.get("candidates", ()):
         by_iter[int(c.get("iteration", 0))].append(c)
     out = []
+    incumbent: float | None = None
     for k in sorted(by_iter):
-        if k == 0:
-            continue
-        incumbent = next((c for c in by_iter[k] if c.get("index") == 0), None)
-        if incumbent is None:
-            incumbent = next((c for c in by_iter.get(k - 1, ()) if c.get("selected")), None)
-        if incumbent is None or incumbent.get("hidden") is None:
-            continue
-        u0 = float(incumbent["hidden"])
-        if u0 >= 1.0:
-            continue
-        proposals = tuple(float(c["hidden"]) for c in by_iter[k]
-                          if c.get("index", 0) != 0 and c.get("hidden") is not None)
-        out.append((k, u0, proposals))
+        first = next((c for c in by_iter[k] if c.get("index", 0) == 0), None)
+        if first is not None and first.get("hidden") is not None:
+            incumbent = float(first["hidden"])
+        if k > 0 and incumbent is not None and incumbent < 1.0:
+            proposals = tuple(float(c["hidden"]) for c in by_iter[k]
+                              if c.get("index", 0) != 0 and c.get("hidden") is not None)
+            out.append((k, incumbent, proposals))
+        chosen = next((c for c in by_iter[k] if c.get("selected") and c.get("index", 0) != 0
+                       and c.get("hidden") is not None), None)
+        if chosen is not None:
+            incumbent = float(chosen["hidden"])
     return out
 
 

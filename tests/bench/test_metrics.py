@@ -54,11 +54,12 @@ def test_kappa_counts_iterations_with_an_improving_proposal():
     ]
     record = _record("flowmend", "T/1", True, cands)
     # iteration 1: 0.6 > 0.2; iteration 2: 0.4 < 0.6 (incumbent from iteration 1's selection);
-    # iteration 3: no selection in 2, so no incumbent known: left out.
-    assert metrics.kappa_events(record) == [True, False]
-    assert metrics.kappa([record]) == metrics.Estimate(0.5, 2)
+    # iteration 3: nothing won in 2, so the incumbent is still 0.6, and 1.0 beats it.
+    assert metrics.kappa_events(record) == [True, False, True]
+    assert metrics.kappa([record]).value == pytest.approx(2 / 3) and metrics.kappa([record]).n == 3
     by_iter = metrics.kappa_by_iteration([record])
     assert by_iter[1] == metrics.Estimate(1.0, 1) and by_iter[2] == metrics.Estimate(0.0, 1)
+    assert by_iter[3] == metrics.Estimate(1.0, 1)
     perfect = _record("flowmend", "T/2", True, [
         {"iteration": 0, "index": 0, "hidden": 1.0, "selected": True},
         {"iteration": 1, "index": 1, "hidden": 1.0}])
