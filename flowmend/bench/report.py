@@ -168,7 +168,8 @@ def plot_cost_accuracy(runs: Sequence[Run], summaries: Sequence[Sequence[metrics
     title = ", ".join(dict.fromkeys(_suite_label(r) for r in runs))
     ax.set_title(f"Cost and accuracy: {title}", fontsize=10)
     ax.set_ylim(bottom=0)
-    ax.set_xlim(left=0)
+    xs = [s.tokens.value for sums in summaries for s in sums if s.tokens.value is not None]
+    ax.set_xlim(0, 1.2 * max(xs) if xs and max(xs) > 0 else 1)  # room for the labels
     ax.grid(alpha=0.3)
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="best")
