@@ -4,7 +4,7 @@ import pytest
 
 from flowmend.bench._store import RunStore
 from flowmend.bench.methods import load_methods
-from flowmend.bench.report import load_run, write_report
+from flowmend.bench.report import load_run
 from flowmend.cli import main
 from flowmend.errors import UserError
 

@@ -15,7 +15,9 @@ IDS = ["HumanEval/0", "HumanEval/2", "HumanEval/4", "HumanEval/7", "HumanEval/12
 
 def _outputs(problems):
     p0, p2, p4, p7, p12 = problems
-    whole = "from typing import List\n\n\ndef filter_by_substring(strings: List[str], substring: str) -> List[str]:\n    return [s for s in strings if substring in s]\n"
+    whole = ("from typing import List\n\n\n"
+             "def filter_by_substring(strings: List[str], substring: str) -> List[str]:\n"
+             "    return [s for s in strings if substring in s]\n")
     return {
         p0.task.task_id: p0.reference,                          # a body: passes
         p2.task.task_id: "    return 0.0\n",                     # wrong
