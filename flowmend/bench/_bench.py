@@ -17,7 +17,8 @@ from typing import Any
 from rich.console import Console
 
 from flowmend.bench import splits
-from flowmend.bench._runner import RunStats, hidden_utility_with, run_jobs, write_samples
+from flowmend.bench._runner import (RunAborted, RunStats, hidden_utility_with, run_jobs,
+                                    write_samples)
 from flowmend.bench._store import RunStore, read_results
 from flowmend.bench.methods import Method, load_methods
 from flowmend.errors import UserError
@@ -203,15 +204,16 @@ def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
 
 def broker_stats(*brokers) -> dict[str, float]:
     """Completion tokens, engine-busy seconds and batch sizes summed over distinct brokers."""
-    tokens, busy, batches, requests = 0, 0.0, 0, 0
+    tokens, busy, batches, requests, failed = 0, 0.0, 0, 0, 0
     for broker in {id(b): b for b in brokers}.values():
         stats = broker.stats().to_json()
         tokens += int(stats.get("completion_tokens", 0))
         busy += float(stats.get("busy_s", 0.0))
         batches += int(stats.get("batches", 0))
         requests += int(stats.get("requests", 0))
+        failed += int(stats.get("failed_batches", 0))
     return {"completion_tokens": tokens, "engine_busy_s": busy, "batches": batches,
-            "requests": requests}
+            "requests": requests, "failed_batches": failed}
 
 
 def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -> dict[str, Any]:
@@ -226,6 +228,7 @@ def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -
         "outside_model_share": round(max(0.0, 1 - busy / wall_s), 4) if wall_s > 0 else None,
         "hidden_check_s": round(stats.hidden_check_s, 3),
         "engine_calls": model_stats.get("batches"),
+        "failed_engine_calls": model_stats.get("failed_batches"),
         "mean_batch": round(model_stats["requests"] / model_stats["batches"], 2)
         if model_stats.get("batches") else None,
         "note": "engine busy time is the broker's; the rest of the wall time is the engine "
@@ -264,7 +267,11 @@ def run_from_args(args) -> int:
 
 
 def _execute(plan: BenchPlan, store: RunStore, models, args, console):
-    from flowmend.sandbox import Sandbox
+    from flowmend.llm import BrokerClosed, ModelError
+    from flowmend.sandbox import Sandbox, SandboxError
+
+    def failures() -> int:
+        return broker_stats(models.program, models.optimizer)["failed_batches"]
 
     with Sandbox(workers=None) as sandbox:
         concurrency = args.concurrency or max(2, 2 * _workers(sandbox))
@@ -278,9 +285,16 @@ def _execute(plan: BenchPlan, store: RunStore, models, args, console):
                                    for m in plan.methods})
         with _progress(console, total=pairs, completed=done,
                        disable=args.no_progress) as update:
-            stats = run_jobs(store, plan.problems, plan.methods, solve=solve, hidden=hidden,
-                             seed_source=plan.seed_source, task_id=task_id,
-                             concurrency=concurrency, on_progress=update)
+            try:
+                stats = run_jobs(store, plan.problems, plan.methods, solve=solve,
+                                 hidden=hidden, seed_source=plan.seed_source, task_id=task_id,
+                                 concurrency=concurrency, on_progress=update,
+                                 failures=failures,
+                                 fatal=(ModelError, BrokerClosed, SandboxError))
+            except RunAborted as err:
+                raise UserError(
+                    f"stopped: {err}. {len(store.records)} finished jobs are kept in "
+                    f"{plan.out}; fix the cause and run the same command to resume") from None
         return stats, time.monotonic() - started
 
 

@@ -174,6 +174,10 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
     }
 
 
+class RunAborted(Exception):
+    """The models or the sandbox failed under a job: its result would be a wrong verdict."""
+
+
 def error_result(err: BaseException) -> dict:
     """What a job records when the loop itself raised: a failed task, with the reason kept."""
     return {"status": "error", "stopped_by": "error", "output": "", "candidates": [],
@@ -208,12 +212,19 @@ def run_jobs(
     task_id: Callable[[Any], str] = lambda p: p.task_id,
     concurrency: int = 4,
     on_progress: Callable[[RunStats], None] | None = None,
+    failures: Callable[[], int] | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> RunStats:
     """Run every (problem, method) not yet in the store; append each as it finishes.
 
     Jobs go task by task, all methods of a task next to each other, so a partial run still
     compares methods on the same tasks. An exception from the loop is recorded as an error
     result (the run goes on); an interrupt stops submitting, and what finished is kept.
+
+    The loop turns a model that fails into data (an empty answer, an optimizer that proposes
+    nothing), which would record a task as failed for good. So ``failures`` (a counter of
+    failed engine calls) is read around each job: if it grew, or the job raised one of
+    ``fatal``, the run stops with `RunAborted` and that job is not recorded; a resume retries it.
     """
     done = store.done()
     jobs = [(p, m) for p in problems for m in methods if (task_id(p), m.name) not in done]
@@ -225,12 +236,18 @@ def run_jobs(
 
     def job(problem, method) -> dict:
         t0 = time.monotonic()
+        failed_before = failures() if failures else 0
         try:
             result = solve(problem, method)
             if hasattr(result, "to_json"):
                 result = result.to_json()
+        except fatal as err:
+            raise RunAborted(f"{type(err).__name__}: {err}") from err
         except Exception as err:  # a bug in one job must not end a long run
             result = error_result(err)
+        if failures and failures() > failed_before:
+            raise RunAborted(f"{failures() - failed_before} engine call(s) failed during "
+                             f"{task_id(problem)} × {method.name}")
         wall = time.monotonic() - t0
         t1 = time.monotonic()
         record = build_record(task_id(problem), method, result, hidden=hidden, problem=problem,

@@ -133,3 +133,31 @@ def test_patch_sizes_are_rebuilt_from_patches_when_the_loop_keeps_no_source():
     from flowmend.bench.metrics import patch_size
 
     assert 0 < patch_size(seed, prompt_edit) < patch_size(seed, lineage[(1, 2)][1])
+
+
+def test_a_failing_model_stops_the_run_without_recording_the_job(tmp_path, sandbox):
+    from flowmend.bench._runner import RunAborted
+
+    hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests)
+    failed = [0]
+
+    def flaky(problem, method):
+        if problem.task.task_id == "Toy/1":
+            failed[0] += 1  # what the broker's failed-batch counter does when the engine fails
+        return solver(problem, method)
+
+    with RunStore(tmp_path / "run", {"t": 1}) as store:
+        with pytest.raises(RunAborted, match="engine call"):
+            run_jobs(store, _problems(3), [Method("b0")], solve=flaky, hidden=hidden,
+                     seed_source=SEED, task_id=lambda p: p.task.task_id, concurrency=1,
+                     failures=lambda: failed[0])
+        assert [r["task_id"] for r in store.records] == ["Toy/0"]
+
+    def raising(problem, method):
+        raise ConnectionError("server gone")
+
+    with RunStore(tmp_path / "run2", {"t": 1}) as store:
+        with pytest.raises(RunAborted, match="server gone"):
+            run_jobs(store, _problems(2), [Method("b0")], solve=raising, hidden=hidden,
+                     seed_source=SEED, task_id=lambda p: p.task.task_id, fatal=(ConnectionError,))
+        assert store.records == []
