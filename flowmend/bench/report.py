@@ -258,6 +258,7 @@ def _performance_lines(run: Run) -> list[str]:
         ("outside_model_share", "share of wall time outside the model", ""),
         ("hidden_check_s", "time scoring outputs on hidden tests (summed over jobs)", "s"),
         ("engine_calls", "engine calls (batches)", ""),
+        ("failed_engine_calls", "failed engine calls", ""),
         ("mean_batch", "mean requests per engine call", ""),
     ):
         value = perf.get(key)
