@@ -161,3 +161,14 @@ def test_a_failing_model_stops_the_run_without_recording_the_job(tmp_path, sandb
             run_jobs(store, _problems(2), [Method("b0")], solve=raising, hidden=hidden,
                      seed_source=SEED, task_id=lambda p: p.task.task_id, fatal=(ConnectionError,))
         assert store.records == []
+
+
+def test_hidden_utility_on_mbpp_counts_asserts(sandbox):
+    from flowmend.bench import datasets
+
+    problem = datasets.by_id("mbpp")["Mbpp/17"]  # square_perimeter: three asserts
+    hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests,
+                                 program=lambda p, code: p.program(code))
+    assert hidden(problem, problem.reference) == (1.0, True)
+    assert hidden(problem, "def square_perimeter(a):\n    return 40\n") == (pytest.approx(1 / 3), False)
+    assert hidden(problem, "") == (0.0, False)
