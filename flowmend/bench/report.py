@@ -146,16 +146,20 @@ def plot_cost_accuracy(runs: Sequence[Run], summaries: Sequence[Sequence[metrics
     colours: dict[str, str] = {}
     for r, (run, sums) in enumerate(zip(runs, summaries)):
         marker = markers[r % len(markers)]
+        by_cost = sorted((s.tokens.value or 0.0, s.method) for s in sums)
+        rank = {method: i for i, (_, method) in enumerate(by_cost)}
         for s in sums:
             if s.pass_at_1.value is None or s.tokens.value is None:
                 continue
+            i = rank[s.method]  # neighbours along the cost axis alternate above and below
             colour = colours.setdefault(s.method, f"C{len(colours) % 10}")
             y, lo, hi = s.pass_at_1.value, s.pass_at_1.lo, s.pass_at_1.hi
             ax.errorbar([s.tokens.value], [100 * y], yerr=[[100 * (y - lo)], [100 * (hi - y)]],
                         fmt=marker, color=colour, capsize=3, alpha=0.85)
-            # Points of the same method at other budgets may coincide: stagger their labels.
+            # Points of other budgets, or of neighbouring methods, may coincide: stagger labels.
             ax.annotate(f"{s.method} n={s.pass_at_1.n}", (s.tokens.value, 100 * y),
-                        textcoords="offset points", xytext=(6, 4 - 10 * r), fontsize=7,
+                        textcoords="offset points",
+                        xytext=(6, 4 - 10 * r - (12 * len(runs) if i % 2 else 0)), fontsize=7,
                         color=colour)
     from matplotlib.lines import Line2D
 
