@@ -81,25 +81,29 @@ class VLLMBackend(Backend):
         self._closed = False
 
     def check(self, request: Request) -> None:
+        self._checked_prompt(request)
+
+    def _checked_prompt(self, request: Request) -> dict:
+        """The engine prompt for a request, once it is known to be answerable on its own."""
         super().check(request)
         if request.messages is not None and not self.chat:
             raise ValueError(f"{self.model} is a base model without a chat template: send a prompt")
+        prompt = self._prompt(request)
         # vLLM fails a whole batch for one prompt that does not fit: refuse it alone here.
-        length = self._prompt_length(request)
+        length = self._prompt_length(prompt)
         if length >= self.max_model_len:
             raise ValueError(
                 f"a prompt of {length} tokens does not fit {self.model}'s context of "
                 f"{self.max_model_len} tokens"
             )
+        return prompt
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         if self._closed:
             raise ModelError("the vLLM engine is closed")
         if not requests:
             return []
-        for request in requests:
-            self.check(request)
-        prompts = [self._prompt(r) for r in requests]
+        prompts = [self._checked_prompt(r) for r in requests]
         params = [self._sampling(r, self._room(p)) for r, p in zip(requests, prompts)]
         start = time.perf_counter()
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
@@ -122,8 +126,7 @@ class VLLMBackend(Backend):
             )
         return completions
 
-    def _prompt_length(self, request: Request) -> int:
-        prompt = self._prompt(request)
+    def _prompt_length(self, prompt: dict) -> int:
         if "prompt_token_ids" in prompt:
             return len(prompt["prompt_token_ids"])
         return len(self._tokenizer(prompt["prompt"])["input_ids"])
