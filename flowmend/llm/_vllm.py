@@ -30,7 +30,8 @@ class VLLMBackend(Backend):
         max_model_len: context length (prompt + completion).
         kv_cache_gib: KV-cache size on a CPU machine.
         compile: let vLLM compile the model; None compiles on a GPU and runs eagerly on a CPU,
-            where compiling tripled the start-up time here for no speed seen in generation.
+            where compiling took the start from 36 s to 95 s for 408 instead of 334 tokens/s
+            (docs/models.md): worth it only for long batch runs.
         gpu_memory_utilization: share of GPU memory vLLM may take on a GPU machine.
         prices: the price table for `Completion.cost`.
         engine_args: further keyword arguments for `vllm.LLM`.
