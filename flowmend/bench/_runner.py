@@ -268,13 +268,18 @@ def run_jobs(
             if not pending:
                 break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            aborted = [f.exception() for f in finished if f.exception() is not None]
             for future in finished:
+                if future.exception() is not None:
+                    continue  # keep every job that did finish before stopping the run
                 record = future.result()
                 store.append(record)
                 _count(stats, record)
                 stats.wall_s = time.monotonic() - started
                 if on_progress:
                     on_progress(stats)
+            if aborted:
+                raise aborted[0]
     except BaseException:
         # Interrupted: keep what finished, drop what is queued, do not wait for the rest.
         pool.shutdown(wait=False, cancel_futures=True)

@@ -78,7 +78,8 @@ def test_threads_blocked_on_the_engine_form_one_batch_and_get_their_own_answers(
     # Prompts of growing length: the prompt token count tells whose answer came back.
     requests = [Request(prompt="word " * (i + 1), max_tokens=4) for i in range(32)]
     results = {}
-    with Broker(model_backend, max_wait_s=2.0) as broker:
+    # Timers far longer than any scheduling delay: only the attach rule can send the batch.
+    with Broker(model_backend, max_wait_s=120.0, max_delay_s=120.0) as broker:
         barrier = threading.Barrier(32)
 
         def workflow(i):
