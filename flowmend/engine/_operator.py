@@ -658,6 +658,7 @@ def load_builtins() -> None:
     if BUILTIN_OPERATOR_PACKAGE in _LOADED:
         return
     package = importlib.import_module(BUILTIN_OPERATOR_PACKAGE)
+    package.load()
     _LOADED.add(BUILTIN_OPERATOR_PACKAGE)
     problems = drift(package)
     if problems:

@@ -1,46 +1,45 @@
-"""The built-in typed operators, one module each; importing this package registers them.
+"""The built-in typed operators, one module each; importing a module registers its operator.
 
-The engine loads this package by name through the registry (`flowmend.engine._operator`), which
-checks that `__all__` and the registered operators agree.
+The engine loads them through the registry (`flowmend.engine._operator.load_builtins`), which
+calls `load()` and checks that `__all__` and the registered operators agree. Importing this
+package alone imports nothing heavy, so the `flowmend` command starts fast; the classes are
+loaded on first access (`from flowmend.operators import WrapInRetry` works as usual).
 """
 
-from flowmend.operators.add_step import AddStep
-from flowmend.operators.append_instruction import AppendInstruction
-from flowmend.operators.branch_on_check import BranchOnCheck
-from flowmend.operators.insert_verify_step import InsertVerifyStep
-from flowmend.operators.remove_step import RemoveStep
-from flowmend.operators.reorder_steps import ReorderSteps
-from flowmend.operators.rewrite_prompt_literal import RewritePromptLiteral
-from flowmend.operators.sample_and_select import SampleAndSelect
-from flowmend.operators.set_call_params import SetCallParams
-from flowmend.operators.swap_model import SwapModel
-from flowmend.operators.wrap_in_retry import WrapInRetry
+from __future__ import annotations
 
-__all__ = [
-    "AddStep",
-    "AppendInstruction",
-    "BranchOnCheck",
-    "InsertVerifyStep",
-    "RemoveStep",
-    "ReorderSteps",
-    "RewritePromptLiteral",
-    "SampleAndSelect",
-    "SetCallParams",
-    "SwapModel",
-    "WrapInRetry",
-]
+import importlib
+
+_MODULES = {
+    "AddStep": "add_step",
+    "AppendInstruction": "append_instruction",
+    "BranchOnCheck": "branch_on_check",
+    "InsertVerifyStep": "insert_verify_step",
+    "RemoveStep": "remove_step",
+    "ReorderSteps": "reorder_steps",
+    "RewritePromptLiteral": "rewrite_prompt_literal",
+    "SampleAndSelect": "sample_and_select",
+    "SetCallParams": "set_call_params",
+    "SwapModel": "swap_model",
+    "WrapInRetry": "wrap_in_retry",
+}
+
+__all__ = sorted(_MODULES)
 
 
-def _check_drift() -> None:
-    """Registering and `__all__` must agree: a module that registers an operator nobody exports,
-    or an export that never registered, fails here, at import."""
-    import sys
-
-    from flowmend.engine._operator import RegistryError, drift
-
-    problems = drift(sys.modules[__name__])
-    if problems:
-        raise RegistryError("operator registry drift: " + "; ".join(problems))
+def load() -> None:
+    """Import every operator module, which registers its operator."""
+    for module in _MODULES.values():
+        importlib.import_module(f"{__name__}.{module}")
 
 
-_check_drift()
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -363,6 +363,8 @@ def test_empty_step_callee_is_refused():
 STEP = "\n\ndef solve(task):\n    plan = llm(f'Plan: {task.prompt}')\n    return llm(plan)\n"
 
 
+# Random grammar-valid programs say things like `1()`: Python's SyntaxWarning about them is noise.
+@pytest.mark.filterwarnings("ignore::SyntaxWarning")
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(hypothesmith.from_grammar())
 def test_generated_programs_round_trip_or_fail_cleanly(program):

@@ -124,3 +124,31 @@ def test_no_server_answering_is_one_error_naming_every_url():
 def test_the_openai_backend_needs_a_url():
     with pytest.raises(ModelError, match="needs --base-url"):
         ModelConfig(kind="openai", model="m")
+
+
+@pytest.mark.model
+def test_flowmend_repair_runs_its_closed_loop_through_the_server(server_url, tmp_path):
+    """The user's path: `flowmend repair --backend openai --base-url URL`, every model call
+    (program and optimizer) answered by the real server."""
+    from pathlib import Path
+
+    seed = Path(__file__).parents[2] / "examples" / "workflows" / "plan_then_code.py"
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "flowmend", "repair", str(seed), "--task", "humaneval/HumanEval/2",
+        "--backend", "openai", "--model", "smollm2", "--base-url", server_url,
+        "--iterations", "1", "--proposals", "2", "--max-tokens", "160",
+        "--budget-calls", "12", "--budget-tokens", "6000", "--out", str(out), "--json",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["status"] in ("solved", "iterations_exhausted", "budget_exhausted")
+    assert result["calls"] <= 12 and result["tokens"] <= 6000
+    trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    calls = [e for e in trace if e["event"] == "llm"]
+    assert calls and all(e["model"] == "smollm2" for e in calls)
+    assert calls[0]["role"] == "program" and calls[0]["step"] == "plan"
+    if not result["passed_visible"]:
+        assert any(e.get("role") == "optimizer" for e in calls)  # the optimizer was asked
+    assert (out / "final_workflow.py").exists() and (out / "result.json").exists()

@@ -35,6 +35,7 @@ def test_the_eleven_are_registered_and_exported():
 
 
 def test_drift_check_reports_both_directions():
+    registry.load_builtins()
     fake = types.ModuleType("flowmend.operators")
     fake.__all__ = ["RemoveStep"]
     fake.RemoveStep = flowmend.operators.RemoveStep
