@@ -165,16 +165,14 @@ def _task_number(tid: str) -> tuple[str, int]:
 
 def open_models(plan: BenchPlan):
     """The program and optimizer brokers (one engine when they name the same model)."""
-    from flowmend.llm import ModelConfig, open_models as _open
+    from flowmend.llm import open_models as _open
+    from flowmend.llm._options import model_config
 
-    def config(model: str) -> ModelConfig:
-        if plan.backend == "replay":
-            return ModelConfig(kind="replay", model=model, replay_path=plan.replay)
-        inner = ModelConfig(kind=plan.backend, model=model, seed=plan.seed,
-                            base_urls=(plan.base_url,) if plan.base_url else ())
-        if plan.record:
-            return ModelConfig(kind="replay", model=model, replay_path=plan.record, record=inner)
-        return inner
+    def config(model: str):
+        return model_config(model, backend=plan.backend, seed=plan.seed,
+                            base_urls=(plan.base_url,) if plan.base_url else (),
+                            replay=plan.replay if plan.backend == "replay" else None,
+                            record=plan.record)
 
     return _open(config(plan.model), config(plan.optimizer_model))
 

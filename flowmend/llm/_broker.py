@@ -1,9 +1,12 @@
 """The broker: every concurrently running workflow's requests, sent to one backend in batches.
 
 Callers (threads, asyncio tasks, the sandbox's RPC handler) submit one request each and block
-on a future. A single collector thread owns the backend: it waits briefly for more requests,
-then sends everything pending as one engine call. While the engine is busy, new requests pile
-up and go out together in the next call, so many tasks in flight feed one large batch.
+on a future. A single collector thread waits briefly for more requests, then sends everything
+pending as one engine call. With a backend that answers one batch at a time, new requests pile
+up while the engine is busy and go out together in the next call. With a concurrent backend
+(vLLM's engine loop, a fleet of servers), each batch is sent at once and joins the engine's
+running batch, so a workflow whose call returns early does not wait for the slowest request of
+someone else's batch.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +36,7 @@ class BrokerStats:
         requests: requests answered.
         failed_batches: engine calls that raised; their callers got the exception.
         prompt_tokens, completion_tokens, cost: sums over the answered requests.
-        busy_s: wall time the backend spent in engine calls.
+        busy_s: wall time during which at least one engine call was under way.
         batch_sizes: the size of every engine call, in order.
     """
 
@@ -102,6 +105,13 @@ class Broker:
         self._attached = 0
         self._closed = False
         self._stats = BrokerStats()
+        self._in_flight = 0  # requests sent and not yet answered
+        self._calls_running = 0
+        self._busy_since = 0.0
+        self._senders = (
+            ThreadPoolExecutor(max_workers=64, thread_name_prefix="flowmend-broker-send")
+            if getattr(backend, "concurrent", False) else None
+        )
         self._thread = threading.Thread(target=self._collect, name="flowmend-broker", daemon=True)
         self._thread.start()
 
@@ -163,7 +173,10 @@ class Broker:
 
     def stats(self) -> BrokerStats:
         with self._cond:
-            return self._stats
+            if not self._calls_running:
+                return self._stats
+            running = time.monotonic() - self._busy_since
+            return dataclasses.replace(self._stats, busy_s=self._stats.busy_s + running)
 
     def close(self) -> None:
         """Answer what is pending, then stop the collector. The backend stays open."""
@@ -172,6 +185,8 @@ class Broker:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join()
+            if self._senders is not None:
+                self._senders.shutdown(wait=True)
 
     def __enter__(self) -> "Broker":
         return self
@@ -197,55 +212,69 @@ class Broker:
                     self._cond.wait(deadline - now)
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-            self._dispatch(batch)
+                self._in_flight += len(batch)
+            if self._senders is not None:
+                self._senders.submit(self._dispatch, batch)
+            else:
+                self._dispatch(batch)
 
     def _ready(self) -> bool:
         waiting = len(self._pending)
         return (
             self._closed
             or waiting >= self.max_batch
-            or (self._attached > 0 and waiting >= self._attached)
+            # every attached workflow is waiting on a request: nobody else is coming
+            or (self._attached > 0 and waiting + self._in_flight >= self._attached)
         )
 
     def _dispatch(self, batch: list[_Pending]) -> None:
+        sent = len(batch)
         batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
-        if not batch:
-            return
         started = time.monotonic()
-        try:
-            completions = self.backend.generate([p.request for p in batch])
-            if len(completions) != len(batch):
-                raise ModelError(
-                    f"{self.backend.name} backend answered {len(completions)} of "
-                    f"{len(batch)} requests"
-                )
-        except BaseException as err:  # every waiting caller gets it; the broker lives on
-            busy = time.monotonic() - started
-            with self._cond:
-                self._stats = dataclasses.replace(
-                    self._stats,
-                    batches=self._stats.batches + 1,
-                    failed_batches=self._stats.failed_batches + 1,
-                    busy_s=self._stats.busy_s + busy,
-                    batch_sizes=self._stats.batch_sizes + (len(batch),),
-                )
-            for pending in batch:
-                pending.future.set_exception(err)
-            return
-        busy = time.monotonic() - started
         with self._cond:
+            if not self._calls_running:
+                self._busy_since = started
+            self._calls_running += 1
+        completions: list[Completion] = []
+        error: BaseException | None = None
+        try:
+            if batch:
+                completions = self.backend.generate([p.request for p in batch])
+                if len(completions) != len(batch):
+                    raise ModelError(f"{self.backend.name} backend answered "
+                                     f"{len(completions)} of {len(batch)} requests")
+        except BaseException as err:  # every waiting caller gets it; the broker lives on
+            error = err
+        with self._cond:
+            # Book the call before any caller wakes up: a caller that goes on to send its next
+            # request must find itself no longer in flight (see `_ready`).
+            self._calls_running -= 1
+            self._in_flight -= sent
             s = self._stats
-            self._stats = dataclasses.replace(
-                s,
-                batches=s.batches + 1,
-                requests=s.requests + len(batch),
-                prompt_tokens=s.prompt_tokens + sum(c.prompt_tokens for c in completions),
-                completion_tokens=s.completion_tokens
-                + sum(c.completion_tokens for c in completions),
-                cost=s.cost + sum(c.cost for c in completions),
-                busy_s=s.busy_s + busy,
-                batch_sizes=s.batch_sizes + (len(batch),),
-            )
+            busy = 0.0 if self._calls_running else time.monotonic() - self._busy_since
+            if not batch:
+                self._stats = dataclasses.replace(s, busy_s=s.busy_s + busy)
+            elif error is not None:
+                self._stats = dataclasses.replace(
+                    s, batches=s.batches + 1, failed_batches=s.failed_batches + 1,
+                    busy_s=s.busy_s + busy, batch_sizes=s.batch_sizes + (len(batch),))
+            else:
+                self._stats = dataclasses.replace(
+                    s,
+                    batches=s.batches + 1,
+                    requests=s.requests + len(batch),
+                    prompt_tokens=s.prompt_tokens + sum(c.prompt_tokens for c in completions),
+                    completion_tokens=s.completion_tokens
+                    + sum(c.completion_tokens for c in completions),
+                    cost=s.cost + sum(c.cost for c in completions),
+                    busy_s=s.busy_s + busy,
+                    batch_sizes=s.batch_sizes + (len(batch),),
+                )
+            self._cond.notify_all()
+        if error is not None:
+            for pending in batch:
+                pending.future.set_exception(error)
+            return
         for pending, completion in zip(batch, completions):
             queued = max(0.0, started - pending.arrived)
             pending.future.set_result(dataclasses.replace(completion, queue_s=queued))

@@ -27,24 +27,32 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model-seed", type=int, default=0, help="engine seed (default 0)")
 
 
+def model_config(model: str, *, backend: str, seed: int = 0, base_urls=(), replay=None,
+                 record=None):
+    """The `ModelConfig` for `model` on `backend`: replayed from `replay`, or recorded into
+    `record` around the real backend. Shared by `repair` and `bench`."""
+    from flowmend.llm._config import ModelConfig
+
+    if replay or backend == "replay":
+        return ModelConfig(kind="replay", model=model, replay_path=replay)
+    inner = ModelConfig(kind=backend, model=model, seed=seed, base_urls=tuple(base_urls))
+    if record:
+        return ModelConfig(kind="replay", model=model, replay_path=record, record=inner)
+    return inner
+
+
 def model_configs(args: argparse.Namespace):
     """The program and optimizer `ModelConfig`s the options name (same object when shared)."""
     from flowmend.errors import UserError
-    from flowmend.llm._config import ModelConfig
 
     if args.replay and args.record:
         raise UserError("--replay and --record exclude each other")
+    if args.backend == "replay" and not args.replay:
+        raise UserError("--backend replay needs --replay FILE")
 
-    def config(model: str) -> ModelConfig:
-        if args.replay or args.backend == "replay":
-            if not args.replay:
-                raise UserError("--backend replay needs --replay FILE")
-            return ModelConfig(kind="replay", model=model, replay_path=args.replay)
-        inner = ModelConfig(kind=args.backend, model=model, seed=args.model_seed,
-                            base_urls=tuple(args.base_url or ()))
-        if args.record:
-            return ModelConfig(kind="replay", model=model, replay_path=args.record, record=inner)
-        return inner
+    def config(model: str):
+        return model_config(model, backend=args.backend, seed=args.model_seed,
+                            base_urls=args.base_url or (), replay=args.replay, record=args.record)
 
     program = config(args.model)
     optimizer = program if args.optimizer_model in (None, args.model) else config(args.optimizer_model)

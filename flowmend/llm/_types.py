@@ -233,6 +233,10 @@ class Backend:
     model: str = ""
     #: whether a bare prompt goes through the model's chat template
     chat: bool = True
+    #: whether `generate` may run in several threads at once, each batch joining the engine's
+    #: running batch (continuous batching); the broker then sends a batch without waiting for
+    #: the one before it to finish
+    concurrent: bool = False
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         raise NotImplementedError

@@ -1,4 +1,9 @@
-"""vLLM's offline engine in this process: one `LLM.generate` call per batch of requests.
+"""vLLM's offline engine in this process, with continuous batching.
+
+One thread owns the engine loop (`LLMEngine.add_request` / `step`, vLLM's public engine API):
+requests join the running batch whenever they arrive and each caller gets its answer the moment
+its request finishes, so a workflow whose call is short does not wait for the longest answer of
+a batch it happened to share. `generate` may be called from several threads at once.
 
 Chat prompts are rendered with the model's chat template here and sent as token ids, so a batch
 that mixes chat and plain requests is still one engine call. JSON answers are compact: the
@@ -7,8 +12,11 @@ engine's structured-output grammar forbids free whitespace (`disable_any_whitesp
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Sequence
 
 from flowmend.llm._types import Backend, Completion, ModelError, PriceTable, Request
@@ -38,6 +46,7 @@ class VLLMBackend(Backend):
     """
 
     name = "vllm"
+    concurrent = True
 
     def __init__(
         self,
@@ -80,6 +89,8 @@ class VLLMBackend(Backend):
         self.chat = bool(getattr(self._tokenizer, "chat_template", None)) if chat is None else chat
         self.max_model_len = self._llm.llm_engine.model_config.max_model_len
         self._closed = False
+        self._render_lock = threading.Lock()  # the tokenizer is not safe across threads
+        self._loop = _EngineLoop(self._llm.llm_engine)
 
     def check(self, request: Request) -> None:
         self._checked_prompt(request)
@@ -104,10 +115,12 @@ class VLLMBackend(Backend):
             raise ModelError("the vLLM engine is closed")
         if not requests:
             return []
-        prompts = [self._checked_prompt(r) for r in requests]
+        with self._render_lock:
+            prompts = [self._checked_prompt(r) for r in requests]
         params = [self._sampling(r, self._room(p)) for r, p in zip(requests, prompts)]
         start = time.perf_counter()
-        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        futures = self._loop.submit(list(zip(prompts, params)))
+        outputs = [f.result() for f in futures]
         latency = time.perf_counter() - start
         completions = []
         for output in outputs:
@@ -151,7 +164,7 @@ class VLLMBackend(Backend):
     def _sampling(request: Request, room: int | None = None) -> Any:
         """vLLM's sampling parameters; max_tokens shrinks to what the context has room for."""
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         structured = None
         if request.choice is not None:
@@ -165,12 +178,14 @@ class VLLMBackend(Backend):
             max_tokens=min(request.max_tokens, room) if room and room > 0 else request.max_tokens,
             stop=list(request.stop) or None,
             structured_outputs=structured,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when done
         )
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._loop.close()
         try:
             self._llm.llm_engine.engine_core.shutdown()
         except Exception:  # already gone (interpreter shutdown, dead engine process)
@@ -181,3 +196,86 @@ class VLLMBackend(Backend):
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:300]
+
+
+class _EngineLoop:
+    """The thread that drives a vLLM engine: adds what was submitted, steps while anything is
+    unfinished, and hands each finished output to its future."""
+
+    def __init__(self, engine: Any):
+        self._engine = engine
+        self._cond = threading.Condition()
+        self._incoming: list[tuple[str, Any, Any, Future]] = []
+        self._running: dict[str, Future] = {}
+        self._ids = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="flowmend-vllm", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list[tuple[Any, Any]]) -> list[Future]:
+        """Queue (prompt, sampling params) pairs; each future gets vLLM's RequestOutput."""
+        futures = [Future() for _ in items]
+        with self._cond:
+            if self._closed:
+                raise ModelError("the vLLM engine is closed")
+            for (prompt, params), future in zip(items, futures):
+                self._incoming.append((f"flowmend-{next(self._ids)}", prompt, params, future))
+            self._cond.notify_all()
+        return futures
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._incoming and not self._running and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    self._fail_all(ModelError("the vLLM engine is closed"))
+                    return
+                incoming, self._incoming = self._incoming, []
+            for request_id, prompt, params, future in incoming:
+                try:
+                    returned = self._engine.add_request(request_id, prompt, params)
+                except Exception as err:  # this request alone is refused
+                    future.set_exception(err)
+                    continue
+                self._running[request_id] = future
+                if isinstance(returned, str):
+                    self._running[returned] = future
+            if not self._running:
+                continue
+            if not self._engine.has_unfinished_requests():  # stepping now would block for ever
+                self._fail_all(ModelError("the vLLM engine dropped requests without answering"))
+                continue
+            try:
+                outputs = self._engine.step()
+            except Exception as err:  # the engine failed: everyone in flight hears of it
+                self._fail_all(err)
+                continue
+            for output in outputs:
+                if getattr(output, "finished", True):
+                    self._finish(output)
+
+    def _finish(self, output: Any) -> None:
+        future = self._running.pop(output.request_id, None)
+        if future is None:
+            return
+        for key in [k for k, f in self._running.items() if f is future]:
+            del self._running[key]
+        future.set_result(output)
+
+    def _fail_all(self, err: BaseException) -> None:
+        futures = {id(f): f for f in self._running.values()}
+        self._running.clear()
+        with self._cond:
+            incoming, self._incoming = self._incoming, []
+        futures.update({id(f): f for *_, f in incoming})
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(err)

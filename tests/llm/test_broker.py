@@ -1,5 +1,6 @@
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -133,3 +134,48 @@ def test_close_answers_pending_requests_then_refuses_new_ones():
     assert [f.result(timeout=5).text for f in pending] == [f"p{i}"[::-1] for i in range(5)]
     with pytest.raises(BrokerClosed):
         broker.submit(Request(prompt="late"))
+
+
+class _SlowOnLong(EchoBackend):
+    """A concurrent backend (like vLLM's engine loop): "long" prompts take a second to answer."""
+
+    concurrent = True
+
+    def generate(self, requests):
+        answers = super().generate(requests)  # records the batch at once
+        if any("long" in r.prompt for r in requests):
+            time.sleep(1.0)
+        return answers
+
+
+def test_a_concurrent_backend_answers_a_later_short_batch_before_an_earlier_long_one():
+    backend = _SlowOnLong()
+    with Broker(backend, max_wait_s=0.01) as broker:
+        started = time.monotonic()
+        long = broker.submit(Request(prompt="long"))
+        while not backend.batches:  # the long batch is under way
+            time.sleep(0.001)
+        short = broker.call(Request(prompt="short"))
+        short_at = time.monotonic() - started
+        assert not long.done() and short.text == "trohs"
+        assert long.result().text == "gnol"
+        stats = broker.stats()
+    assert short_at < 0.9  # it did not wait behind the long batch
+    assert [len(b) for b in backend.batches] == [1, 1] and len(backend.threads) >= 1
+    # Busy time is the union of the overlapping calls, not their sum.
+    assert 1.0 <= stats.busy_s < 1.5
+
+
+def test_attached_workflows_with_a_request_in_flight_do_not_hold_back_the_others():
+    # Two workflows attached to a concurrent backend: one waits on a long call; the other's
+    # request must go out at once, not after the idle window.
+    backend = _SlowOnLong()
+    with Broker(backend, max_wait_s=5.0, max_delay_s=10.0) as broker:
+        with broker.attach(), broker.attach():
+            long = broker.submit(Request(prompt="long"))
+            while not backend.batches:
+                time.sleep(0.001)
+            started = time.monotonic()
+            assert broker.call(Request(prompt="short"), timeout=3).text == "trohs"
+            assert time.monotonic() - started < 0.9
+            long.result()

@@ -126,3 +126,16 @@ def test_a_prompt_too_long_for_the_context_fails_alone(model_backend):
         with pytest.raises(ValueError, match="does not fit smollm2's context of 4096 tokens"):
             broker.submit(Request(prompt="word " * 5000))
         assert broker.call(Request(prompt="Hi", max_tokens=2), timeout=300).completion_tokens > 0
+
+
+def test_a_short_request_is_answered_while_a_long_one_sent_earlier_still_runs(model_backend):
+    # Continuous batching: the short request joins the engine's running batch and comes back
+    # when it is done, not when the long one is.
+    with Broker(model_backend, max_wait_s=0.0) as broker:
+        long = broker.submit(Request(prompt="Count from 1 to 300, one number per line.",
+                                     max_tokens=240))
+        short = broker.call(Request(prompt="Say hi.", max_tokens=2), timeout=300)
+        assert not long.done()
+        done = long.result(timeout=300)
+    assert short.completion_tokens <= 2 and done.completion_tokens > 100
+    assert short.latency_s < done.latency_s
