@@ -8,6 +8,12 @@ between): that is raw batched throughput. The ratio says how well the loop keeps
 fed; the rest of the loop's wall time is spent outside the model (sandbox, verifier, engine
 waits on dependencies between calls).
 
+A loop cannot send all its requests at once: a task's code call needs its plan, a candidate
+needs the optimizer's choice. So the same requests are also sent a third time, raw, with at
+most as many in flight as the loop kept running on average (vLLM's engine-step statistics):
+the ratio against that says how much of the gap is flowmend's and how much is the workload's
+limited parallelism.
+
     python -m flowmend.bench.perf_loop [--tasks 32] [--iterations 1] [--proposals 2]
 """
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             loop_wall = time.perf_counter() - started
         stats = broker.stats()
         broker.close()
+        engine_loop = engine.engine_stats()
         requests = [json.loads(line) for line in record.read_text().splitlines()]
 
         from flowmend.llm import Request
@@ -77,10 +84,18 @@ def main(argv: list[str] | None = None) -> int:
             outputs = engine._llm.generate(prompts, params, use_tqdm=False)
             raw_wall = time.perf_counter() - started
         raw_tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
+        width = max(1, round(engine_loop["mean_running"]))
+        with console.status(f"raw vLLM: {len(reqs)} requests, at most {width} in flight"), \
+                ThreadPoolExecutor(max_workers=width) as pool:
+            started = time.perf_counter()
+            capped = list(pool.map(lambda r: engine.generate([r])[0], reqs))
+            capped_wall = time.perf_counter() - started
+        capped_tokens = sum(c.completion_tokens for c in capped)
         engine.close()
 
     loop_tps = loop_tokens / loop_wall
     raw_tps = raw_tokens / raw_wall
+    capped_tps = capped_tokens / capped_wall
     figures = {
         "tasks": len(tasks),
         "requests": len(reqs),
@@ -97,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         "raw_completion_tokens": raw_tokens,
         "raw_tokens_per_s": round(raw_tps, 1),
         "loop_over_raw": round(loop_tps / raw_tps, 3),
+        "loop_mean_running_requests": engine_loop["mean_running"],
+        "raw_capped_in_flight": width,
+        "raw_capped_wall_s": round(capped_wall, 2),
+        "raw_capped_tokens_per_s": round(capped_tps, 1),
+        "loop_over_raw_capped": round(loop_tps / capped_tps, 3),
         "solved": sum(r.passed_visible for r in results),
     }
     table = Table(title="inner loop vs raw vLLM, same requests, same engine")

@@ -76,7 +76,8 @@ class Broker:
     """Batches the requests of many callers into engine calls on one backend.
 
     Args:
-        backend: answers the batches; only the broker's collector thread calls it.
+        backend: answers the batches; only the broker calls it (from its collector thread, or
+            from sender threads when `backend.concurrent`).
         max_batch: the most requests in one engine call.
         max_wait_s: after the latest arrival, how long to wait for another before sending.
         max_delay_s: the longest the oldest pending request waits for company.

@@ -38,6 +38,7 @@ class OpenAIBackend(Backend):
     """
 
     name = "openai"
+    concurrent = True  # each request is its own HTTP call; the servers batch continuously
 
     def __init__(
         self,

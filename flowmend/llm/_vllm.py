@@ -140,6 +140,16 @@ class VLLMBackend(Backend):
             )
         return completions
 
+    def engine_stats(self) -> dict[str, float]:
+        """Engine steps so far, their time, and the mean number of requests running in a step
+        (weighted by step time): how full the continuous batch was kept."""
+        loop = self._loop
+        return {
+            "steps": loop.steps,
+            "step_s": round(loop.step_s, 3),
+            "mean_running": round(loop.running_s / loop.step_s, 2) if loop.step_s else 0.0,
+        }
+
     def _prompt_length(self, prompt: dict) -> int:
         if "prompt_token_ids" in prompt:
             return len(prompt["prompt_token_ids"])
@@ -209,6 +219,9 @@ class _EngineLoop:
         self._running: dict[str, Future] = {}
         self._ids = itertools.count()
         self._closed = False
+        self.steps = 0
+        self.step_s = 0.0  # time spent in engine steps
+        self.running_s = 0.0  # the integral over step time of the requests running
         self._thread = threading.Thread(target=self._run, name="flowmend-vllm", daemon=True)
         self._thread.start()
 
@@ -253,11 +266,17 @@ class _EngineLoop:
             if not self._engine.has_unfinished_requests():  # stepping now would block for ever
                 self._fail_all(ModelError("the vLLM engine dropped requests without answering"))
                 continue
+            running = len({id(f) for f in self._running.values()})
+            started = time.perf_counter()
             try:
                 outputs = self._engine.step()
             except Exception as err:  # the engine failed: everyone in flight hears of it
                 self._fail_all(err)
                 continue
+            took = time.perf_counter() - started
+            self.steps += 1
+            self.step_s += took
+            self.running_s += running * took
             for output in outputs:
                 if getattr(output, "finished", True):
                     self._finish(output)

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -134,6 +135,7 @@ def test_a_short_request_is_answered_while_a_long_one_sent_earlier_still_runs(mo
     with Broker(model_backend, max_wait_s=0.0) as broker:
         long = broker.submit(Request(prompt="Count from 1 to 300, one number per line.",
                                      max_tokens=240))
+        time.sleep(1.0)  # the long request is in the engine (it needs several seconds)
         short = broker.call(Request(prompt="Say hi.", max_tokens=2), timeout=300)
         assert not long.done()
         done = long.result(timeout=300)
