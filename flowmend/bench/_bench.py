@@ -210,8 +210,13 @@ def broker_stats(*brokers) -> dict[str, float]:
         batches += int(stats.get("batches", 0))
         requests += int(stats.get("requests", 0))
         failed += int(stats.get("failed_batches", 0))
-    return {"completion_tokens": tokens, "engine_busy_s": busy, "batches": batches,
-            "requests": requests, "failed_batches": failed}
+    result = {"completion_tokens": tokens, "engine_busy_s": busy, "batches": batches,
+              "requests": requests, "failed_batches": failed}
+    engines = [b.backend.engine_stats() for b in {id(b): b for b in brokers}.values()
+               if hasattr(b.backend, "engine_stats")]
+    if len(engines) == 1:  # vLLM's continuous batch: how full it was kept
+        result["mean_running"] = engines[0]["mean_running"]
+    return result
 
 
 def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -> dict[str, Any]:
@@ -229,6 +234,7 @@ def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -
         "failed_engine_calls": model_stats.get("failed_batches"),
         "mean_batch": round(model_stats["requests"] / model_stats["batches"], 2)
         if model_stats.get("batches") else None,
+        "mean_running": model_stats.get("mean_running"),
         "note": "engine busy time is the broker's; the rest of the wall time is the engine "
                 "loop, the sandbox, the verifier and the hidden-test scoring",
     }

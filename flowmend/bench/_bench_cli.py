@@ -87,7 +87,13 @@ def register(sub) -> None:
 
 
 def _run_bench(args) -> int:
+    import os
+
     from flowmend.bench._bench import run_from_args
+
+    # vLLM logs every warning of its engine process to the terminal, through the progress bar:
+    # keep it to errors unless the user asked for more.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
     return run_from_args(args)
 

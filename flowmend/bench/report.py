@@ -264,6 +264,7 @@ def _performance_lines(run: Run) -> list[str]:
         ("engine_calls", "engine calls (batches)", ""),
         ("failed_engine_calls", "failed engine calls", ""),
         ("mean_batch", "mean requests per engine call", ""),
+        ("mean_running", "mean requests running per engine step (vLLM's continuous batch)", ""),
     ):
         value = perf.get(key)
         if value is None:

@@ -36,6 +36,11 @@ import threading  # noqa: F401
 import time
 import traceback
 import typing  # noqa: F401
+import warnings
+
+# Compiling model-written code like `f(x) (y)` makes Python print a SyntaxWarning on the
+# zygote's inherited stderr, through the caller's terminal and progress bar: it is not a verdict.
+warnings.filterwarnings("ignore", category=SyntaxWarning)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import flowmend_rpc  # noqa: E402
