@@ -161,17 +161,32 @@ class Models:
 
 
 def open_models(program: ModelConfig, optimizer: ModelConfig | None = None) -> Models:
-    """Open the program and optimizer models; one engine and broker when the configs agree."""
-    program_broker = Broker(open_backend(program), max_batch=program.max_batch)
+    """Open the program and optimizer models; one engine and broker when the configs agree.
+
+    Servers are asked first whether they serve the model (`OpenAIBackend.probe`), so a wrong
+    URL or model name is one error now rather than a run of failed calls.
+    """
+    program_broker = Broker(_probed(open_backend(program)), max_batch=program.max_batch)
     if optimizer is None or optimizer == program:
         return Models(program_broker, program_broker)
     try:
-        optimizer_broker = Broker(open_backend(optimizer), max_batch=optimizer.max_batch)
+        optimizer_broker = Broker(_probed(open_backend(optimizer)), max_batch=optimizer.max_batch)
     except BaseException:
         program_broker.close()
         program_broker.backend.close()
         raise
     return Models(program_broker, optimizer_broker)
+
+
+def _probed(backend: Backend) -> Backend:
+    probe = getattr(backend, "probe", None)
+    if probe is not None:
+        try:
+            probe()
+        except BaseException:
+            backend.close()
+            raise
+    return backend
 
 
 def _chat_of(model: str, chat: bool | None) -> bool:

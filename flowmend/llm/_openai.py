@@ -75,6 +75,25 @@ class OpenAIBackend(Backend):
         self._benched_until = [0.0] * len(urls)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="flowmend-openai")
 
+    def probe(self, timeout_s: float = 10.0) -> None:
+        """Ask each server for its model list; raise ModelError, naming every URL and what it
+        said, unless one of them serves this model. For command lines, before a long run."""
+        problems: dict[str, str] = {}
+        for url, client in zip(self.urls, self._clients):
+            try:
+                served = [m.id for m in client.with_options(timeout=timeout_s).models.list()]
+            except self._openai.APIConnectionError as err:
+                problems[url] = _describe(err)
+                continue
+            except self._openai.APIStatusError as err:
+                problems[url] = f"answered {err.status_code}: {_server_message(err)}"
+                continue
+            if self.model in served:
+                return
+            problems[url] = f"serves {', '.join(map(repr, served)) or 'no model'}, not {self.model!r}"
+        detail = "; ".join(f"{url}: {what}" for url, what in problems.items())
+        raise ModelError(f"no server serves {self.model!r} ({detail})")
+
     def check(self, request: Request) -> None:
         if request.messages is not None and not self.chat:
             raise ValueError(f"{self.model} is served as a base model: send a prompt")

@@ -152,3 +152,21 @@ def test_flowmend_repair_runs_its_closed_loop_through_the_server(server_url, tmp
     if not result["passed_visible"]:
         assert any(e.get("role") == "optimizer" for e in calls)  # the optimizer was asked
     assert (out / "final_workflow.py").exists() and (out / "result.json").exists()
+
+
+def test_opening_the_models_asks_the_servers_first_and_names_what_is_wrong():
+    from flowmend.llm import open_models
+
+    url = _dead_url()
+    with pytest.raises(ModelError, match=f"no server serves 'smollm2' \\({url}: connection"):
+        open_models(ModelConfig(kind="openai", model="smollm2", base_urls=(url,)))
+
+
+@pytest.mark.model
+def test_a_server_that_serves_another_model_is_named_at_open(server_url):
+    from flowmend.llm import open_models
+
+    with pytest.raises(ModelError, match="serves 'smollm2', not 'gpt-4o'"):
+        open_models(ModelConfig(kind="openai", model="gpt-4o", base_urls=(server_url,)))
+    with open_models(ModelConfig(kind="openai", model="smollm2", base_urls=(server_url,))) as models:
+        assert models.program.call(Request(prompt="Hi", max_tokens=2)).completion_tokens <= 2
