@@ -244,6 +244,14 @@ class _EngineLoop:
             self._thread.join(timeout=60)
 
     def _run(self) -> None:
+        try:
+            self._drive()
+        except BaseException as err:  # a bug here must not leave callers waiting for ever
+            with self._cond:
+                self._closed = True
+            self._fail_all(ModelError(f"the vLLM engine loop stopped: {_first_line(err)}"))
+
+    def _drive(self) -> None:
         while True:
             with self._cond:
                 while not self._incoming and not self._running and not self._closed:
