@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 from rich.console import Console
 from rich.markup import escape
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.run(args) or 0)
+        with _sigterm_unwinds():
+            return int(args.run(args) or 0)
     except UserError as err:
         message = escape(str(err))  # a path like runs/[a]/w.py is text, not rich markup
         Console(stderr=True, highlight=False, soft_wrap=True).print(
@@ -56,6 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         return 130
+    except Terminated:
+        Console(stderr=True).print("terminated")
+        return 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `finally` runs: models close (no
+    orphaned vLLM engine process), sandboxes reap their zygotes, stores end on a whole record."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While a verb runs, SIGTERM unwinds like Ctrl-C instead of killing the process where it
+    stands. The previous handler comes back afterwards (tests call `main` in-process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated()
 
 
 def _version() -> str:

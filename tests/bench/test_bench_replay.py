@@ -110,8 +110,8 @@ def test_report_of_a_real_run(finished_run):
     assert "| flowmend |" in text and "(n=1)" in text
 
 
-def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path):
-    out = tmp_path / "run"
+def start_and_wait_for_a_record(out):
+    """A bench run in its own process, returned once it has written its first record."""
     cmd = [sys.executable, "-m", "flowmend.cli", *bench_args(out, "--concurrency", "1")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=Path(__file__).parents[2])
@@ -121,6 +121,20 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    return proc
+
+
+def assert_resumes_to_every_pair_once(out, done):
+    assert main(bench_args(out)) == 0
+    rows = records(out)
+    assert Counter((r["task_id"], r["method"]) for r in rows) == Counter(
+        {(t, m): 1 for t in TASKS for m in METHODS})
+    assert (out / RESULTS).read_bytes().startswith(done)
+
+
+def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path):
+    out = tmp_path / "run"
+    proc = start_and_wait_for_a_record(out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
@@ -129,8 +143,18 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path):
     # What a kill in the middle of a write leaves: half a record, no newline.
     with open(out / RESULTS, "ab") as fh:
         fh.write(b'{"task_id": "HumanEval/3", "method": "flow')
-    assert main(bench_args(out)) == 0
-    rows = records(out)
-    assert Counter((r["task_id"], r["method"]) for r in rows) == Counter(
-        {(t, m): 1 for t in TASKS for m in METHODS})
-    assert (out / RESULTS).read_bytes().startswith(done)
+    assert_resumes_to_every_pair_once(out, done)
+
+
+def test_sigterm_unwinds_cleanly_then_resumes(tmp_path):
+    out = tmp_path / "run"
+    proc = start_and_wait_for_a_record(out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    # Unwound, not killed where it stood: the verb's `finally` blocks ran (models and sandbox
+    # closed) and the exit status is the shell's for SIGTERM.
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
+    assert "terminated" in err.decode()
+    done = (out / RESULTS).read_bytes()
+    assert done.endswith(b"\n") and 1 <= done.count(b"\n") < len(TASKS) * len(METHODS)
+    assert_resumes_to_every_pair_once(out, done)
