@@ -45,6 +45,7 @@ class BenchPlan:
     seed: int
     limit: int | None
     out: Path
+    raw_baseline: bool = False  # a measurement, not part of the identity
 
     def identity(self) -> dict[str, Any]:
         """The arguments that decide the results; a resume must repeat them exactly."""
@@ -100,6 +101,9 @@ def plan_from_args(args) -> BenchPlan:
         raise UserError("--record records a real backend's answers; it cannot record replay")
     if args.backend == "openai" and not args.base_url:
         raise UserError("--backend openai needs --base-url URL")
+    if args.raw_baseline and args.backend != "vllm":
+        raise UserError("--raw-baseline measures the in-process vLLM engine; use it with "
+                        "--backend vllm")
     methods = load_methods(args.methods)
     seed_path = _seed_workflow_path(args.seed_workflow)
     try:
@@ -128,7 +132,7 @@ def plan_from_args(args) -> BenchPlan:
         optimizer_model=args.optimizer_model or args.model,
         replay=str(Path(args.replay).resolve()) if args.replay else None,
         record=args.record, base_url=args.base_url, seed=args.seed, limit=args.limit,
-        out=Path(args.out),
+        out=Path(args.out), raw_baseline=args.raw_baseline,
     )
 
 
@@ -259,10 +263,15 @@ def run_from_args(args) -> int:
                   f"{todo} to run → {plan.out}")
     models = open_models(plan)  # a model or replay file that fails to open writes nothing
     try:
+        engines = _vllm_engines(models) if plan.raw_baseline else []
+        for engine in engines:
+            engine.record_workload()
         with store:
             stats, wall = _execute(plan, store, models, args, console)
-            store.update_run_json(performance=performance(
-                wall, stats, broker_stats(models.program, models.optimizer)))
+            figures = performance(wall, stats, broker_stats(models.program, models.optimizer))
+            if engines:
+                figures.update(_raw_baseline(engines, figures, console))
+            store.update_run_json(performance=figures)
             write_samples(plan.out, store.records, [m.name for m in plan.methods])
     finally:
         models.close()
@@ -300,6 +309,38 @@ def _execute(plan: BenchPlan, store: RunStore, models, args, console):
                     f"stopped: {err}. {len(store.records)} finished jobs are kept in "
                     f"{plan.out}; fix the cause and run the same command to resume") from None
         return stats, time.monotonic() - started
+
+
+def _vllm_engines(models) -> list:
+    """The distinct in-process vLLM engines behind the brokers (under a recorder, if any)."""
+    from flowmend.llm._vllm import VLLMBackend
+
+    engines = {}
+    for broker in (models.program, models.optimizer):
+        backend = broker.backend
+        backend = getattr(backend, "inner", backend)
+        if isinstance(backend, VLLMBackend):
+            engines[id(backend)] = backend
+    return list(engines.values())
+
+
+def _raw_baseline(engines: list, figures: dict[str, Any], console: Console) -> dict[str, Any]:
+    """Every request of this session sent again, all at once, straight to its engine: the
+    bench's throughput against raw vLLM on the same prompts, measured in the same run."""
+    requests = sum(e.workload_requests for e in engines)
+    with console.status(f"raw vLLM baseline: the session's {requests} requests, all at once"):
+        raws = [engine.raw_throughput() for engine in engines]
+    tokens = sum(r["completion_tokens"] for r in raws)
+    wall = sum(r["wall_s"] for r in raws)  # one engine after the other
+    raw_tps = tokens / wall if wall > 0 else None
+    bench_tps = figures.get("tokens_per_wall_s")
+    return {
+        "raw_requests": sum(r["requests"] for r in raws),
+        "raw_completion_tokens": tokens,
+        "raw_wall_s": round(wall, 3),
+        "raw_tokens_per_s": round(raw_tps, 1) if raw_tps else None,
+        "bench_over_raw": round(bench_tps / raw_tps, 3) if raw_tps and bench_tps else None,
+    }
 
 
 def _workers(sandbox) -> int:

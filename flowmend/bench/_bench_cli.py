@@ -65,6 +65,11 @@ def register(sub) -> None:
     bench.add_argument("--budget-calls", type=int, default=40, help="LLM calls per task")
     bench.add_argument("--budget-tokens", type=int, default=30_000, help="tokens per task")
     bench.add_argument("--budget-wall-s", type=float, default=600.0, help="wall seconds per task")
+    bench.add_argument("--raw-baseline", action="store_true",
+                       help="after the run, send every request it made again, all at once, "
+                            "straight to vLLM, and record the bench's throughput against that "
+                            "raw figure in run.json and REPORT.md (--backend vllm; costs "
+                            "roughly the run's engine time again)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.set_defaults(run=_run_bench)
 

@@ -265,11 +265,14 @@ def _performance_lines(run: Run) -> list[str]:
         ("failed_engine_calls", "failed engine calls", ""),
         ("mean_batch", "mean requests per engine call", ""),
         ("mean_running", "mean requests running per engine step (vLLM's continuous batch)", ""),
+        ("raw_tokens_per_s", "raw vLLM on the same requests, all at once (--raw-baseline)",
+         "tokens/s"),
+        ("bench_over_raw", "bench throughput per wall second over raw vLLM's", ""),
     ):
         value = perf.get(key)
         if value is None:
             continue
-        if key == "outside_model_share":
+        if key in ("outside_model_share", "bench_over_raw"):
             text = f"{100 * value:.1f}%"
         elif isinstance(value, float):
             text = f"{value:,.1f} {unit}".strip()

@@ -91,6 +91,7 @@ class VLLMBackend(Backend):
         self._closed = False
         self._render_lock = threading.Lock()  # the tokenizer is not safe across threads
         self._loop = _EngineLoop(self._llm.llm_engine)
+        self._workload: list[tuple[dict, Any]] | None = None  # see record_workload
 
     def check(self, request: Request) -> None:
         self._checked_prompt(request)
@@ -118,8 +119,11 @@ class VLLMBackend(Backend):
         with self._render_lock:
             prompts = [self._checked_prompt(r) for r in requests]
         params = [self._sampling(r, self._room(p)) for r, p in zip(requests, prompts)]
+        items = list(zip(prompts, params))
+        if self._workload is not None:
+            self._workload.extend(items)
         start = time.perf_counter()
-        futures = self._loop.submit(list(zip(prompts, params)))
+        futures = self._loop.submit(items)
         outputs = [f.result() for f in futures]
         latency = time.perf_counter() - start
         completions = []
@@ -139,6 +143,36 @@ class VLLMBackend(Backend):
                 )
             )
         return completions
+
+    def record_workload(self, on: bool = True) -> None:
+        """From now on keep every request sent (its engine prompt and sampling parameters), so
+        that `raw_throughput` can measure vLLM alone on exactly this workload; `on=False`
+        forgets them and stops keeping."""
+        self._workload = [] if on else None
+
+    @property
+    def workload_requests(self) -> int:
+        """Requests kept since `record_workload` (0 if it was not called)."""
+        return len(self._workload or ())
+
+    def raw_throughput(self) -> dict[str, Any]:
+        """Send every request kept since `record_workload` again, all at once, straight into the
+        engine: no broker, no workflow, no dependencies between calls. That is vLLM's raw batched
+        throughput on the same prompts and parameters, the yardstick for a run's own. Call it
+        when nothing else is running on this engine."""
+        if self._closed:
+            raise ModelError("the vLLM engine is closed")
+        workload = list(self._workload or ())
+        started = time.perf_counter()
+        outputs = [f.result() for f in self._loop.submit(workload)]
+        wall = time.perf_counter() - started
+        tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
+        return {
+            "requests": len(workload),
+            "completion_tokens": tokens,
+            "wall_s": round(wall, 3),
+            "tokens_per_s": round(tokens / wall, 1) if workload and wall > 0 else None,
+        }
 
     def engine_stats(self) -> dict[str, float]:
         """Engine steps so far, their time, and the mean number of requests running in a step

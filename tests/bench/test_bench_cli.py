@@ -15,6 +15,8 @@ from flowmend.cli import main
     (["--backend", "openai"], "needs --base-url"),
     (["--backend", "replay"], "needs --replay FILE"),
     (["--backend", "replay", "--replay", "missing.jsonl"], "no such file"),
+    (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--raw-baseline"],
+     "--raw-baseline measures the in-process vLLM engine"),
 ])
 def test_bad_arguments_are_one_line_errors_and_write_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "run"

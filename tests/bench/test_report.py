@@ -41,7 +41,8 @@ def _write_run(path, budget_tokens, *, tasks=24):
         store.update_run_json(performance={"wall_s": 12.5, "completion_tokens": 4000,
                                            "engine_busy_s": 8.0, "tokens_per_busy_s": 500.0,
                                            "tokens_per_wall_s": 320.0,
-                                           "outside_model_share": 0.36})
+                                           "outside_model_share": 0.36,
+                                           "raw_tokens_per_s": 400.0, "bench_over_raw": 0.8})
 
 
 def test_report_writes_table_plots_and_sample_sizes(tmp_path, capsys):
@@ -54,6 +55,8 @@ def test_report_writes_table_plots_and_sample_sizes(tmp_path, capsys):
     assert "tokens 2000" in text and "tokens 30000" in text
     assert "generation throughput per engine-busy second: 500.0 tokens/s" in text
     assert "share of wall time outside the model: 36.0%" in text
+    assert "raw vLLM on the same requests, all at once (--raw-baseline): 400.0 tokens/s" in text
+    assert "bench throughput per wall second over raw vLLM's: 80.0%" in text
     for png in ("cost_accuracy.png", "gamma_kappa.png", "gamma_kappa_1.png"):
         assert (tmp_path / "a" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out

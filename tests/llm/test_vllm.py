@@ -141,3 +141,20 @@ def test_a_short_request_is_answered_while_a_long_one_sent_earlier_still_runs(mo
         done = long.result(timeout=300)
     assert short.completion_tokens <= 2 and done.completion_tokens > 100
     assert short.latency_s < done.latency_s
+
+
+def test_raw_throughput_resends_exactly_the_recorded_workload(model_backend):
+    prompts = ["Name a prime number.", "Write a haiku about rain.", "Say hello in French."]
+    requests = [Request(prompt=text, max_tokens=24) for text in prompts]
+    model_backend.record_workload()
+    try:
+        answers = model_backend.generate(requests[:2]) + model_backend.generate(requests[2:])
+        assert model_backend.workload_requests == 3
+        raw = model_backend.raw_throughput()
+    finally:
+        model_backend.record_workload(on=False)
+    # Greedy: the same prompts and parameters, sent all at once, make the same tokens.
+    assert raw["requests"] == 3
+    assert raw["completion_tokens"] == sum(a.completion_tokens for a in answers)
+    assert raw["wall_s"] > 0 and raw["tokens_per_s"] > 0
+    assert model_backend.workload_requests == 0

@@ -16,6 +16,8 @@
 #   SEED             engine and bootstrap seed                                            [0]
 #   BUDGET_CALLS, BUDGET_TOKENS   per-task caps                                  [40, 30000]
 #   LIMIT            only the first N tasks of each split (a smoke run)                [none]
+#   RAW_BASELINE     1: after each suite, resend its requests to vLLM all at once and record
+#                    the bench's throughput against that raw figure (--raw-baseline)     [1]
 #   PYTHON           the interpreter                                               [python3]
 #
 # On a machine with pip: `pip install vllm` and flowmend (`pip install -e '.[bench,models]'`),
@@ -58,6 +60,7 @@ common=(--backend vllm --model "$model" --methods "${METHODS:-b0,b1,b2,b3,flowme
         --budget-calls "${BUDGET_CALLS:-40}" --budget-tokens "${BUDGET_TOKENS:-30000}")
 [ -n "${OPTIMIZER_MODEL:-}" ] && common+=(--optimizer-model "$OPTIMIZER_MODEL")
 [ -n "${LIMIT:-}" ] && common+=(--limit "$LIMIT")
+[ "${RAW_BASELINE:-1}" = 1 ] && common+=(--raw-baseline)
 
 mkdir -p "$out_root"
 for suite in ${SUITES:-humaneval mbpp mbpp-sanitized}; do
