@@ -202,7 +202,7 @@ def plot_gamma_kappa(run: Run, summaries: Sequence[metrics.MethodSummary], path:
     left.set_ylim(-0.5, 0.6)
     left.set_ylabel("γ (verifier alignment, 0.5 = perfect)")
     left.set_title("γ over candidate pairs with different hidden utility", fontsize=9)
-    plotted = False
+    plotted = 0
     for i, s in enumerate(summaries):
         by_iter = metrics.kappa_by_iteration([r for r in run.records if r["method"] == s.method])
         if not by_iter:
@@ -210,10 +210,11 @@ def plot_gamma_kappa(run: Run, summaries: Sequence[metrics.MethodSummary], path:
         ks = list(by_iter)
         right.plot(ks, [by_iter[k].value for k in ks], "o-", color=f"C{i % 10}",
                    label=f"{s.method} (κ={_num(s.kappa, 2)}, n={s.kappa.n})")
-        for k in ks:
+        for k in ks:  # each series' labels a line higher, so equal values stay legible
             right.annotate(f"n={by_iter[k].n}", (k, by_iter[k].value), fontsize=6,
-                           textcoords="offset points", xytext=(3, 3))
-        plotted = True
+                           color=f"C{i % 10}", textcoords="offset points",
+                           xytext=(3, 3 + 8 * plotted))
+        plotted += 1
     right.set_ylim(-0.05, 1.05)
     right.set_xlabel("iteration")
     right.set_ylabel("κ (share of iterations with an improving proposal)")
