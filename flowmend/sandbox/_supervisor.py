@@ -5,10 +5,17 @@ own zygote, so nothing a candidate does can reach another's). Of those, at most 
 CPU slot. An execution gives its slot back while it waits on the RPC handler, and once it has
 run past a short quantum (then the zygote also lowers its priority); so 32 workflows blocked on
 a model broker, or a few infinite loops waiting for their timeout, never starve short jobs.
+
+An execution's RPC handler may itself ask this sandbox for a run (a workflow's `verify(code)`
+checks the code in a sandbox of its own). Such a nested job goes ahead of the queue, and if no
+driver is idle it gets a new one even past `max_inflight`: the execution that asked holds a
+driver while it waits, so `max_inflight` workflows all waiting on nested jobs queued behind
+them would otherwise wait for ever.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -38,6 +45,11 @@ ZYGOTE_START_S = 10.0  # a mother must fork a new zygote within this
 ZYGOTE_ANSWER_S = 1.0  # a zygote asked to kill its child must report within this
 MAX_RPC_OUTSTANDING = 64
 _READ = 1 << 16
+NESTED, QUEUED, STOP = 0, 1, 2  # job priorities: nested jobs first, stop signals last
+
+# The sandbox whose RPC handler this thread is running, if any: a job submitted from here is
+# one that a running execution waits for.
+_in_handler = threading.local()
 
 
 class SandboxError(RuntimeError):
@@ -245,6 +257,7 @@ class _Attempt:
     wall_s: float = 0.0
     rpc_wait_s: float = 0.0
     zygote_lost: bool = False
+    aborted: bool = False  # killed because the sandbox was closing on an error
     holding: bool = True  # whether this run still holds its CPU slot
 
 
@@ -265,9 +278,11 @@ class Sandbox:
         self._slots = threading.BoundedSemaphore(self.workers)
         self._held = 0  # CPU slots held by runs
         self._wanting = 0  # drivers waiting for one
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
+        self._order = itertools.count()  # FIFO within a priority; never compares two jobs
         self._lock = threading.Lock()
         self._closed = False
+        self._aborting = False  # closing on an error: kill what runs, fail what waits
         self._zygote_starts = 0
         self._idle = 0
         self._threads: list[threading.Thread] = []
@@ -333,14 +348,20 @@ class Sandbox:
         return self.submit_check(code, tests, limits=limits, test_timeout_s=test_timeout_s,
                                  rpc=rpc).result()
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the drivers and zygotes. Jobs already queued still run, unless `abort`: then
+        they fail with SandboxError and runs under way are killed (their verdict is a
+        harness_error), so an interrupted caller is not kept waiting on them."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._aborting = abort
             threads = list(self._threads)
+        if abort:
+            self._fail_queued()
         for _ in threads:
-            self._jobs.put(None)
+            self._jobs.put((STOP, next(self._order), None))
         for thread in threads:
             thread.join(timeout=30)
         with self._spawn_cv:
@@ -354,16 +375,30 @@ class Sandbox:
     def __enter__(self) -> "Sandbox":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(abort=exc_type is not None)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                _, _, job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(SandboxError("the sandbox closed before this job ran"))
 
     # Drivers ---------------------------------------------------------------------------------
 
     def _enqueue(self, job: _Job) -> Future:
-        if self._closed:
-            raise SandboxError("the sandbox is closed")
-        self._jobs.put(job)
-        self._grow()
+        nested = getattr(_in_handler, "sandbox", None) is self
+        with self._lock:  # never queued after close() has failed what was queued
+            if self._closed:
+                raise SandboxError("the sandbox is closed")
+            self._jobs.put((NESTED if nested else QUEUED, next(self._order), job))
+        if nested:
+            self._add_driver_for_nested()
+        else:
+            self._grow()
         return job.future
 
     def _add_driver(self) -> None:
@@ -380,6 +415,13 @@ class Sandbox:
             if (not self._closed and self._idle == 0 and not self._jobs.empty()
                     and len(self._threads) < self.max_inflight
                     and self._held + self._wanting < self.workers):
+                self._add_driver()
+
+    def _add_driver_for_nested(self) -> None:
+        """A nested job never waits for a busy driver: if none is idle, one more starts, past
+        `max_inflight` if need be (see the module's docstring). It stays for later jobs."""
+        with self._lock:
+            if not self._closed and self._idle == 0:
                 self._add_driver()
 
     def _take_slot(self) -> None:
@@ -491,7 +533,7 @@ class Sandbox:
             while True:
                 with self._lock:
                     self._idle += 1
-                job = self._jobs.get()
+                _, _, job = self._jobs.get()
                 with self._lock:
                     self._idle -= 1
                 if job is None:
@@ -670,6 +712,8 @@ class _Run:
         killed_for: str | None = None
         while True:
             now = time.monotonic()
+            if self.sb._aborting and killed_for is None:
+                return self._kill("harness_error", open_fds)
             # Deadlines, on the clock that excludes RPC waits.
             if killed_for is None and self.outstanding == 0:
                 used = now - began - att.rpc_wait_s
@@ -773,6 +817,8 @@ class _Run:
         """Stop the child. First the cheap way: the zygote kills everything in its namespace
         and reports; a zygote that does not answer at once is in doubt and dies with it."""
         att = self.attempt
+        if self.sb._aborting:
+            att.aborted, why = True, "harness_error"
         att.status = att.status or why
         if att.report is None and not att.zygote_lost:
             try:
@@ -885,11 +931,14 @@ class _Run:
         return True
 
     def _handle(self, ident, method: str, payload) -> None:
+        _in_handler.sandbox = self.sb
         try:
             result = self.job.rpc(method, payload)
             answer = _answer(ident, True, result, self.job.limits.rpc_bytes)
         except BaseException as err:  # noqa: BLE001 - the child gets it as RPCError
             answer = _answer(ident, False, f"{type(err).__name__}: {err}", self.job.limits.rpc_bytes)
+        finally:
+            _in_handler.sandbox = None
         self.answers.put(answer)
         try:
             os.write(self.wake_w, b"!")
@@ -937,7 +986,10 @@ def _exec_result(att: _Attempt, isolation: dict) -> ExecResult:
     sig = report.get("signal")
     kinds = {r.get("k"): r for r in att.records}
     error_type = message = tail = None
-    if att.tampered:
+    if att.aborted:
+        status, error_type = "harness_error", "SandboxClosed"
+        message = "the sandbox closed on an error while this ran"
+    elif att.tampered:
         status, error_type, message = "harness_error", "Tampering", att.tampered
     elif att.status:
         status = att.status

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from flowmend.sandbox import Limits, Sandbox
+import pytest
+
+from flowmend.sandbox import Limits, Sandbox, SandboxError
 
 CALL = """
 import flowmend_rpc
@@ -29,6 +31,25 @@ def test_32_executions_block_in_the_handler_at_once():
     assert [r.status for r in results] == ["ok"] * 32
     assert [r.stdout for r in results] == [f"answer {i}\n" for i in range(32)]
     assert sorted(seen) == list(range(32))
+
+
+def test_every_driver_waiting_on_a_nested_check_is_not_a_deadlock():
+    # What a workflow's `verify(code)` does: the execution's handler checks code in the same
+    # sandbox. With every one of max_inflight drivers held by an execution waiting for its
+    # check, the checks must still run (they used to queue behind those executions for ever).
+    inflight = 4
+    barrier = threading.Barrier(inflight, timeout=30)
+    with Sandbox(workers=1, max_inflight=inflight) as sb:
+        def verify(method, payload):
+            barrier.wait()  # every driver is now held by an execution waiting here
+            verdict = sb.check(f"def f():\n    return {payload['n']}\n",
+                               [f"assert f() == {payload['n']}"], limits=Limits(timeout_s=5))
+            return {"text": f"{payload['n']} {verdict.status}"}
+
+        futures = [sb.submit(CALL % i, rpc=verify, limits=Limits(timeout_s=5))
+                   for i in range(2 * inflight)]
+        results = [f.result(timeout=120) for f in futures]
+    assert [r.stdout for r in results] == [f"{i} passed\n" for i in range(2 * inflight)]
 
 
 def test_waiting_on_the_handler_does_not_count_toward_the_timeout(sandbox):
@@ -106,3 +127,28 @@ for size in (10, 5000):
 """, rpc=big, limits=Limits(rpc_bytes=2048))
     assert result.status == "ok"
     assert result.stdout.splitlines() == ["refused: answer", "refused: request"]
+
+
+def test_leaving_on_an_error_kills_what_runs_and_fails_what_waits():
+    # An interrupted caller (Ctrl-C, SIGTERM in `flowmend bench`) must not wait on executions
+    # whose handlers never answer, nor on the jobs queued behind them.
+    never = threading.Event()
+    stuck = threading.Barrier(3, timeout=30)
+
+    def hang(method, payload):
+        stuck.wait()
+        never.wait()
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with Sandbox(workers=1, max_inflight=2) as sb:
+            running = [sb.submit(CALL % i, rpc=hang, limits=Limits(timeout_s=5)) for i in (0, 1)]
+            queued = sb.submit("print('never ran')")
+            stuck.wait()  # both drivers are held by executions waiting in `hang`
+            raise KeyboardInterrupt
+    assert time.monotonic() - started < 30
+    assert [(r.status, r.error_type) for r in (f.result(timeout=5) for f in running)] == [
+        ("harness_error", "SandboxClosed")] * 2
+    with pytest.raises(SandboxError, match="closed before this job ran"):
+        queued.result(timeout=5)
+    never.set()
