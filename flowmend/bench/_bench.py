@@ -8,7 +8,6 @@ resumed), the models and sandbox start, and `run_jobs` does the work under a pro
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,10 @@ from flowmend.bench._runner import (RunAborted, RunStats, hidden_utility_with, r
 from flowmend.bench._store import RunStore, read_results
 from flowmend.bench.methods import Method, load_methods
 from flowmend.errors import UserError
+
+
+# Jobs in flight: the wider the window, the wider the engine's batches (docs/bench.md).
+DEFAULT_CONCURRENCY = 64
 
 
 @dataclass(frozen=True)
@@ -287,7 +290,7 @@ def _execute(plan: BenchPlan, store: RunStore, models, args, console):
         return broker_stats(models.program, models.optimizer)["failed_batches"]
 
     with Sandbox(workers=None) as sandbox:
-        concurrency = args.concurrency or max(2, 2 * _workers(sandbox))
+        concurrency = args.concurrency or DEFAULT_CONCURRENCY
         solve = repair_solver(plan, program=models.program, optimizer=models.optimizer,
                               sandbox=sandbox)
         hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
@@ -341,10 +344,6 @@ def _raw_baseline(engines: list, figures: dict[str, Any], console: Console) -> d
         "raw_tokens_per_s": round(raw_tps, 1) if raw_tps else None,
         "bench_over_raw": round(bench_tps / raw_tps, 3) if raw_tps and bench_tps else None,
     }
-
-
-def _workers(sandbox) -> int:
-    return int(getattr(sandbox, "workers", None) or os.cpu_count() or 2)
 
 
 class _progress:

@@ -47,8 +47,10 @@ def register(sub) -> None:
     bench.add_argument("--seed", type=int, default=0,
                        help="engine seed of the models and seed of the bootstrap")
     bench.add_argument("--concurrency", type=int, default=None, metavar="C",
-                       help="jobs (task × method) in flight at once; default: 2 per sandbox "
-                            "worker. Not part of the run's identity: a resume may use another")
+                       help="jobs (task × method) in flight at once (default 64). More jobs "
+                            "make wider batches: on 2 cores, 40 reached 71%% of raw vLLM's "
+                            "throughput and 150 reached 79%%. Not part of the run's identity: a "
+                            "resume may use another")
     bench.add_argument("--backend", choices=BACKENDS, default="vllm", help="model backend")
     bench.add_argument("--model", default="smollm2",
                        help="program model: an embedded name, a model folder or a hub id")
