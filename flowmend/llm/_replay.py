@@ -33,6 +33,7 @@ class RecordingBackend(Backend):
         self.path = Path(path)
         self.model = inner.model
         self.chat = inner.chat
+        self.concurrent = inner.concurrent  # appends are locked; batches may overlap
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 

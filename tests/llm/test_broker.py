@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from flowmend.llm import Broker, BrokerClosed, Price, PriceTable, Request
+from flowmend.llm import Broker, BrokerClosed, Price, PriceTable, RecordingBackend, Request
 
 from .backends import EchoBackend
 
@@ -148,9 +148,13 @@ class _SlowOnLong(EchoBackend):
         return answers
 
 
-def test_a_concurrent_backend_answers_a_later_short_batch_before_an_earlier_long_one():
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_concurrent_backend_answers_a_later_short_batch_before_an_earlier_long_one(
+        recorded, tmp_path):
     backend = _SlowOnLong()
-    with Broker(backend, max_wait_s=0.01) as broker:
+    # Recording a concurrent backend (`--record`) keeps it concurrent.
+    sent_to = RecordingBackend(backend, tmp_path / "rec.jsonl") if recorded else backend
+    with Broker(sent_to, max_wait_s=0.01) as broker:
         started = time.monotonic()
         long = broker.submit(Request(prompt="long"))
         while not backend.batches:  # the long batch is under way
