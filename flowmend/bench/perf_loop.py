@@ -3,8 +3,8 @@
 N HumanEval tasks go through `repair` concurrently on the embedded model (one engine, one
 broker): the engine's achieved generation throughput inside the loop is its completion tokens
 over the loop's wall time. Then every request the loop sent is sent again to the same vLLM
-engine in one `LLM.generate` call (same token ids, same sampling parameters, no flowmend in
-between): that is raw batched throughput. The ratio says how well the loop keeps the engine
+engine, all at once (`VLLMBackend.raw_throughput`: same token ids, same sampling parameters,
+no flowmend in between): that is raw batched throughput. The ratio says how well the loop keeps the engine
 fed; the rest of the loop's wall time is spent outside the model (sandbox, verifier, engine
 waits on dependencies between calls).
 
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         with console.status(f"loading {args.model}"):
             engine = open_backend(ModelConfig(kind="vllm", model=args.model))
         backend = RecordingBackend(engine, record)
+        engine.record_workload()
         broker = Broker(backend)
         config = RepairConfig(iterations=args.iterations, proposals=args.proposals,
                               budget=Budget(calls=60, tokens=60_000, wall_s=3600),
@@ -77,13 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 
         reqs = [Request.from_json(r["request"]) for r in requests]
         loop_tokens = sum(r["completion"]["completion_tokens"] for r in requests)
-        prompts = [engine._prompt(r) for r in reqs]
-        params = [engine._sampling(r) for r in reqs]
-        with console.status(f"raw vLLM: {len(reqs)} requests in one call"):
-            started = time.perf_counter()
-            outputs = engine._llm.generate(prompts, params, use_tqdm=False)
-            raw_wall = time.perf_counter() - started
-        raw_tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
+        with console.status(f"raw vLLM: {len(reqs)} requests at once"):
+            raw = engine.raw_throughput()
+        engine.record_workload(on=False)
+        raw_wall, raw_tokens = raw["wall_s"], raw["completion_tokens"]
         width = max(1, round(engine_loop["mean_running"]))
         with console.status(f"raw vLLM: {len(reqs)} requests, at most {width} in flight"), \
                 ThreadPoolExecutor(max_workers=width) as pool:
