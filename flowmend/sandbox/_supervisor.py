@@ -712,7 +712,7 @@ class _Run:
         killed_for: str | None = None
         while True:
             now = time.monotonic()
-            if self.sb._aborting and killed_for is None:
+            if self.sb._aborting:
                 return self._kill("harness_error", open_fds)
             # Deadlines, on the clock that excludes RPC waits.
             if killed_for is None and self.outstanding == 0:
