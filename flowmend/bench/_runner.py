@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from flowmend.bench import metrics
-from flowmend.bench._store import RunStore, write_jsonl_atomic
+from flowmend._files import write_jsonl_atomically
+from flowmend.bench._store import RunStore
 from flowmend.bench.methods import Method
 
 # A solver runs one method on one task and returns the loop's result as JSON (RepairResult's
@@ -191,7 +192,7 @@ def write_samples(run_dir: Path, records: Sequence[dict], methods: Sequence[str]
         rows = sorted(({"task_id": r["task_id"], "completion": r.get("output") or ""}
                        for r in records if r["method"] == name), key=lambda r: _task_order(r["task_id"]))
         path = Path(run_dir) / f"samples_{name}.jsonl"
-        write_jsonl_atomic(path, rows)
+        write_jsonl_atomically(path, rows)
         paths.append(path)
     return paths
 

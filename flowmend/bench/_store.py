@@ -16,33 +16,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from flowmend._files import write_json_atomically
 from flowmend.errors import UserError
 
 RESULTS = "results.jsonl"
 RUN = "run.json"
 LOCK = ".lock"
 SCHEMA = "flowmend.bench-run/1"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_results(run_dir: Path, *, repair: bool = False) -> list[dict]:
@@ -156,7 +136,7 @@ class RunStore:
             raise UserError("results.jsonl without run.json: not a run folder flowmend wrote",
                             where=str(self.dir))
         elif write:
-            write_json_atomic(path, {"schema": SCHEMA, "identity": self.identity})
+            write_json_atomically(path, {"schema": SCHEMA, "identity": self.identity})
 
     def done(self) -> set[tuple[str, str]]:
         return {(r["task_id"], r["method"]) for r in self.records}
@@ -177,7 +157,7 @@ class RunStore:
         data = json.loads(path.read_text())
         data.update(extra)
         data["identity"] = self.identity
-        write_json_atomic(path, data)
+        write_json_atomically(path, data)
 
     def close(self) -> None:
         for attr in ("_fd", "_lock_fd"):

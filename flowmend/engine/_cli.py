@@ -10,10 +10,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from flowmend._files import write_atomically  # noqa: F401 - verbs import it from here
 from flowmend.errors import UserError
 
 DEFAULT_ENTRY = "solve"
@@ -70,28 +70,6 @@ def load_workflow(path: str | Path, args: argparse.Namespace):
     from flowmend.engine._workflow import parse_workflow
 
     return parse_workflow(read_text(path), path=str(path), **workflow_options(args))
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: all or nothing."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise UserError("output directory does not exist", where=str(directory))
-    mode = target.stat().st_mode & 0o777 if target.exists() else None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        raise UserError(f"cannot write: {err.strerror or err}", where=str(path)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def register(sub) -> None:
