@@ -173,7 +173,7 @@ def _task_number(tid: str) -> tuple[str, int]:
 def open_models(plan: BenchPlan):
     """The program and optimizer brokers (one engine when they name the same model)."""
     from flowmend.llm import open_models as _open
-    from flowmend.llm._options import model_config
+    from flowmend.llm._config import model_config
 
     def config(model: str):
         return model_config(model, backend=plan.backend, seed=plan.seed,

@@ -154,3 +154,16 @@ def _defined_function(code: str) -> str:
     except SyntaxError:
         pass
     return "solution"
+
+
+def task_by_id(spec: str) -> Task:
+    """The deployable `Task` (visible checks only) that ``SUITE/ID`` names: ``humaneval/HumanEval/0``,
+    ``mbpp/11``, ``mbpp-sanitized/Mbpp/11``; a `UserError` says what is wrong with the spec."""
+    suite, _, ident = (spec or "").partition("/")
+    if suite not in SUITES or not ident:
+        raise UserError(f"task {spec!r}: expected SUITE/ID with SUITE one of {', '.join(SUITES)}")
+    problems = by_id(suite)
+    for key in (ident, f"Mbpp/{ident}", f"HumanEval/{ident}"):
+        if key in problems:
+            return problems[key].task
+    raise UserError(f"task {spec!r}: no task {ident!r} in {suite} ({len(problems)} tasks)")

@@ -1,7 +1,7 @@
 """Raw batched throughput of the model engine: the 164 HumanEval prompts, one batch, greedy.
 
-    python -m flowmend.bench.perf_llm [--model smollm2] [--backend vllm] [--max-tokens 256]
-                                      [--repeat 1] [--compile] [--json OUT.json]
+    flowmend perf llm [--model smollm2] [--backend vllm] [--max-tokens 256] [--repeat 1]
+                      [--compile] [--json OUT.json]       (or python -m flowmend.bench.perf_llm)
 
 Every HumanEval prompt becomes one chat request (the model's chat template around it; plain
 completion on a base model); all of them go to the backend in ONE `generate` call, without the
@@ -12,11 +12,9 @@ average before and after, since development machines are shared.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -100,72 +98,9 @@ def measure(
     }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2",
-                        help="embedded model name, model folder or hub id (default: smollm2)")
-    parser.add_argument("--backend", default="vllm", choices=("vllm", "transformers"),
-                        help="the engine to measure (default: vllm)")
-    parser.add_argument("--max-tokens", type=int, default=256, metavar="N",
-                        help="tokens to generate per prompt (default: 256)")
-    parser.add_argument("--repeat", type=int, default=1, metavar="K",
-                        help="send the batch K times and report the best (default: 1)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="only the first N prompts (default: all 164)")
-    parser.add_argument("--compile", action="store_const", const=True, default=None,
-                        help="let vLLM compile the model (slower start); by default it runs "
-                             "eagerly on a CPU and compiled on a GPU")
-    parser.add_argument("--kv-cache-gib", type=float, default=4.0, metavar="G",
-                        help="vLLM KV cache on a CPU machine, GiB (default: 4)")
-    parser.add_argument("--json", metavar="OUT.json", default=None,
-                        help="also write the report to this file")
-
-
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from flowmend.errors import UserError
-
-    if args.max_tokens < 1 or args.repeat < 1 or (args.limit is not None and args.limit < 1):
-        raise UserError("--max-tokens, --repeat and --limit must be positive")
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=None)
-        report = measure(
-            model=args.model, backend=args.backend, max_tokens=args.max_tokens,
-            repeat=args.repeat, limit=args.limit, compile=args.compile,
-            kv_cache_gib=args.kv_cache_gib,
-            on_stage=lambda text: progress.update(task, description=text),
-        )
-    text = json.dumps(report, indent=1)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
-    console.print(
-        f"[bold]{report['tokens_per_s']} tokens/s[/] ({report['prompts']} prompts, one batch, greedy, "
-        f"max_tokens {report['max_tokens']}; load {report['load_s']} s; "
-        f"load average {report['loadavg_before'][0]} -> {report['loadavg_after'][0]} "
-        f"on {report['cpu_count']} cores)"
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flowmend.bench.perf_llm",
-        description="Raw batched throughput of the model engine on the 164 HumanEval prompts.",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    from flowmend.errors import UserError
-
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":  # vLLM starts its engine process with spawn: keep this guard
-    sys.exit(main())
+    import sys
+
+    from flowmend.cli.perf import main
+
+    sys.exit(main(["llm", *sys.argv[1:]]))

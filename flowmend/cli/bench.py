@@ -110,7 +110,7 @@ def _run_report(args) -> int:
 
     from rich.console import Console
 
-    from flowmend.bench.report import print_tables, write_report
+    from flowmend.bench.report import write_report
     from flowmend.errors import UserError
 
     if args.resamples < 100:
@@ -119,6 +119,29 @@ def _run_report(args) -> int:
                                  out=Path(args.out) if args.out else None,
                                  resamples=args.resamples)
     console = Console()
-    print_tables(results, console)
+    _print_tables(results, console)
     console.print(f"wrote {path} and its plots")
     return 0
+
+
+# The terminal gets the decision-relevant columns; REPORT.md has them all.
+TERMINAL_COLUMNS = ("method", "pass@1 [95% CI]", "Δ vs best baseline [95% CI]", "tokens/task",
+                    "calls/task", "γ", "κ", "errors")
+
+
+def _print_tables(results, console) -> None:
+    """The decision-relevant columns of each run's table; REPORT.md has them all."""
+    from rich.table import Table
+
+    from flowmend.bench.report import COLUMNS, suite_label, table_rows
+
+    keep = [COLUMNS.index(c) for c in TERMINAL_COLUMNS]
+    for run, summary in results:
+        table = Table(title=f"{suite_label(run)}: {run.label}", title_justify="left")
+        for i in keep:
+            table.add_column(COLUMNS[i], overflow="fold", no_wrap=i == 0,
+                             justify="left" if i == 0 else "right")
+        for row in table_rows(summary):
+            table.add_row(*(row[i].replace(" (baseline)", "*") for i in keep))
+        console.print(table)
+        console.print("* baseline; n = sample size; full table in REPORT.md", style="dim")

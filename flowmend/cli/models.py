@@ -44,13 +44,13 @@ def register(sub) -> None:
             "Send the 164 HumanEval prompts to the engine as ONE batch (greedy, "
             "max_tokens 256 by default) and report completion tokens per second of that "
             "call, with the load time, the core count and the load average. The same as "
-            "`python -m flowmend.bench.perf_llm`."
+            "`flowmend perf llm`."
         ),
     )
-    from flowmend.bench import perf_llm  # argparse only; the engine loads inside `run`
+    from flowmend.cli.perf import add_llm_perf_arguments, run_llm
 
-    perf_llm.add_arguments(bench)
-    bench.set_defaults(run=perf_llm.run)
+    add_llm_perf_arguments(bench)
+    bench.set_defaults(run=run_llm)
 
 
 def _run_list(args: argparse.Namespace) -> int:

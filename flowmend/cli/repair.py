@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowmend.engine._cli import add_workflow_options, read_text, write_atomically
+from flowmend._files import write_atomically
+from flowmend.cli._common import (add_model_options, add_workflow_options, model_configs,
+                                  read_text, workflow_options)
 from flowmend.errors import UserError
-from flowmend.llm._options import add_model_options, model_configs
 
 
 def register(sub) -> None:
@@ -85,17 +86,9 @@ def load_task(spec: str | None, path: str | None):
             return Task.from_json(data)
         except (ValueError, TypeError) as err:
             raise UserError(str(err), where=path) from None
-    from flowmend.bench.datasets import SUITES, by_id
+    from flowmend.bench.datasets import task_by_id
 
-    suite, _, ident = (spec or "").partition("/")
-    if suite not in SUITES or not ident:
-        raise UserError(f"--task {spec!r}: expected SUITE/ID with SUITE one of {', '.join(SUITES)}")
-    problems = by_id(suite)
-    candidates = [ident, f"Mbpp/{ident}", f"HumanEval/{ident}"]
-    for key in candidates:
-        if key in problems:
-            return problems[key].task
-    raise UserError(f"--task {spec!r}: no task {ident!r} in {suite} ({len(problems)} tasks)")
+    return task_by_id(spec)
 
 
 def run_repair(args: argparse.Namespace) -> int:
@@ -103,7 +96,6 @@ def run_repair(args: argparse.Namespace) -> int:
 
     from flowmend.engine._loop import RepairConfig, repair
     from flowmend.engine._runtime import Budget
-    from flowmend.engine._cli import workflow_options
 
     console = Console(stderr=args.json)
     seed_source = read_text(args.workflow)

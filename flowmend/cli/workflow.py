@@ -1,8 +1,4 @@
-"""Command-line verbs of the engine: `ops`, `steps`, `apply` and `demo`.
-
-`add_workflow_options` and `load_workflow` are shared with other packages' verbs (`fuzz`,
-`repair`, ...) so every verb reads a workflow with the same `--entry` and `--step-callee`.
-"""
+"""The workflow verbs: `ops` (the operator library), `steps`, `apply` and `demo`."""
 
 from __future__ import annotations
 
@@ -13,64 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flowmend._files import write_atomically  # noqa: F401 - verbs import it from here
+from flowmend._files import write_atomically
+from flowmend.cli._common import (EXAMPLES_DIR, add_workflow_options, clip, escape,
+                                  load_workflow, print_json, read_text)
 from flowmend.errors import UserError
-
-DEFAULT_ENTRY = "solve"
-DEFAULT_STEP_CALLEES = ("llm",)
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "workflows"
-
-
-def add_workflow_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--entry NAME`` and ``--step-callee PATTERN`` (repeatable) to a verb's parser."""
-    parser.add_argument(
-        "--entry",
-        default=DEFAULT_ENTRY,
-        metavar="NAME",
-        help="the workflow's entry function: a module-level function or Class.method "
-        f"(default: {DEFAULT_ENTRY})",
-    )
-    parser.add_argument(
-        "--step-callee",
-        dest="step_callees",
-        action="append",
-        metavar="PATTERN",
-        help="a call whose dotted callee matches PATTERN is a step; globs allowed "
-        "(self.generate, self.ask_*); repeat for several (default: llm)",
-    )
-
-
-def workflow_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The `parse_workflow` keyword arguments that `add_workflow_options` collected."""
-    return {
-        "entry": getattr(args, "entry", DEFAULT_ENTRY) or DEFAULT_ENTRY,
-        "step_callees": tuple(getattr(args, "step_callees", None) or DEFAULT_STEP_CALLEES),
-    }
-
-
-def read_text(path: str | Path, what: str = "workflow") -> str:
-    """A user-named UTF-8 file's text; a one-line `UserError` when it cannot be read."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{what} is a directory, not a file", where=str(path))
-    try:
-        # newline="": CRLF files stay CRLF, so edits written back leave every other byte alone.
-        with open(p, encoding="utf-8", newline="") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise UserError(f"no such {what} file", where=str(path)) from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{what} is not UTF-8 text (byte {err.start})", where=str(path)) from None
-    except OSError as err:
-        raise UserError(f"cannot read {what}: {err.strerror or err}", where=str(path)) from None
-
-
-def load_workflow(path: str | Path, args: argparse.Namespace):
-    """Read and parse the workflow a user named, with the verb's `--entry`/`--step-callee`."""
-    from flowmend.engine._workflow import parse_workflow
-
-    return parse_workflow(read_text(path), path=str(path), **workflow_options(args))
-
 
 def register(sub) -> None:
     """Add this package's verbs to the `flowmend` parser."""
@@ -150,7 +92,7 @@ def run_ops(args: argparse.Namespace) -> int:
             }
             for c in operators
         ]
-        _print_json(data)
+        print_json(data)
         return 0
     if args.doc:
         sys.stdout.write(_ops_markdown(operators))
@@ -222,7 +164,7 @@ def run_steps(args: argparse.Namespace) -> int:
         data = wf.to_json()
         if items is not None:
             data["menu"] = [item.to_json() for item in items]
-        _print_json(data)
+        print_json(data)
         return 0
     from rich.console import Console
 
@@ -262,13 +204,13 @@ def _print_steps(console, wf) -> None:
         if step.prompt is not None:
             p = step.prompt
             head = p.kind + (f" {p.constant}" if p.constant else "")
-            body = _clip(p.text.replace("\n", "\\n")) if p.text is not None else ", ".join(p.placeholders)
-            prompt = f"[dim]{head}[/]\n{_escape(body)}"
+            body = clip(p.text.replace("\n", "\\n")) if p.text is not None else ", ".join(p.placeholders)
+            prompt = f"[dim]{head}[/]\n{escape(body)}"
         feeds = ", ".join(step.feeds) or "-"
         if step.flow_caveat:
-            feeds += f"\n[yellow]approximate: {_escape(step.flow_caveat)}[/]"
-        table.add_row(step.id, str(step.line), _escape(call), prompt,
-                      _escape(", ".join(step.reads) or "-"), feeds)
+            feeds += f"\n[yellow]approximate: {escape(step.flow_caveat)}[/]"
+        table.add_row(step.id, str(step.line), escape(call), prompt,
+                      escape(", ".join(step.reads) or "-"), feeds)
     console.print(table)
 
 
@@ -280,21 +222,8 @@ def _print_menu(console, items) -> None:
     table.add_column("label", style="cyan")
     table.add_column("kind")
     for i, item in enumerate(items, 1):
-        table.add_row(str(i), _escape(item.label), item.kind)
+        table.add_row(str(i), escape(item.label), item.kind)
     console.print(table)
-
-
-def _clip(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
-# --- apply -----------------------------------------------------------------------------------
 
 
 def run_apply(args: argparse.Namespace) -> int:
@@ -312,7 +241,7 @@ def run_apply(args: argparse.Namespace) -> int:
         written = args.workflow if args.in_place else args.output
         write_atomically(written, result.source)
     if args.json:
-        _print_json({"changed": result.source != wf.source, "diff": result.diff,
+        print_json({"changed": result.source != wf.source, "diff": result.diff,
                      "source": result.source, "written": written})
         return 0
     _print_diff(result.diff)
@@ -359,7 +288,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not isinstance(result, Applied):
         raise UserError(f"{choice.label}: {result.reason.value}: {result.detail}", where=str(path))
     if args.json:
-        _print_json({"workflow": wf.to_json(), "menu": [i.label for i in items],
+        print_json({"workflow": wf.to_json(), "menu": [i.label for i in items],
                      "patch": choice.patch.to_json(), "diff": result.diff})
         return 0
     from rich.console import Console
@@ -367,7 +296,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     console = Console()
     _print_steps(console, wf)
-    console.print(f"\n{len(items)} applicable edits; applying [cyan]{_escape(choice.label)}[/]:")
+    console.print(f"\n{len(items)} applicable edits; applying [cyan]{escape(choice.label)}[/]:")
     console.print_json(json.dumps(choice.patch.to_json()))
     console.print(Syntax(result.diff, "diff", theme="ansi_dark", word_wrap=True))
     return 0
@@ -394,7 +323,3 @@ def _demo_choice(wf, items):
             if wanted[0] in (None, item.patch.operator) and wanted[1] in (None, item.patch.target.get("step")):
                 return item
     return items[0]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -196,3 +196,15 @@ def _chat_of(model: str, chat: bool | None) -> bool:
 
     embedded = embedded_model(model)
     return embedded.chat if embedded is not None else True
+
+
+def model_config(model: str, *, backend: str, seed: int = 0, base_urls=(), replay=None,
+                 record=None):
+    """The `ModelConfig` for `model` on `backend`: replayed from `replay`, or recorded into
+    `record` around the real backend. Shared by `repair` and `bench`."""
+    if replay or backend == "replay":
+        return ModelConfig(kind="replay", model=model, replay_path=replay)
+    inner = ModelConfig(kind=backend, model=model, seed=seed, base_urls=tuple(base_urls))
+    if record:
+        return ModelConfig(kind="replay", model=model, replay_path=record, record=inner)
+    return inner

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flowmend.bench._evaluate import evaluate
+from flowmend.bench.evaluate import evaluate
 from flowmend.bench._store import RESULTS
 from flowmend.cli import main
 

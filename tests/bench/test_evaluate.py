@@ -7,7 +7,7 @@ import json
 import pytest
 
 from flowmend.bench import datasets
-from flowmend.bench._evaluate import estimate_pass_at_k, pass_at_k
+from flowmend.bench.evaluate import estimate_pass_at_k, pass_at_k
 from flowmend.cli import main
 
 
@@ -72,7 +72,7 @@ def test_pass_at_k_estimator():
 
 
 def test_the_module_entry_point_is_the_same_verb(tmp_path, capsys):
-    from flowmend.bench._evaluate import main as module_main
+    from flowmend.cli.evaluate import main as module_main
 
     problem = datasets.humaneval()[0]
     samples = _write(tmp_path / "s.jsonl", [{"task_id": problem.task.task_id,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from flowmend.bench import datasets, human_eval_ref
-from flowmend.bench._evaluate import evaluate
+from flowmend.bench.evaluate import evaluate
 from flowmend.bench._runner import hidden_utility_with, run_jobs, write_samples
 from flowmend.bench._store import RunStore
 from flowmend.bench.methods import Method

