@@ -16,7 +16,8 @@ from rich.markup import escape
 
 from flowmend.errors import UserError
 
-# Each module defines `register(subparsers)`, adding its verbs with `set_defaults(run=...)`.
+# Each module defines `register(subparsers)`, adding its verbs with `set_defaults(run=...)`;
+# a verb that starts processes (a model engine, the sandbox) adds `starts_processes=True`.
 # They import only argparse-level things at module level, so `flowmend --help` stays fast.
 VERB_MODULES = (
     "flowmend.cli.workflow",  # ops, steps, apply, demo
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    lifeline = _lifeline_for(args)
     try:
         with _sigterm_unwinds():
             return int(args.run(args) or 0)
@@ -67,6 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         Console(stderr=True).print("terminated")
         return 128 + signal.SIGTERM
+    finally:
+        if lifeline is not None:
+            lifeline.stop()
+
+
+def _lifeline_for(args: argparse.Namespace):
+    """For verbs that start processes (a model engine, sandbox zygotes): end what killed
+    commands left running, then watch this one, so that even `kill -9` leaves nothing behind."""
+    if not getattr(args, "starts_processes", False):
+        return None
+    from flowmend import _lifeline
+
+    stale = _lifeline.reap_stale()
+    if stale.ended:
+        Console(stderr=True, highlight=False).print(stale.line())
+    return _lifeline.start()
 
 
 class Terminated(BaseException):

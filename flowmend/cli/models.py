@@ -50,7 +50,7 @@ def register(sub) -> None:
     from flowmend.cli.perf import add_llm_perf_arguments, run_llm
 
     add_llm_perf_arguments(bench)
-    bench.set_defaults(run=run_llm)
+    bench.set_defaults(run=run_llm, starts_processes=True)
 
 
 def _run_list(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def register(sub) -> None:
                     "call, with the load time, the core count and the load average.",
     )
     add_llm_perf_arguments(llm)
-    llm.set_defaults(run=run_llm)
+    llm.set_defaults(run=run_llm, starts_processes=True)
 
 
 def main(argv: list[str] | None = None) -> int:

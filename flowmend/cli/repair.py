@@ -61,7 +61,7 @@ def register(sub) -> None:
                         help="print the result as one JSON object")
     add_workflow_options(repair)
     add_model_options(repair)
-    repair.set_defaults(run=run_repair)
+    repair.set_defaults(run=run_repair, starts_processes=True)
 
 
 def load_task(spec: str | None, path: str | None):

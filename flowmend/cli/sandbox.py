@@ -25,7 +25,7 @@ def register(sub) -> None:
     _common(run)
     run.add_argument("--memory-mb", type=int, default=1024, metavar="M",
                      help="address-space limit in MiB (default: 1024)")
-    run.set_defaults(run=_run_exec)
+    run.set_defaults(run=_run_exec, starts_processes=True)
 
     check = verbs.add_parser(
         "check", help="load code, then run each test snippet under its own time limit",
@@ -40,7 +40,7 @@ def register(sub) -> None:
                        help="seconds per test (default: 3)")
     check.add_argument("--memory-mb", type=int, default=1024, metavar="M",
                        help="address-space limit in MiB (default: 1024)")
-    check.set_defaults(run=_run_check)
+    check.set_defaults(run=_run_check, starts_processes=True)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

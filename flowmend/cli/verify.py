@@ -47,7 +47,7 @@ def register(sub) -> None:
                         help="an extra test the workflow wrote for itself (repeatable); scored apart")
     verify.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds per check (default 3)")
     verify.add_argument("--json", action="store_true", help="print the Feedback as JSON")
-    verify.set_defaults(run=_run_verify)
+    verify.set_defaults(run=_run_verify, starts_processes=True)
 
 
 def _read_json(path: Path) -> object:
