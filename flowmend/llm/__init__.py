@@ -6,47 +6,13 @@ transformers, and replay of recorded completions. Heavy libraries load only when
 that needs them is opened.
 """
 
-from flowmend.llm._broker import Broker, BrokerClosed, BrokerStats
-from flowmend.llm._config import KINDS, ModelConfig, Models, open_backend, open_models
-from flowmend.llm._replay import RecordingBackend, ReplayBackend, ReplayMiss
-from flowmend.llm._store import (
-    EMBEDDED,
-    EmbeddedModel,
-    ResolvedModel,
-    cache_root,
-    embedded_model,
-    is_prepared,
-    model_dir,
-    prepare,
-    resolve_model,
-)
-from flowmend.llm._types import Backend, Completion, ModelError, Price, PriceTable, Request
+from flowmend._api import public_api
 
-__all__ = [
-    "EMBEDDED",
-    "KINDS",
-    "Backend",
-    "Broker",
-    "BrokerClosed",
-    "BrokerStats",
-    "Completion",
-    "EmbeddedModel",
-    "ModelConfig",
-    "ModelError",
-    "Models",
-    "Price",
-    "PriceTable",
-    "RecordingBackend",
-    "ReplayBackend",
-    "ReplayMiss",
-    "Request",
-    "ResolvedModel",
-    "cache_root",
-    "embedded_model",
-    "is_prepared",
-    "model_dir",
-    "open_backend",
-    "open_models",
-    "prepare",
-    "resolve_model",
-]
+public_api(__name__, globals(), {
+    "_broker": ("Broker", "BrokerClosed", "BrokerStats"),
+    "_config": ("KINDS", "ModelConfig", "Models", "model_config", "open_backend", "open_models"),
+    "_replay": ("RecordingBackend", "ReplayBackend", "ReplayMiss"),
+    "_store": ("EMBEDDED", "EmbeddedModel", "ResolvedModel", "cache_root", "embedded_model",
+               "is_prepared", "model_dir", "prepare", "resolve_model"),
+    "_types": ("Backend", "Completion", "ModelError", "Price", "PriceTable", "Request"),
+})
