@@ -198,7 +198,7 @@ def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
         config = RepairConfig(
             iterations=method.iterations, proposals=method.proposals, mode=method.mode,
             budget=budget, pre_patches=tuple(Patch.from_json(p) for p in method.pre_patches),
-            seed=plan.seed, **options,
+            rng_seed=plan.seed, **options,
         )
         result = repair(plan.seed_source, problem.task, program=program, optimizer=optimizer,
                         sandbox=sandbox, config=config)

@@ -5,6 +5,7 @@ checks), the workflow's output and its trace, and runs code only through a `Sand
 """
 
 from flowmend.verifier._feedback import (
+    CheckCache,
     CheckOutcome,
     Cost,
     Feedback,
@@ -20,6 +21,7 @@ from flowmend.verifier.runtime_helpers import KINDS, Check, extract_code
 __all__ = [
     "KINDS",
     "Check",
+    "CheckCache",
     "CheckOutcome",
     "Cost",
     "Estimate",

@@ -21,7 +21,6 @@ from flowmend.engine import get as get_operator
 from flowmend.llm import Broker, Completion, ModelConfig, Request, open_backend
 from flowmend.sandbox import Sandbox
 from flowmend.task import Task
-from flowmend.verifier import ScoreWeights
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "workflows"
@@ -167,7 +166,7 @@ def test_async_and_class_based_workflows_run_with_steps_traced(tmp_path, sandbox
 
     backend = open_backend(ModelConfig(kind="replay", replay_path=str(write_replay(tmp_path / "e.jsonl", []))))
     ctx = RunContext(workflow=wf, task=ADD, program=Capture(backend), sandbox=sandbox,
-                     meter=Meter(Budget()), weights=ScoreWeights())
+                     meter=Meter(Budget()))
     run = run_workflow(ctx, timeout_s=20)
     assert run.status == "ok", (run.error_type, run.error_message, run.traceback_tail)
     assert "return a + b" in run.output
@@ -219,5 +218,5 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
     answered = [e for e in trace if e["event"] == "llm" and "prompt_tokens" in e]
     assert sum(e["prompt_tokens"] + e["completion_tokens"] for e in answered) == result.tokens
     if options.get("mode") == "prompt":
-        kinds = {get_operator(c.patch["operator"]).kind for c in result.candidates if c.patch}
+        kinds = {get_operator(c.patch.operator).kind for c in result.candidates if c.patch}
         assert kinds <= {"prompt"}
