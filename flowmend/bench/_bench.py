@@ -303,7 +303,7 @@ def _execute(plan: BenchPlan, store: RunStore, models, args, console):
                        disable=args.no_progress) as update:
             try:
                 stats = run_jobs(store, plan.problems, plan.methods, solve=solve,
-                                 hidden=hidden, seed_source=plan.seed_source, task_id=task_id,
+                                 hidden=hidden, task_id=task_id,
                                  concurrency=concurrency, on_progress=update,
                                  failures=failures,
                                  fatal=(ModelError, BrokerClosed, SandboxError))

@@ -87,7 +87,8 @@ def _main():
     if not callable(entry):
         raise NameError("the workflow defines no entry function " + {entry})
     output = entry(task)
-    if _inspect.isawaitable(output):
+    # A completion returned as is is awaitable (for async workflows) but already a string.
+    if _inspect.isawaitable(output) and not isinstance(output, str):
         output = _asyncio.run(output)
     if isinstance(output, (list, tuple)) and output and all(isinstance(o, str) for o in output):
         output = output[0]

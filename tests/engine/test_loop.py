@@ -220,3 +220,57 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
     if options.get("mode") == "prompt":
         kinds = {get_operator(c.patch.operator).kind for c in result.candidates if c.patch}
         assert kinds <= {"prompt"}
+
+
+def test_lineage_names_each_parent_and_its_patch_rebuilds_the_child(sandbox):
+    """Every proposal names the incumbent it was made from; applying its Patch to that
+    parent's source gives its own source, so nobody needs to re-derive lineage."""
+    from flowmend.engine import Patch, apply_patch
+    from flowmend.engine._repair_cli import load_task
+
+    broker = broker_for(DATA / "replay_he0.jsonl")
+    config = RepairConfig(iterations=2, proposals=3, program_params={"max_tokens": 200},
+                          budget=Budget(calls=40, tokens=30_000, wall_s=900))
+    seed = (EXAMPLES / "plan_then_code.py").read_text()
+    result = repair(seed, load_task("humaneval/HumanEval/0", None), program=broker,
+                    optimizer=broker, sandbox=sandbox, config=config)
+    proposals = [c for c in result.candidates if c.index]
+    assert result.candidates[0].key == (0, 0) and result.candidates[0].parent is None
+    assert proposals
+    incumbent = (0, 0)
+    for k in sorted({c.iteration for c in proposals}):
+        for c in (c for c in proposals if c.iteration == k):
+            parent = result.candidate(c.parent)
+            assert c.parent == incumbent and isinstance(c.patch, Patch)
+            applied = apply_patch(parse_workflow(parent.source), c.patch)
+            assert applied.source == c.source
+        incumbent = next((c.key for c in proposals if c.iteration == k and c.selected), incumbent)
+    data = result.to_json()["candidates"]
+    assert json.loads(json.dumps(data)) == data and data[1]["parent"] == list(proposals[0].parent)
+
+
+VERIFYING = '''def solve(task):
+    code = llm("Write " + task.prompt)
+    verify(code)
+    return code
+'''
+
+
+def test_a_workflow_checking_its_own_answer_runs_the_checks_once(tmp_path, sandbox):
+    request = Request(prompt="Write " + ADD.prompt, max_tokens=384)
+    broker = broker_for(write_replay(tmp_path / "r.jsonl", [(request, [RIGHT])]))
+    events = []
+    result = repair(VERIFYING, ADD, program=broker, optimizer=broker, sandbox=sandbox,
+                    config=RepairConfig(iterations=0), trace_path=tmp_path / "trace.jsonl",
+                    on_event=events.append)
+    assert result.status == "solved", result.error
+    # verify(code) inside the run and the feedback on the output are one check.
+    assert result.checks_cached == 1
+    from flowmend.engine import LlmEvent, StartEvent, TraceEvent, VerdictEvent
+
+    assert all(isinstance(e, TraceEvent) for e in events)
+    assert isinstance(events[0], StartEvent) and events[0].config_digest == RepairConfig(iterations=0).digest
+    assert [type(e) for e in events[1:3]] == [LlmEvent, VerdictEvent]
+    lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert lines == [e.to_json() for e in events]
+    assert lines[2]["event"] == "verdict" and lines[2]["passed"] == 2
