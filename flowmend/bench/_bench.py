@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,14 +152,12 @@ def _seed_workflow_path(name: str) -> Path:
 
 def check_pre_patches(methods, seed_source: str, where: str) -> None:
     """Every method's pre-patches must apply to the seed, or no task could run it."""
-    from flowmend.engine import Applied, Patch, apply_patches
+    from flowmend.engine import Applied, apply_patches
 
     for method in methods:
-        if not method.pre_patches:
+        if not method.config.pre_patches:
             continue
-        patches = [Patch.from_json(p, where=f"{method.origin}: pre_patches")
-                   for p in method.pre_patches]
-        result = apply_patches(seed_source, patches)
+        result = apply_patches(seed_source, list(method.config.pre_patches))
         if not isinstance(result, Applied):
             raise UserError(f"method {method.name}'s pre-patches do not apply to the seed "
                             f"workflow: {result.detail}", where=where)
@@ -185,21 +183,15 @@ def open_models(plan: BenchPlan):
 
 
 def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
-    """The real path: each method is `flowmend.engine.repair` with its own RepairConfig."""
-    from flowmend.engine import Budget, Patch, RepairConfig, repair
+    """The real path: each method is `flowmend.engine.repair` with its own RepairConfig, under
+    the run's budget and rng seed."""
+    from flowmend.engine import Budget, repair
 
     budget = Budget(calls=plan.budget["calls"], tokens=plan.budget["tokens"],
                     cost=plan.budget["cost"], wall_s=plan.budget["wall_s"])
 
     def solve(problem, method: Method) -> dict:
-        options: dict[str, Any] = {}
-        if method.program_params:  # otherwise the loop's own defaults
-            options["program_params"] = tuple(method.program_params)
-        config = RepairConfig(
-            iterations=method.iterations, proposals=method.proposals, mode=method.mode,
-            budget=budget, pre_patches=tuple(Patch.from_json(p) for p in method.pre_patches),
-            rng_seed=plan.seed, **options,
-        )
+        config = replace(method.config, budget=budget, rng_seed=plan.seed)
         result = repair(plan.seed_source, problem.task, program=program, optimizer=optimizer,
                         sandbox=sandbox, config=config)
         return result.to_json()

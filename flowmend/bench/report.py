@@ -242,10 +242,12 @@ def _suite_label(run: Run) -> str:
 def _method_lines(ident: dict) -> list[str]:
     lines = []
     for m in ident.get("methods", []):
-        patches = ", ".join(p["operator"] for p in m.get("pre_patches", [])) or "none"
+        config = m.get("config", m)  # flowmend.method/1 runs list the config beside the name
+        patches = ", ".join(p["operator"] for p in config.get("pre_patches", [])) or "none"
         lines.append(f"- `{m['name']}`{' (baseline)' if m.get('baseline') else ''}: "
-                     f"{m.get('description', '')} (iterations {m.get('iterations')}, proposals "
-                     f"{m.get('proposals')}, mode {m.get('mode')}, pre-patches {patches})")
+                     f"{m.get('description', '')} (iterations {config.get('iterations')}, "
+                     f"proposals {config.get('proposals')}, mode {config.get('mode')}, "
+                     f"pre-patches {patches})")
     return lines
 
 

@@ -8,6 +8,7 @@ import pytest
 from flowmend.bench._runner import hidden_utility_with, run_jobs, write_samples
 from flowmend.bench._store import RunStore
 from flowmend.bench.methods import Method
+from flowmend.engine import RepairConfig
 from flowmend.task import Task
 
 SEED = 'def solve(task):\n    return llm("Write " + task.prompt)\n'
@@ -54,7 +55,7 @@ def solver(problem, method):
     ], GOOD)
 
 
-METHODS = [Method("b0", baseline=True), Method("loop", iterations=1)]
+METHODS = [Method("b0", baseline=True), Method("loop", config=RepairConfig(iterations=1))]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from flowmend.engine import get as get_operator
 from flowmend.llm import Broker, Completion, ModelConfig, Request, open_backend
 from flowmend.sandbox import Sandbox
 from flowmend.task import Task
+from flowmend.verifier import ScoreWeights
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "workflows"
@@ -274,3 +275,39 @@ def test_a_workflow_checking_its_own_answer_runs_the_checks_once(tmp_path, sandb
     lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     assert lines == [e.to_json() for e in events]
     assert lines[2]["event"] == "verdict" and lines[2]["passed"] == 2
+
+
+def test_repair_config_is_one_json_record_with_a_digest():
+    from flowmend.engine import OptimizerConfig, Patch
+
+    config = RepairConfig(
+        iterations=2, mode="prompt", budget=Budget(calls=9, tokens=None), rng_seed=7,
+        weights=ScoreWeights(beta=0.25), step_callees=("self.generate",),
+        pre_patches=(Patch("append-instruction", {"step": "code"}, {"sentence": "Be brief."}),),
+        program_params={"max_tokens": 200, "stop": ["\n\n"]},
+        optimizer=OptimizerConfig(menu_size=6, text_template="{instruction}"),
+    )
+    data = json.loads(json.dumps(config.to_json()))
+    again = RepairConfig.from_json(data)
+    assert again == config and again.digest == config.digest and len(config.digest) == 64
+    assert RepairConfig.from_json({}) == RepairConfig()
+    assert RepairConfig(rng_seed=1).digest != RepairConfig().digest
+    # The command line's old keyword still means the rng seed.
+    assert RepairConfig(seed=3).rng_seed == 3
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"iterations": "2"}, "iterations"),
+    ({"budget": {"calls": -1}}, "'budget'"),
+    ({"budget": {"callz": 1}}, "'budget'"),
+    ({"weights": {"alpha": -1}}, "'weights'"),
+    ({"optimizer": {"choice_template": "{task}"}}, "'optimizer'"),
+    ({"pre_patches": [{"operator": "x"}]}, "'pre_patches'"),
+    ({"step_callees": "llm"}, "'step_callees'"),
+    ({"seeds": 1}, "'seeds'"),
+    ({"rng_seed": 1.5}, "rng_seed"),
+])
+def test_repair_config_from_json_names_the_bad_field_in_one_line(data, field):
+    with pytest.raises(ValueError, match=field) as err:
+        RepairConfig.from_json(data)
+    assert "\n" not in str(err.value)
