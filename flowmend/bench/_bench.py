@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
+from flowmend import seeds
 from flowmend.bench import splits
 from flowmend.bench._runner import (RunAborted, RunStats, hidden_utility_with, run_jobs,
                                     write_samples)
@@ -108,16 +109,11 @@ def plan_from_args(args) -> BenchPlan:
         raise UserError("--raw-baseline measures the in-process vLLM engine; use it with "
                         "--backend vllm")
     methods = load_methods(args.methods)
-    seed_path = _seed_workflow_path(args.seed_workflow)
-    try:
-        seed_source = seed_path.read_text()
-    except OSError as err:
-        raise UserError(f"cannot read the seed workflow: {err.strerror}",
-                        where=str(seed_path)) from None
+    seed_source, seed_where = read_seed_workflow(args.seed_workflow)
     from flowmend.engine import parse_workflow
 
-    parse_workflow(seed_source, path=str(seed_path))  # WorkflowError is a UserError with a line
-    check_pre_patches(methods, seed_source, str(seed_path))
+    parse_workflow(seed_source, path=seed_where)  # WorkflowError is a UserError with a line
+    check_pre_patches(methods, seed_source, seed_where)
     problems = splits.select(load_problems(args.suite), args.split, scheme=args.split_scheme,
                              task_id=task_id)
     problems.sort(key=lambda p: _task_number(task_id(p)))
@@ -139,15 +135,23 @@ def plan_from_args(args) -> BenchPlan:
     )
 
 
-def _seed_workflow_path(name: str) -> Path:
-    """The path as given; a relative one missing here is tried in flowmend's checkout, so the
-    default (`examples/workflows/single_shot.py`) works from any folder of an editable install."""
-    path = Path(name)
-    if not path.exists() and not path.is_absolute():
-        checkout = Path(__file__).resolve().parents[2] / path
-        if checkout.exists():
-            return checkout
-    return path
+def read_seed_workflow(spec: str) -> tuple[str, str]:
+    """The seed workflow's source and where it came from: a seed id (``single_shot``, package
+    data, so an installed wheel has it) or a file path.
+
+    A path into ``examples/workflows/`` that is missing here (the default of the command
+    line, run from another folder or an installed wheel) is the seed of the same name.
+    """
+    if spec in seeds.ids():
+        return seeds.load(spec), f"seed:{spec}"
+    path = Path(spec)
+    if not path.exists() and path.parent.as_posix().endswith("examples/workflows") \
+            and path.stem in seeds.ids():
+        return seeds.load(path.stem), f"seed:{path.stem}"
+    try:
+        return path.read_text(), str(path)
+    except OSError as err:
+        raise UserError(f"cannot read the seed workflow: {err.strerror}", where=str(path)) from None
 
 
 def check_pre_patches(methods, seed_source: str, where: str) -> None:
