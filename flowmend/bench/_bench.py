@@ -17,6 +17,7 @@ from rich.console import Console
 
 from flowmend import seeds
 from flowmend.bench import splits
+from flowmend.bench.splits import task_order
 from flowmend.bench._runner import (RunAborted, RunStats, hidden_utility_with, run_jobs,
                                     write_samples)
 from flowmend.bench._store import RunStore, read_results
@@ -116,7 +117,7 @@ def plan_from_args(args) -> BenchPlan:
     check_pre_patches(methods, seed_source, seed_where)
     problems = splits.select(load_problems(args.suite), args.split, scheme=args.split_scheme,
                              task_id=task_id)
-    problems.sort(key=lambda p: _task_number(task_id(p)))
+    problems.sort(key=lambda p: task_order(task_id(p)))
     if args.limit is not None:
         problems = problems[: args.limit]
     if not problems:
@@ -165,11 +166,6 @@ def check_pre_patches(methods, seed_source: str, where: str) -> None:
         if not isinstance(result, Applied):
             raise UserError(f"method {method.name}'s pre-patches do not apply to the seed "
                             f"workflow: {result.detail}", where=where)
-
-
-def _task_number(tid: str) -> tuple[str, int]:
-    head, _, tail = tid.rpartition("/")
-    return (head, int(tail)) if tail.isdigit() else (tid, -1)
 
 
 def open_models(plan: BenchPlan):

@@ -18,6 +18,7 @@ from typing import Any
 from flowmend.bench import metrics
 from flowmend._files import write_jsonl_atomically
 from flowmend.bench._store import RunStore
+from flowmend.bench.splits import task_order
 from flowmend.bench.methods import Method
 
 # A solver runs one method on one task and returns the loop's result (a RepairResult, or its
@@ -148,16 +149,11 @@ def write_samples(run_dir: Path, records: Sequence[dict], methods: Sequence[str]
     paths = []
     for name in methods:
         rows = sorted(({"task_id": r["task_id"], "completion": r.get("output") or ""}
-                       for r in records if r["method"] == name), key=lambda r: _task_order(r["task_id"]))
+                       for r in records if r["method"] == name), key=lambda r: task_order(r["task_id"]))
         path = Path(run_dir) / f"samples_{name}.jsonl"
         write_jsonl_atomically(path, rows)
         paths.append(path)
     return paths
-
-
-def _task_order(task_id: str) -> tuple[str, int]:
-    head, _, tail = task_id.rpartition("/")
-    return (head, int(tail)) if tail.isdigit() else (task_id, -1)
 
 
 def run_jobs(

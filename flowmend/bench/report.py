@@ -70,7 +70,7 @@ def summaries_of(run: Run, *, resamples: int = 10_000) -> list[metrics.MethodSum
 # ---------------------------------------------------------------- formatting
 
 
-def _pct(e: metrics.Estimate, *, ci: bool = True, signed: bool = False) -> str:
+def _pct(e: metrics.Figure, *, ci: bool = True, signed: bool = False) -> str:
     if e.value is None:
         return "–"
     sign = "+" if signed else ""
@@ -80,7 +80,7 @@ def _pct(e: metrics.Estimate, *, ci: bool = True, signed: bool = False) -> str:
     return text
 
 
-def _num(e: metrics.Estimate, digits: int = 1) -> str:
+def _num(e: metrics.Figure, digits: int = 1) -> str:
     return "–" if e.value is None else f"{e.value:,.{digits}f}"
 
 

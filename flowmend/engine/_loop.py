@@ -64,7 +64,8 @@ from flowmend.verifier import CheckCache, Feedback, ScoreWeights, feedback, scor
 # Which kinds of menu edit each loop mode offers.
 MODES = {"prompt": ("prompt",), "structure": ("prompt", "structure")}
 CONFIG_SCHEMA = "flowmend.repair-config/1"
-STATUSES = ("solved", "iterations_exhausted", "budget_exhausted", "error")
+# How a repair ends (`RepairResult.status`).
+REPAIR_STATUSES = ("solved", "iterations_exhausted", "budget_exhausted", "error")
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,10 @@ class RepairResult:
     error: str | None = None
     config_digest: str | None = None
     checks_cached: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in REPAIR_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(REPAIR_STATUSES)}, got {self.status!r}")
 
     def candidate(self, key: CandidateKey) -> Candidate | None:
         """The candidate at (iteration, index), e.g. a candidate's parent."""

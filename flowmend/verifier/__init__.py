@@ -16,10 +16,10 @@ from flowmend.verifier._feedback import (
 from flowmend.verifier._measure import Estimate, Iteration, Scored, gamma, kappa
 from flowmend.verifier._score import ScoreWeights, score
 from flowmend.verifier._visible import Example, docstring_examples, visible_checks_from_docstring
-from flowmend.verifier.runtime_helpers import KINDS, Check, extract_code
+from flowmend.verifier.runtime_helpers import CHECK_KINDS, Check, extract_code
 
 __all__ = [
-    "KINDS",
+    "CHECK_KINDS",
     "Check",
     "CheckCache",
     "CheckOutcome",

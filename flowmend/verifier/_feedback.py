@@ -176,7 +176,7 @@ class Feedback:
 
     @property
     def kind(self) -> str:
-        """One of `runtime_helpers.KINDS`, the most severe problem first."""
+        """One of `runtime_helpers.CHECK_KINDS`, the most severe problem first."""
         if not self.code.strip():
             return "no_code"
         if self.syntax_error is not None:
