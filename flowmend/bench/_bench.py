@@ -2,13 +2,15 @@
 
 Everything a user can get wrong is checked before anything is written: the methods, the seed
 workflow, the suite and split, the backend's options. Then the run folder is opened (or
-resumed), the models and sandbox start, and `run_jobs` does the work under a progress bar.
+resumed), the models and sandbox start, and `run_jobs` does the work, reporting its progress
+to the caller.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ from rich.console import Console
 from flowmend import seeds
 from flowmend.bench import splits
 from flowmend.bench.splits import task_order
-from flowmend.bench._runner import (RunAborted, RunStats, hidden_utility_with, run_jobs,
-                                    write_samples)
+from flowmend.bench._runner import (BenchProgress, RunAborted, RunStats, hidden_utility_with,
+                                    run_jobs, write_samples)
 from flowmend.bench._store import RunStore, read_results
 from flowmend.bench.methods import Method, load_methods
 from flowmend.errors import UserError
@@ -239,7 +241,9 @@ def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -
     }
 
 
-def run_from_args(args) -> int:
+def run_from_args(args, *, on_progress: Callable[[BenchProgress], None] | None = None) -> int:
+    """Plan, open the models and the sandbox, run, keep results; `on_progress` gets a
+    `BenchProgress` at the start and after each finished job (the command line draws it)."""
     console = Console(stderr=True)
     plan = plan_from_args(args)
     store = RunStore(plan.out, plan.identity())
@@ -262,7 +266,7 @@ def run_from_args(args) -> int:
         for engine in engines:
             engine.record_workload()
         with store:
-            stats, wall = _execute(plan, store, models, args, console)
+            stats, wall = _execute(plan, store, models, args, on_progress)
             figures = performance(wall, stats, broker_stats(models.program, models.optimizer))
             if engines:
                 figures.update(_raw_baseline(engines, figures, console))
@@ -274,7 +278,7 @@ def run_from_args(args) -> int:
     return 0
 
 
-def _execute(plan: BenchPlan, store: RunStore, models, args, console):
+def _execute(plan: BenchPlan, store: RunStore, models, args, on_progress):
     from flowmend.llm import BrokerClosed, ModelError
     from flowmend.sandbox import Sandbox, SandboxError
 
@@ -288,21 +292,16 @@ def _execute(plan: BenchPlan, store: RunStore, models, args, console):
         hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
                                      program=lambda problem, code: problem.program(code))
         started = time.monotonic()
-        pairs = len(plan.problems) * len(plan.methods)
-        done = len(store.done() & {(task_id(p), m.name) for p in plan.problems
-                                   for m in plan.methods})
-        with _progress(console, total=pairs, completed=done,
-                       disable=args.no_progress) as update:
-            try:
-                stats = run_jobs(store, plan.problems, plan.methods, solve=solve,
-                                 hidden=hidden, task_id=task_id,
-                                 concurrency=concurrency, on_progress=update,
-                                 failures=failures,
-                                 fatal=(ModelError, BrokerClosed, SandboxError))
-            except RunAborted as err:
-                raise UserError(
-                    f"stopped: {err}. {len(store.records)} finished jobs are kept in "
-                    f"{plan.out}; fix the cause and run the same command to resume") from None
+        try:
+            stats = run_jobs(store, plan.problems, plan.methods, solve=solve,
+                             hidden=hidden, task_id=task_id,
+                             concurrency=concurrency, on_progress=on_progress,
+                             failures=failures,
+                             fatal=(ModelError, BrokerClosed, SandboxError))
+        except RunAborted as err:
+            raise UserError(
+                f"stopped: {err}. {len(store.records)} finished jobs are kept in "
+                f"{plan.out}; fix the cause and run the same command to resume") from None
         return stats, time.monotonic() - started
 
 
@@ -336,40 +335,6 @@ def _raw_baseline(engines: list, figures: dict[str, Any], console: Console) -> d
         "raw_tokens_per_s": round(raw_tps, 1) if raw_tps else None,
         "bench_over_raw": round(bench_tps / raw_tps, 3) if raw_tps and bench_tps else None,
     }
-
-
-class _progress:
-    """A rich progress bar: jobs done, pass@1 so far, tokens/s and ETA."""
-
-    def __init__(self, console: Console, *, total: int, completed: int, disable: bool):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("pass@1 {task.fields[pass_at_1]}"), TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, disable=disable, transient=False,
-        )
-        self.task = self.progress.add_task("bench", total=total, completed=completed,
-                                           pass_at_1="–", tps="–")
-        self.started = time.monotonic()
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self.update
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def update(self, stats: RunStats) -> None:
-        seen = stats.skipped + stats.done
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        self.progress.update(
-            self.task, completed=seen,
-            pass_at_1=f"{100 * stats.passed / seen:.1f}%" if seen else "–",
-            tps=f"{stats.tokens / elapsed:,.0f}",
-        )
 
 
 def _print_summary(plan: BenchPlan, console: Console) -> None:

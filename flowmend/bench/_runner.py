@@ -28,9 +28,39 @@ Solver = Callable[[Any, Method], dict]
 HiddenCheck = Callable[[Any, str], tuple[float, bool]]
 
 
+@dataclass(frozen=True)
+class BenchProgress:
+    """Where a bench run stands, after each finished job (and once at the start): what a
+    progress bar shows.
+
+    Attributes:
+        total: (task, method) jobs of the run, resumed ones included.
+        completed: jobs finished, resumed ones included.
+        passed: of those, passed on hidden tests.
+        errors: of those, ended in an error.
+        tokens: tokens spent by the jobs of this session.
+        elapsed_s: wall time of this session.
+    """
+
+    total: int
+    completed: int
+    passed: int
+    errors: int
+    tokens: int
+    elapsed_s: float
+
+    @property
+    def pass_at_1(self) -> float | None:
+        return self.passed / self.completed if self.completed else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.elapsed_s if self.elapsed_s > 0 else None
+
+
 @dataclass
 class RunStats:
-    """What the progress bar shows and run.json keeps."""
+    """What run.json keeps; `progress()` is its snapshot for a progress bar."""
 
     total: int = 0
     skipped: int = 0
@@ -41,6 +71,11 @@ class RunStats:
     wall_s: float = 0.0
     hidden_check_s: float = 0.0
     per_method: dict[str, list[int]] = field(default_factory=dict)
+
+    def progress(self) -> BenchProgress:
+        return BenchProgress(total=self.total, completed=self.skipped + self.done,
+                             passed=self.passed, errors=self.errors, tokens=self.tokens,
+                             elapsed_s=self.wall_s)
 
 
 def hidden_utility_with(sandbox, *, hidden_tests: Callable[[Any], Sequence[str]],
@@ -165,7 +200,7 @@ def run_jobs(
     hidden: HiddenCheck,
     task_id: Callable[[Any], str] = lambda p: p.task_id,
     concurrency: int = 4,
-    on_progress: Callable[[RunStats], None] | None = None,
+    on_progress: Callable[[BenchProgress], None] | None = None,
     failures: Callable[[], int] | None = None,
     fatal: tuple[type[BaseException], ...] = (),
 ) -> RunStats:
@@ -187,6 +222,8 @@ def run_jobs(
     for r in store.records:
         _count(stats, r, resumed=True)
     started = time.monotonic()
+    if on_progress:
+        on_progress(stats.progress())
 
     def job(problem, method) -> dict:
         t0 = time.monotonic()
@@ -231,7 +268,7 @@ def run_jobs(
                 _count(stats, record)
                 stats.wall_s = time.monotonic() - started
                 if on_progress:
-                    on_progress(stats)
+                    on_progress(stats.progress())
             if aborted:
                 raise aborted[0]
     except BaseException:

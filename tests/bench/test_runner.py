@@ -101,11 +101,19 @@ def test_a_resumed_run_does_only_what_is_missing(tmp_path, sandbox):
         run_jobs(store, problems[:2], METHODS, solve=counting, hidden=hidden,
                  task_id=lambda p: p.task.task_id, concurrency=2)
     assert len(calls) == 4
+    seen = []
     with RunStore(tmp_path / "run", {"t": 1}) as store:
         stats = run_jobs(store, problems, METHODS, solve=counting, hidden=hidden,
-                         task_id=lambda p: p.task.task_id, concurrency=2)
+                         task_id=lambda p: p.task.task_id, concurrency=2,
+                         on_progress=seen.append)
         keys = [(r["task_id"], r["method"]) for r in store.records]
     assert stats.skipped == 4 and stats.done == 4
+    # A snapshot at the start (the resumed jobs) and one per finished job.
+    assert [p.completed for p in seen] == [4, 5, 6, 7, 8] and {p.total for p in seen} == {8}
+    assert seen[0].tokens == 0 and seen[-1].tokens == 3 * 120  # Toy/2 × loop raised: no tokens
+    assert seen[-1].pass_at_1 == seen[-1].passed / 8
+    with pytest.raises(AttributeError):
+        seen[0].completed = 0  # frozen: a listener cannot change the run's figures
     assert len(calls) == 8 and len(set(calls)) == 8
     assert sorted(keys) == sorted({(p.task.task_id, m.name) for p in problems for m in METHODS})
 
