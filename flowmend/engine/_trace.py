@@ -26,13 +26,17 @@ class TraceEvent:
     """Base of the events; ``t`` is seconds since the repair started, set by the trace."""
 
     EVENT: ClassVar[str] = ""
+    # Fields left out of the line when None (a failed call has no token counts, so a reader
+    # can ask `"prompt_tokens" in line`); every other field is always written.
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The trace line: ``{"event": kind, field: value, ...}``; fields that are None are left out."""
+        """The trace line: ``{"event": kind, field: value, ...}`` (without ``t`` until the
+        trace has stamped it)."""
         data: dict[str, Any] = {"event": self.EVENT}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None and f.name in self.OPTIONAL:
                 continue
             data[f.name] = list(value) if isinstance(value, tuple) else value
         return data
@@ -57,6 +61,7 @@ class MenuEvent(TraceEvent):
     """The menu of iteration k: how many edits apply and which were shown to the optimizer."""
 
     EVENT: ClassVar[str] = "menu"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("shown",)
     iteration: int
     size: int
     shown: tuple[str, ...] | None = None
@@ -69,6 +74,7 @@ class ProposalEvent(TraceEvent):
     outside the menu (then ``answer`` holds what it said)."""
 
     EVENT: ClassVar[str] = "proposal"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("label", "patch", "detail", "answer")
     iteration: int
     verdict: str
     label: str | None = None
@@ -84,6 +90,10 @@ class LlmEvent(TraceEvent):
     text). A call that failed has ``error`` and no token counts."""
 
     EVENT: ClassVar[str] = "llm"
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "purpose", "step", "prompt_sha", "prompt_tokens", "completion_tokens", "latency_s",
+        "model", "cost", "answers", "error",
+    )
     role: str
     iteration: int
     purpose: str | None = None
@@ -97,6 +107,13 @@ class LlmEvent(TraceEvent):
     answers: tuple[str, ...] | None = None
     error: str | None = None
     t: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if self.role == "program":  # a program call always says its step (None: outside one)
+            data.setdefault("step", None)
+            data.setdefault("error", None)
+        return data
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,7 @@ class IterationEvent(TraceEvent):
     """Iteration k is over: how many candidates ran and whether the best replaced the incumbent."""
 
     EVENT: ClassVar[str] = "iteration"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("best_score", "incumbent_score", "replaced")
     iteration: int
     candidates: int
     best_score: float | None = None
