@@ -215,7 +215,7 @@ class _LiveView:
         if self._live is not None:
             self._live.__exit__(*exc)
 
-    def event(self, e) -> None:
+    def event(self, e: Any) -> None:  # a flowmend.engine TraceEvent
         from flowmend.engine import LlmEvent, VerdictEvent
 
         if isinstance(e, LlmEvent) and e.prompt_tokens is not None:
