@@ -2,22 +2,26 @@
 
 Everything a user can get wrong is checked before anything is written: the methods, the seed
 workflow, the suite and split, the backend's options. Then the run folder is opened (or
-resumed), the models and sandbox start, and `run_jobs` does the work under a progress bar.
+resumed), the models and sandbox start, and `run_jobs` does the work, reporting its progress
+to the caller.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from flowmend import seeds
 from flowmend.bench import splits
-from flowmend.bench._runner import (RunAborted, RunStats, hidden_utility_with, run_jobs,
-                                    write_samples)
+from flowmend.bench.splits import task_order
+from flowmend.bench._runner import (BenchProgress, RunAborted, RunStats, hidden_utility_with,
+                                    run_jobs, write_samples)
 from flowmend.bench._store import RunStore, read_results
 from flowmend.bench.methods import Method, load_methods
 from flowmend.errors import UserError
@@ -108,19 +112,14 @@ def plan_from_args(args) -> BenchPlan:
         raise UserError("--raw-baseline measures the in-process vLLM engine; use it with "
                         "--backend vllm")
     methods = load_methods(args.methods)
-    seed_path = _seed_workflow_path(args.seed_workflow)
-    try:
-        seed_source = seed_path.read_text()
-    except OSError as err:
-        raise UserError(f"cannot read the seed workflow: {err.strerror}",
-                        where=str(seed_path)) from None
+    seed_source, seed_where = read_seed_workflow(args.seed_workflow)
     from flowmend.engine import parse_workflow
 
-    parse_workflow(seed_source, path=str(seed_path))  # WorkflowError is a UserError with a line
-    check_pre_patches(methods, seed_source, str(seed_path))
+    parse_workflow(seed_source, path=seed_where)  # WorkflowError is a UserError with a line
+    check_pre_patches(methods, seed_source, seed_where)
     problems = splits.select(load_problems(args.suite), args.split, scheme=args.split_scheme,
                              task_id=task_id)
-    problems.sort(key=lambda p: _task_number(task_id(p)))
+    problems.sort(key=lambda p: task_order(task_id(p)))
     if args.limit is not None:
         problems = problems[: args.limit]
     if not problems:
@@ -139,35 +138,36 @@ def plan_from_args(args) -> BenchPlan:
     )
 
 
-def _seed_workflow_path(name: str) -> Path:
-    """The path as given; a relative one missing here is tried in flowmend's checkout, so the
-    default (`examples/workflows/single_shot.py`) works from any folder of an editable install."""
-    path = Path(name)
-    if not path.exists() and not path.is_absolute():
-        checkout = Path(__file__).resolve().parents[2] / path
-        if checkout.exists():
-            return checkout
-    return path
+def read_seed_workflow(spec: str) -> tuple[str, str]:
+    """The seed workflow's source and where it came from: a seed id (``single_shot``, package
+    data, so an installed wheel has it) or a file path.
+
+    A path into ``examples/workflows/`` that is missing here (the default of the command
+    line, run from another folder or an installed wheel) is the seed of the same name.
+    """
+    if spec in seeds.ids():
+        return seeds.load(spec), f"seed:{spec}"
+    path = Path(spec)
+    if not path.exists() and path.parent.as_posix().endswith("examples/workflows") \
+            and path.stem in seeds.ids():
+        return seeds.load(path.stem), f"seed:{path.stem}"
+    try:
+        return path.read_text(), str(path)
+    except OSError as err:
+        raise UserError(f"cannot read the seed workflow: {err.strerror}", where=str(path)) from None
 
 
 def check_pre_patches(methods, seed_source: str, where: str) -> None:
     """Every method's pre-patches must apply to the seed, or no task could run it."""
-    from flowmend.engine import Applied, Patch, apply_patches
+    from flowmend.engine import Applied, apply_patches
 
     for method in methods:
-        if not method.pre_patches:
+        if not method.config.pre_patches:
             continue
-        patches = [Patch.from_json(p, where=f"{method.origin}: pre_patches")
-                   for p in method.pre_patches]
-        result = apply_patches(seed_source, patches)
+        result = apply_patches(seed_source, list(method.config.pre_patches))
         if not isinstance(result, Applied):
             raise UserError(f"method {method.name}'s pre-patches do not apply to the seed "
                             f"workflow: {result.detail}", where=where)
-
-
-def _task_number(tid: str) -> tuple[str, int]:
-    head, _, tail = tid.rpartition("/")
-    return (head, int(tail)) if tail.isdigit() else (tid, -1)
 
 
 def open_models(plan: BenchPlan):
@@ -185,21 +185,15 @@ def open_models(plan: BenchPlan):
 
 
 def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
-    """The real path: each method is `flowmend.engine.repair` with its own RepairConfig."""
-    from flowmend.engine import Budget, Patch, RepairConfig, repair
+    """The real path: each method is `flowmend.engine.repair` with its own RepairConfig, under
+    the run's budget and rng seed."""
+    from flowmend.engine import Budget, repair
 
     budget = Budget(calls=plan.budget["calls"], tokens=plan.budget["tokens"],
                     cost=plan.budget["cost"], wall_s=plan.budget["wall_s"])
 
     def solve(problem, method: Method) -> dict:
-        options: dict[str, Any] = {}
-        if method.program_params:  # otherwise the loop's own defaults
-            options["program_params"] = tuple(method.program_params)
-        config = RepairConfig(
-            iterations=method.iterations, proposals=method.proposals, mode=method.mode,
-            budget=budget, pre_patches=tuple(Patch.from_json(p) for p in method.pre_patches),
-            seed=plan.seed, **options,
-        )
+        config = replace(method.config, budget=budget, rng_seed=plan.seed)
         result = repair(plan.seed_source, problem.task, program=program, optimizer=optimizer,
                         sandbox=sandbox, config=config)
         return result.to_json()
@@ -247,7 +241,9 @@ def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -
     }
 
 
-def run_from_args(args) -> int:
+def run_from_args(args, *, on_progress: Callable[[BenchProgress], None] | None = None) -> int:
+    """Plan, open the models and the sandbox, run, keep results; `on_progress` gets a
+    `BenchProgress` at the start and after each finished job (the command line draws it)."""
     console = Console(stderr=True)
     plan = plan_from_args(args)
     store = RunStore(plan.out, plan.identity())
@@ -270,7 +266,7 @@ def run_from_args(args) -> int:
         for engine in engines:
             engine.record_workload()
         with store:
-            stats, wall = _execute(plan, store, models, args, console)
+            stats, wall = _execute(plan, store, models, args, on_progress)
             figures = performance(wall, stats, broker_stats(models.program, models.optimizer))
             if engines:
                 figures.update(_raw_baseline(engines, figures, console))
@@ -282,7 +278,7 @@ def run_from_args(args) -> int:
     return 0
 
 
-def _execute(plan: BenchPlan, store: RunStore, models, args, console):
+def _execute(plan: BenchPlan, store: RunStore, models, args, on_progress):
     from flowmend.llm import BrokerClosed, ModelError
     from flowmend.sandbox import Sandbox, SandboxError
 
@@ -296,21 +292,16 @@ def _execute(plan: BenchPlan, store: RunStore, models, args, console):
         hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
                                      program=lambda problem, code: problem.program(code))
         started = time.monotonic()
-        pairs = len(plan.problems) * len(plan.methods)
-        done = len(store.done() & {(task_id(p), m.name) for p in plan.problems
-                                   for m in plan.methods})
-        with _progress(console, total=pairs, completed=done,
-                       disable=args.no_progress) as update:
-            try:
-                stats = run_jobs(store, plan.problems, plan.methods, solve=solve,
-                                 hidden=hidden, seed_source=plan.seed_source, task_id=task_id,
-                                 concurrency=concurrency, on_progress=update,
-                                 failures=failures,
-                                 fatal=(ModelError, BrokerClosed, SandboxError))
-            except RunAborted as err:
-                raise UserError(
-                    f"stopped: {err}. {len(store.records)} finished jobs are kept in "
-                    f"{plan.out}; fix the cause and run the same command to resume") from None
+        try:
+            stats = run_jobs(store, plan.problems, plan.methods, solve=solve,
+                             hidden=hidden, task_id=task_id,
+                             concurrency=concurrency, on_progress=on_progress,
+                             failures=failures,
+                             fatal=(ModelError, BrokerClosed, SandboxError))
+        except RunAborted as err:
+            raise UserError(
+                f"stopped: {err}. {len(store.records)} finished jobs are kept in "
+                f"{plan.out}; fix the cause and run the same command to resume") from None
         return stats, time.monotonic() - started
 
 
@@ -344,40 +335,6 @@ def _raw_baseline(engines: list, figures: dict[str, Any], console: Console) -> d
         "raw_tokens_per_s": round(raw_tps, 1) if raw_tps else None,
         "bench_over_raw": round(bench_tps / raw_tps, 3) if raw_tps and bench_tps else None,
     }
-
-
-class _progress:
-    """A rich progress bar: jobs done, pass@1 so far, tokens/s and ETA."""
-
-    def __init__(self, console: Console, *, total: int, completed: int, disable: bool):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("pass@1 {task.fields[pass_at_1]}"), TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, disable=disable, transient=False,
-        )
-        self.task = self.progress.add_task("bench", total=total, completed=completed,
-                                           pass_at_1="–", tps="–")
-        self.started = time.monotonic()
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self.update
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def update(self, stats: RunStats) -> None:
-        seen = stats.skipped + stats.done
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        self.progress.update(
-            self.task, completed=seen,
-            pass_at_1=f"{100 * stats.passed / seen:.1f}%" if seen else "–",
-            tps=f"{stats.tokens / elapsed:,.0f}",
-        )
 
 
 def _print_summary(plan: BenchPlan, console: Console) -> None:

@@ -18,18 +18,49 @@ from typing import Any
 from flowmend.bench import metrics
 from flowmend._files import write_jsonl_atomically
 from flowmend.bench._store import RunStore
+from flowmend.bench.splits import task_order
 from flowmend.bench.methods import Method
 
-# A solver runs one method on one task and returns the loop's result as JSON (RepairResult's
-# `to_json()`, plus optionally per-candidate `source` for patch sizes).
+# A solver runs one method on one task and returns the loop's result (a RepairResult, or its
+# `to_json()`).
 Solver = Callable[[Any, Method], dict]
 # Hidden utility of one output: (fraction of hidden tests passed, all passed).
 HiddenCheck = Callable[[Any, str], tuple[float, bool]]
 
 
+@dataclass(frozen=True)
+class BenchProgress:
+    """Where a bench run stands, after each finished job (and once at the start): what a
+    progress bar shows.
+
+    Attributes:
+        total: (task, method) jobs of the run, resumed ones included.
+        completed: jobs finished, resumed ones included.
+        passed: of those, passed on hidden tests.
+        errors: of those, ended in an error.
+        tokens: tokens spent by the jobs of this session.
+        elapsed_s: wall time of this session.
+    """
+
+    total: int
+    completed: int
+    passed: int
+    errors: int
+    tokens: int
+    elapsed_s: float
+
+    @property
+    def pass_at_1(self) -> float | None:
+        return self.passed / self.completed if self.completed else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.elapsed_s if self.elapsed_s > 0 else None
+
+
 @dataclass
 class RunStats:
-    """What the progress bar shows and run.json keeps."""
+    """What run.json keeps; `progress()` is its snapshot for a progress bar."""
 
     total: int = 0
     skipped: int = 0
@@ -40,6 +71,11 @@ class RunStats:
     wall_s: float = 0.0
     hidden_check_s: float = 0.0
     per_method: dict[str, list[int]] = field(default_factory=dict)
+
+    def progress(self) -> BenchProgress:
+        return BenchProgress(total=self.total, completed=self.skipped + self.done,
+                             passed=self.passed, errors=self.errors, tokens=self.tokens,
+                             elapsed_s=self.wall_s)
 
 
 def hidden_utility_with(sandbox, *, hidden_tests: Callable[[Any], Sequence[str]],
@@ -67,70 +103,13 @@ def hidden_utility_with(sandbox, *, hidden_tests: Callable[[Any], Sequence[str]]
     return check
 
 
-def candidate_lineage(result: dict, seed_source: str, pre_patches=()
-                      ) -> dict[tuple[int, int], tuple[str | None, str]]:
-    """``(iteration, index) -> (parent source, own source)`` for the candidates we can place.
-
-    A candidate's own source is taken from the loop's record when it has one; otherwise it is
-    rebuilt by applying its patch to its parent (patch application is pure and deterministic).
-    The parent of a proposal in iteration k is the incumbent: iteration k's candidate 0 or the
-    candidate selected in iteration k − 1; iteration 0's candidate 0 is the pre-patched seed.
-    """
-    cands = sorted(result.get("candidates", ()),
-                   key=lambda c: (int(c.get("iteration", 0)), int(c.get("index", 0))))
-    if not cands:
-        return {}
-    engine = _engine()
-    incumbent = seed_source
-    if pre_patches:
-        incumbent = _apply(engine, seed_source, list(pre_patches))
-    out: dict[tuple[int, int], tuple[str | None, str]] = {}
-    selected: str | None = None
-    current_iter = None
-    for c in cands:
-        it, idx = int(c.get("iteration", 0)), int(c.get("index", 0))
-        if it != current_iter:
-            if selected is not None:
-                incumbent = selected
-            current_iter, selected = it, None
-        own = c.get("source") if isinstance(c.get("source"), str) else None
-        if idx == 0:
-            own = own or incumbent
-            if own is not None:
-                incumbent = own
-            parent = None
-        else:
-            parent = incumbent
-            if own is None and parent is not None and c.get("patch"):
-                own = _apply(engine, parent, [c["patch"]])
-        if own is not None:
-            out[(it, idx)] = (parent, own)
-        if c.get("selected") and own is not None:
-            selected = own
-    return out
-
-
-def _engine():
-    try:
-        from flowmend import engine
-    except ImportError:
-        return None
-    return engine
-
-
-def _apply(engine, source: str | None, patches: list) -> str | None:
-    if engine is None or source is None:
-        return None
-    try:
-        result = engine.apply_patches(source, [engine.Patch.from_json(p) for p in patches])
-    except Exception:  # a patch we cannot rebuild only costs its patch size
-        return None
-    return result.source if isinstance(result, engine.Applied) else None
-
-
 def build_record(problem_id: str, method: Method, result: dict, *, hidden: HiddenCheck,
-                 problem: Any, seed_source: str, wall_s: float) -> dict:
-    """One results.jsonl line: the loop's result, each candidate's hidden utility, patch sizes."""
+                 problem: Any, wall_s: float) -> dict:
+    """One results.jsonl line: the loop's result, each candidate's hidden utility, patch sizes.
+
+    A candidate's patch size is measured against its parent's source, both as the loop kept
+    them (each candidate names its parent's (iteration, index)); nothing is re-applied.
+    """
     cache: dict[str, tuple[float, bool]] = {}
 
     def utility(code: str | None) -> tuple[float, bool]:
@@ -139,13 +118,16 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
             cache[code] = hidden(problem, code)
         return cache[code]
 
-    lineage = candidate_lineage(result, seed_source, method.pre_patches)
+    found = result.get("candidates", ())
+    sources = {_key(c): c.get("source") for c in found}
     candidates = []
-    for c in result.get("candidates", ()):
-        it, idx = int(c.get("iteration", 0)), int(c.get("index", 0))
+    for c in found:
+        it, idx = _key(c)
         u, _ = utility(c.get("output"))
-        parent, own = lineage.get((it, idx), (None, None))
-        size = metrics.patch_size(parent, own) if idx != 0 and parent and own else None
+        parent = sources.get(_parent_key(c.get("parent")))
+        own = sources.get((it, idx))
+        size = (metrics.patch_size(parent, own)
+                if idx != 0 and isinstance(parent, str) and isinstance(own, str) else None)
         candidates.append({
             "iteration": it, "index": idx, "parent": c.get("parent"),
             "patch": c.get("patch"), "score": c.get("score"),
@@ -171,8 +153,20 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
         "output": result.get("output") or "",
         "diff": result.get("diff") or "",
         "error": result.get("error"),
+        "config_digest": result.get("config_digest"),
         "candidates": candidates,
     }
+
+
+def _key(candidate: dict) -> tuple[int, int]:
+    return int(candidate.get("iteration", 0)), int(candidate.get("index", 0))
+
+
+def _parent_key(parent: Any) -> tuple[int, int] | None:
+    """A candidate's parent reference, ``[iteration, index]`` in the loop's JSON."""
+    if isinstance(parent, (list, tuple)) and len(parent) == 2:
+        return int(parent[0]), int(parent[1])
+    return None
 
 
 class RunAborted(Exception):
@@ -190,16 +184,11 @@ def write_samples(run_dir: Path, records: Sequence[dict], methods: Sequence[str]
     paths = []
     for name in methods:
         rows = sorted(({"task_id": r["task_id"], "completion": r.get("output") or ""}
-                       for r in records if r["method"] == name), key=lambda r: _task_order(r["task_id"]))
+                       for r in records if r["method"] == name), key=lambda r: task_order(r["task_id"]))
         path = Path(run_dir) / f"samples_{name}.jsonl"
         write_jsonl_atomically(path, rows)
         paths.append(path)
     return paths
-
-
-def _task_order(task_id: str) -> tuple[str, int]:
-    head, _, tail = task_id.rpartition("/")
-    return (head, int(tail)) if tail.isdigit() else (task_id, -1)
 
 
 def run_jobs(
@@ -209,10 +198,9 @@ def run_jobs(
     *,
     solve: Solver,
     hidden: HiddenCheck,
-    seed_source: str,
     task_id: Callable[[Any], str] = lambda p: p.task_id,
     concurrency: int = 4,
-    on_progress: Callable[[RunStats], None] | None = None,
+    on_progress: Callable[[BenchProgress], None] | None = None,
     failures: Callable[[], int] | None = None,
     fatal: tuple[type[BaseException], ...] = (),
 ) -> RunStats:
@@ -234,6 +222,8 @@ def run_jobs(
     for r in store.records:
         _count(stats, r, resumed=True)
     started = time.monotonic()
+    if on_progress:
+        on_progress(stats.progress())
 
     def job(problem, method) -> dict:
         t0 = time.monotonic()
@@ -252,7 +242,7 @@ def run_jobs(
         wall = time.monotonic() - t0
         t1 = time.monotonic()
         record = build_record(task_id(problem), method, result, hidden=hidden, problem=problem,
-                              seed_source=seed_source, wall_s=wall)
+                              wall_s=wall)
         record["hidden_check_s"] = round(time.monotonic() - t1, 3)
         return record
 
@@ -278,7 +268,7 @@ def run_jobs(
                 _count(stats, record)
                 stats.wall_s = time.monotonic() - started
                 if on_progress:
-                    on_progress(stats)
+                    on_progress(stats.progress())
             if aborted:
                 raise aborted[0]
     except BaseException:

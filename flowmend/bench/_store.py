@@ -22,7 +22,7 @@ from flowmend.errors import UserError
 RESULTS = "results.jsonl"
 RUN = "run.json"
 LOCK = ".lock"
-SCHEMA = "flowmend.bench-run/1"
+RUN_SCHEMA = "flowmend.bench-run/1"
 
 
 def read_results(run_dir: Path, *, repair: bool = False) -> list[dict]:
@@ -136,7 +136,7 @@ class RunStore:
             raise UserError("results.jsonl without run.json: not a run folder flowmend wrote",
                             where=str(self.dir))
         elif write:
-            write_json_atomically(path, {"schema": SCHEMA, "identity": self.identity})
+            write_json_atomically(path, {"schema": RUN_SCHEMA, "identity": self.identity})
 
     def done(self) -> set[tuple[str, str]]:
         return {(r["task_id"], r["method"]) for r in self.records}

@@ -1,8 +1,9 @@
-"""Benchmark methods as data: a JSON file names a way of running the inner loop on a seed workflow.
+"""Benchmark methods as data: a JSON file names a `RepairConfig` to run on a seed workflow.
 
 Every method is ``repair(seed, task, config)`` under the same per-task budget and the same
-models; what differs is the patches applied to the seed before the first run and how many
-iterations of the loop follow (0 for the baselines that run a fixed program once). The built-in
+models; what differs is the config: the patches applied to the seed before the first run, how
+many iterations of the loop follow (0 for the baselines that run a fixed program once), the
+mode, and anything else a `RepairConfig` holds. The built-in
 methods ship in ``flowmend/bench/methods/*.json``; a user adds one by passing a path
 (``--methods b0,./my_method.json``).
 """
@@ -16,53 +17,46 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from flowmend.engine import RepairConfig
 from flowmend.errors import UserError
 
-SCHEMA = "flowmend.method/1"
-MODES = ("structure", "prompt")
+METHOD_SCHEMA = "flowmend.method/2"
+# Version 1 listed the loop's fields flat beside the name; its files still read.
+_METHOD_SCHEMA_V1 = "flowmend.method/1"
 BUILTIN = ("b0", "b1", "b2", "b3", "flowmend")
 
-_FIELDS = {"schema", "name", "description", "baseline", "iterations", "proposals", "mode",
-           "pre_patches", "program_params"}
+_FIELDS = {"schema", "name", "description", "baseline", "config"}
+_V1_CONFIG = ("iterations", "proposals", "mode", "pre_patches", "program_params")
 
 
 @dataclass(frozen=True)
 class Method:
-    """One way of spending the per-task budget.
+    """One way of spending the per-task budget: a named `RepairConfig`.
+
+    The bench runs every method under the run's budget and rng seed (``--budget-*``,
+    ``--seed``), which replace the config's own.
 
     Attributes:
         name: short label used in results, file names and the report (``b0``, ``flowmend``).
         description: one line for the report.
         baseline: whether it is a baseline that flowmend is compared against.
-        iterations: loop iterations after the first run of the (pre-patched) seed.
-        proposals: patches the optimizer proposes per iteration.
-        mode: ``structure`` (all operators) or ``prompt`` (prompt edits only).
-        pre_patches: patch JSON objects applied to the seed before iteration 0.
-        program_params: default keyword arguments for the program model's calls.
+        config: the repair it runs (iterations, proposals, mode, pre-patches, ...).
         origin: where the definition came from (``builtin:b0`` or a path).
     """
 
     name: str
     description: str = ""
     baseline: bool = False
-    iterations: int = 0
-    proposals: int = 4
-    mode: str = "structure"
-    pre_patches: tuple[dict, ...] = ()
-    program_params: tuple[tuple[str, Any], ...] = ()
+    config: RepairConfig = field(default_factory=lambda: RepairConfig(iterations=0))
     origin: str = field(default="", compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
+            "schema": METHOD_SCHEMA,
             "name": self.name,
             "description": self.description,
             "baseline": self.baseline,
-            "iterations": self.iterations,
-            "proposals": self.proposals,
-            "mode": self.mode,
-            "pre_patches": [dict(p) for p in self.pre_patches],
-            "program_params": dict(self.program_params),
+            "config": self.config.to_json(),
         }
 
     def digest(self) -> str:
@@ -72,50 +66,39 @@ class Method:
 
 
 def parse_method(data: Any, *, where: str) -> Method:
-    """Validate a method's JSON object; every problem is a `UserError` naming ``where``."""
+    """Validate a method's JSON object; every problem is a `UserError` naming ``where``.
+
+    A ``flowmend.method/2`` object nests a repair config (`RepairConfig.from_json`; missing
+    fields keep their defaults, iterations 0); a ``flowmend.method/1`` object lists
+    iterations, proposals, mode, pre_patches and program_params beside the name.
+    """
     if not isinstance(data, dict):
         raise UserError("a method file holds one JSON object", where=where)
-    unknown = sorted(set(data) - _FIELDS)
+    schema = data.get("schema", METHOD_SCHEMA)
+    if schema not in (METHOD_SCHEMA, _METHOD_SCHEMA_V1):
+        raise UserError(f"schema must be {METHOD_SCHEMA!r}, not {schema!r}", where=where)
+    allowed = _FIELDS if schema == METHOD_SCHEMA else (_FIELDS - {"config"}) | set(_V1_CONFIG)
+    unknown = sorted(set(data) - allowed)
     if unknown:
         raise UserError(f"unknown field(s) {', '.join(unknown)}", where=where)
-    if data.get("schema", SCHEMA) != SCHEMA:
-        raise UserError(f"schema must be {SCHEMA!r}, not {data.get('schema')!r}", where=where)
     name = data.get("name")
     if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
         raise UserError("name must be a non-empty word (letters, digits, - and _)", where=where)
-    for key in ("iterations", "proposals"):
-        value = data.get(key, 0 if key == "iterations" else 4)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserError(f"{key} must be a non-negative integer, not {value!r}", where=where)
-    if data.get("proposals", 4) < 1:
-        raise UserError("proposals must be at least 1", where=where)
-    mode = data.get("mode", "structure")
-    if mode not in MODES:
-        raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}", where=where)
-    patches = data.get("pre_patches", [])
-    if not isinstance(patches, list):
-        raise UserError("pre_patches must be a list of patch objects", where=where)
-    for i, patch in enumerate(patches):
-        if not isinstance(patch, dict) or not isinstance(patch.get("operator"), str):
-            raise UserError(f"pre_patches[{i}] needs an 'operator' name", where=where)
-        if not isinstance(patch.get("target", {}), dict) or not isinstance(patch.get("args", {}), dict):
-            raise UserError(f"pre_patches[{i}]: target and args must be objects", where=where)
-    params = data.get("program_params", {})
-    if not isinstance(params, dict):
-        raise UserError("program_params must be an object", where=where)
+    if schema == METHOD_SCHEMA:
+        config = data.get("config", {})
+    else:
+        config = {k: data[k] for k in _V1_CONFIG if k in data}
+    if not isinstance(config, dict):
+        raise UserError("config must be an object", where=where)
+    try:
+        repair_config = RepairConfig.from_json({"iterations": 0, **config})
+    except ValueError as err:
+        raise UserError(str(err), where=where) from None
     return Method(
         name=name,
         description=str(data.get("description", "")),
         baseline=bool(data.get("baseline", False)),
-        iterations=data.get("iterations", 0),
-        proposals=data.get("proposals", 4),
-        mode=mode,
-        pre_patches=tuple(
-            {"schema": "flowmend.patch/1", "operator": p["operator"],
-             "target": dict(p.get("target", {})), "args": dict(p.get("args", {}))}
-            for p in patches
-        ),
-        program_params=tuple(sorted(params.items())),
+        config=repair_config,
         origin=where,
     )
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import libcst as cst
 
+from flowmend.verifier import Estimate, Iteration, Scored, gamma, kappa
+
 # Formatting nodes are not part of the program's structure: a patch that only re-indents or
 # re-spaces changes no AST node.
 _FORMATTING = (
@@ -47,8 +49,9 @@ KAPPA_DELTA = 1e-9
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """A figure with the sample it rests on; ``value`` is None when ``n`` is 0."""
+class Figure:
+    """A figure with the sample it rests on and, where computed, its 95% interval; ``value``
+    is None when ``n`` is 0."""
 
     value: float | None
     n: int
@@ -59,8 +62,8 @@ class Estimate:
         return {"value": self.value, "n": self.n, "lo": self.lo, "hi": self.hi}
 
 
-def _mean(values: Sequence[float]) -> Estimate:
-    return Estimate(sum(values) / len(values) if values else None, len(values))
+def _mean(values: Sequence[float]) -> Figure:
+    return Figure(sum(values) / len(values) if values else None, len(values))
 
 
 # ---------------------------------------------------------------- patch size
@@ -130,47 +133,13 @@ def patch_size(parent_source: str, child_source: str) -> int | None:
 # ---------------------------------------------------------------- gamma and kappa
 
 
-def gamma(pairs: Iterable[tuple[float, float, float, float]]) -> Estimate:
-    """γ = P[sign(S(a) − S(b)) = sign(U(a) − U(b))] − 1/2 over pairs with U(a) ≠ U(b).
-
-    ``pairs`` holds ``(score_a, utility_a, score_b, utility_b)``. A pair the verifier scores
-    equal agrees with neither order: it counts one half, so a verifier that cannot tell
-    candidates apart has γ = 0, one that always agrees with the hidden tests 1/2.
-    """
-    agree, n = 0.0, 0
-    for sa, ua, sb, ub in pairs:
-        if ua == ub:
-            continue
-        n += 1
-        ds = (sa > sb) - (sa < sb)
-        du = (ua > ub) - (ua < ub)
-        agree += 0.5 if ds == 0 else float(ds == du)
-    return Estimate(agree / n - 0.5 if n else None, n)
-
-
-def gamma_of(records: Iterable[dict]) -> Estimate:
-    """γ over the candidates of each (task, method) run (``flowmend.verifier.gamma`` when present)."""
-    records = list(records)
-    try:
-        from flowmend.verifier import gamma as verifier_gamma
-    except ImportError:
-        return gamma(candidate_pairs(records))
-    scored = [{"score": c["score"], "utility": c["hidden"], "group": f"{r['task_id']}|{r['method']}"}
+def gamma_of(records: Iterable[dict]) -> Figure:
+    """γ (`flowmend.verifier.gamma`) over the candidates of each (task, method) run: only
+    candidates of the same run are compared, by the score the loop ranked them with."""
+    scored = [Scored(float(c["score"]), float(c["hidden"]), f"{r['task_id']}|{r['method']}")
               for r in records for c in r.get("candidates", ())
               if c.get("score") is not None and c.get("hidden") is not None]
-    return _estimate(verifier_gamma(scored))
-
-
-def candidate_pairs(records: Iterable[dict]) -> list[tuple[float, float, float, float]]:
-    """Every pair of distinct candidates of the same (task, method) run, with score and U."""
-    out = []
-    for r in records:
-        cands = [c for c in r.get("candidates", ())
-                 if c.get("score") is not None and c.get("hidden") is not None]
-        for i, a in enumerate(cands):
-            for b in cands[i + 1:]:
-                out.append((a["score"], a["hidden"], b["score"], b["hidden"]))
-    return out
+    return _figure(gamma(scored))
 
 
 def kappa_iterations(record: dict) -> list[tuple[int, float, tuple[float, ...]]]:
@@ -202,38 +171,27 @@ def kappa_iterations(record: dict) -> list[tuple[int, float, tuple[float, ...]]]
     return out
 
 
-def kappa_events(record: dict, delta: float = KAPPA_DELTA) -> list[bool]:
-    """Per iteration: did some proposal reach U ≥ U(incumbent) + Δ?"""
-    return [any(u >= u0 + delta for u in us) for _, u0, us in kappa_iterations(record)]
+def kappa_of(records: Iterable[dict], delta: float = KAPPA_DELTA) -> Figure:
+    """κ (`flowmend.verifier.kappa`) over every loop iteration of the records."""
+    return _figure(kappa(_iterations(records), delta))
 
 
-def kappa(records: Iterable[dict], delta: float = KAPPA_DELTA) -> Estimate:
-    """κ over every loop iteration of the records (``flowmend.verifier.kappa`` when present)."""
-    iterations = [(u0, us) for r in records for _, u0, us in kappa_iterations(r)]
-    try:
-        from flowmend.verifier import kappa as verifier_kappa
-    except ImportError:
-        verifier_kappa = None
-    if verifier_kappa is not None:
-        found = verifier_kappa([{"current": u0, "proposals": us} for u0, us in iterations], delta)
-        return _estimate(found)
-    hits = [any(u >= u0 + delta for u in us) for u0, us in iterations]
-    return Estimate(sum(hits) / len(hits) if hits else None, len(hits))
-
-
-def kappa_by_iteration(records: Iterable[dict], delta: float = KAPPA_DELTA) -> dict[int, Estimate]:
+def kappa_by_iteration(records: Iterable[dict], delta: float = KAPPA_DELTA) -> dict[int, Figure]:
     """κ at each iteration number, for the γ/κ plot."""
-    hits: dict[int, list[bool]] = defaultdict(list)
+    by_k: dict[int, list[Iteration]] = defaultdict(list)
     for r in records:
         for k, u0, us in kappa_iterations(r):
-            hits[k].append(any(u >= u0 + delta for u in us))
-    return {k: Estimate(sum(v) / len(v), len(v)) for k, v in sorted(hits.items())}
+            by_k[k].append(Iteration(u0, us))
+    return {k: _figure(kappa(its, delta)) for k, its in sorted(by_k.items())}
 
 
-def _estimate(found: Any) -> Estimate:
-    """The verifier's estimate (NaN when empty) as ours (None when empty)."""
-    value = float(found.value)
-    return Estimate(None if math.isnan(value) else value, int(found.n))
+def _iterations(records: Iterable[dict]) -> list[Iteration]:
+    return [Iteration(u0, us) for r in records for _, u0, us in kappa_iterations(r)]
+
+
+def _figure(found: Estimate) -> Figure:
+    """The verifier's estimate (NaN when empty) as a figure (None when empty)."""
+    return Figure(None if math.isnan(found.value) else found.value, found.n)
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -241,7 +199,7 @@ def _estimate(found: Any) -> Estimate:
 
 def paired_bootstrap(
     a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000, seed: int = 0
-) -> Estimate:
+) -> Figure:
     """Mean of ``a − b`` over paired tasks with a percentile 95% interval (seeded numpy)."""
     import numpy as np
 
@@ -249,7 +207,7 @@ def paired_bootstrap(
         raise ValueError("paired samples must have the same length")
     n = len(a)
     if n == 0:
-        return Estimate(None, 0)
+        return Figure(None, 0)
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
@@ -259,17 +217,17 @@ def paired_bootstrap(
         idx = rng.integers(0, n, size=(stop - start, n))
         means[start:stop] = d[idx].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return Estimate(float(d.mean()), n, float(lo), float(hi))
+    return Figure(float(d.mean()), n, float(lo), float(hi))
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> Estimate:
+def wilson(successes: int, n: int, z: float = 1.959964) -> Figure:
     """A proportion with its Wilson 95% interval (sound at 0 and n, unlike the normal one)."""
     if n == 0:
-        return Estimate(None, 0)
+        return Figure(None, 0)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(p, n, max(0.0, centre - half), min(1.0, centre + half))
+    return Figure(p, n, max(0.0, centre - half), min(1.0, centre + half))
 
 
 # ---------------------------------------------------------------- per-method summary
@@ -279,22 +237,22 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> Estimate:
 class MethodSummary:
     method: str
     baseline: bool
-    pass_at_1: Estimate
-    success_under_budget: Estimate
+    pass_at_1: Figure
+    success_under_budget: Figure
     errors: int
-    iterations: Estimate
-    calls: Estimate
-    tokens: Estimate
-    cost: Estimate
-    wall_s: Estimate
-    calls_per_solved: Estimate
-    tokens_per_solved: Estimate
-    cost_per_solved: Estimate
-    gamma: Estimate
-    kappa: Estimate
-    patch_size: Estimate
-    applied_share: Estimate
-    vs_best_baseline: Estimate | None = None
+    iterations: Figure
+    calls: Figure
+    tokens: Figure
+    cost: Figure
+    wall_s: Figure
+    calls_per_solved: Figure
+    tokens_per_solved: Figure
+    cost_per_solved: Figure
+    gamma: Figure
+    kappa: Figure
+    patch_size: Figure
+    applied_share: Figure
+    vs_best_baseline: Figure | None = None
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -327,7 +285,7 @@ def summarize_method(name: str, records: Sequence[dict], *, baseline: bool = Fal
     tried = sum((r.get("proposals") or {}).get("tried", 0) for r in records)
     applied = sum((r.get("proposals") or {}).get("applied", 0) for r in records)
 
-    def per(key: str, rows: Sequence[dict]) -> Estimate:
+    def per(key: str, rows: Sequence[dict]) -> Figure:
         return _mean([float(r.get(key) or 0) for r in rows])
 
     return MethodSummary(
@@ -345,9 +303,9 @@ def summarize_method(name: str, records: Sequence[dict], *, baseline: bool = Fal
         tokens_per_solved=per("tokens", solved),
         cost_per_solved=per("cost", solved),
         gamma=gamma_of(records),
-        kappa=kappa(records),
+        kappa=kappa_of(records),
         patch_size=_mean(sizes),
-        applied_share=Estimate(applied / tried if tried else None, tried),
+        applied_share=Figure(applied / tried if tried else None, tried),
     )
 
 

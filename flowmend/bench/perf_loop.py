@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from flowmend.sandbox import Sandbox
 
     console = Console()
-    seed_path = Path(args.workflow or Path(__file__).parents[2] / "examples/workflows/plan_then_code.py")
-    seed = seed_path.read_text()
+    from flowmend import seeds
+
+    seed = Path(args.workflow).read_text() if args.workflow else seeds.load("plan_then_code")
     tasks = [p.task for p in humaneval()][: args.tasks]
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "requests.jsonl"

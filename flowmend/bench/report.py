@@ -71,7 +71,7 @@ def summaries_of(run: Run, *, resamples: int = 10_000) -> list[metrics.MethodSum
 # ---------------------------------------------------------------- formatting
 
 
-def _pct(e: metrics.Estimate, *, ci: bool = True, signed: bool = False) -> str:
+def _pct(e: metrics.Figure, *, ci: bool = True, signed: bool = False) -> str:
     if e.value is None:
         return "–"
     sign = "+" if signed else ""
@@ -81,7 +81,7 @@ def _pct(e: metrics.Estimate, *, ci: bool = True, signed: bool = False) -> str:
     return text
 
 
-def _num(e: metrics.Estimate, digits: int = 1) -> str:
+def _num(e: metrics.Figure, digits: int = 1) -> str:
     return "–" if e.value is None else f"{e.value:,.{digits}f}"
 
 
@@ -243,10 +243,12 @@ def suite_label(run: Run) -> str:
 def _method_lines(ident: dict) -> list[str]:
     lines = []
     for m in ident.get("methods", []):
-        patches = ", ".join(p["operator"] for p in m.get("pre_patches", [])) or "none"
+        config = m.get("config", m)  # flowmend.method/1 runs list the config beside the name
+        patches = ", ".join(p["operator"] for p in config.get("pre_patches", [])) or "none"
         lines.append(f"- `{m['name']}`{' (baseline)' if m.get('baseline') else ''}: "
-                     f"{m.get('description', '')} (iterations {m.get('iterations')}, proposals "
-                     f"{m.get('proposals')}, mode {m.get('mode')}, pre-patches {patches})")
+                     f"{m.get('description', '')} (iterations {config.get('iterations')}, "
+                     f"proposals {config.get('proposals')}, mode {config.get('mode')}, "
+                     f"pre-patches {patches})")
     return lines
 
 

@@ -69,3 +69,9 @@ def counts(task_ids: Sequence[str], scheme: str = "hash") -> dict[str, int]:
         name = split_of(tid, scheme)
         out[name] = out.get(name, 0) + 1
     return out
+
+
+def task_order(task_id: str) -> tuple[str, int]:
+    """Sort key of task ids in dataset order: ``HumanEval/2`` before ``HumanEval/10``."""
+    head, _, tail = task_id.rpartition("/")
+    return (head, int(tail)) if tail.isdigit() else (task_id, -1)

@@ -207,17 +207,18 @@ class _LiveView:
         if self._live is not None:
             self._live.__exit__(*exc)
 
-    def event(self, e: dict[str, Any]) -> None:
-        kind = e["event"]
-        if kind == "llm" and "prompt_tokens" in e:
+    def event(self, e: Any) -> None:  # a flowmend.engine TraceEvent
+        from flowmend.engine import LlmEvent, VerdictEvent
+
+        if isinstance(e, LlmEvent) and e.prompt_tokens is not None:
             self.calls += 1
-            self.tokens += int(e.get("prompt_tokens", 0)) + int(e.get("completion_tokens", 0))
-        elif kind == "verdict":
-            self.iteration = e["iteration"]
+            self.tokens += e.prompt_tokens + (e.completion_tokens or 0)
+        elif isinstance(e, VerdictEvent):
+            self.iteration = e.iteration
             row = (
-                str(e["iteration"]), str(e["index"]), e.get("label") or "(incumbent)",
-                f"{e['score']:+.3f}", f"{e['passed']}/{e['total']}", e.get("kind", ""),
-                "✓" if e.get("selected") else "",
+                str(e.iteration), str(e.index), e.label or "(incumbent)",
+                f"{e.score:+.3f}", f"{e.passed}/{e.total}", e.kind,
+                "✓" if e.selected else "",
             )
             self.rows.append(row)
             if not self.enabled and not self.quiet:

@@ -10,6 +10,7 @@ import importlib
 
 _EXPORTS = {
     "_loop": ("Candidate", "Proposals", "RepairConfig", "RepairResult", "repair"),
+    "_optimizer": ("OptimizerConfig",),
     "_menu": ("MenuItem", "menu"),
     "_operator": (
         "Applied", "ArgsError", "Between", "Case", "Identifier", "Invalid", "NoArgs",
@@ -21,6 +22,10 @@ _EXPORTS = {
         "loads_patches", "read_patches", "validate",
     ),
     "_runtime": ("Budget", "BudgetExhausted", "RunRecord", "run_workflow"),
+    "_trace": (
+        "ErrorEvent", "IterationEvent", "LlmEvent", "MenuEvent", "ProposalEvent", "StartEvent",
+        "StopEvent", "TraceEvent", "VerdictEvent",
+    ),
     "_workflow": (
         "Function", "Prompt", "Step", "Workflow", "WorkflowError", "dotted_name",
         "matches_callee", "parse_workflow",

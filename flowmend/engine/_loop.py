@@ -10,14 +10,13 @@ one hard budget. Nothing here can read hidden tests: `Task` has no field for the
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import random
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +35,45 @@ from flowmend.engine._patch import Patch, apply_patch, apply_patches, diff
 from flowmend.engine._runtime import (
     Budget,
     BudgetExhausted,
+    CallRecord,
     Meter,
     RunContext,
     RunRecord,
     metered_call,
     run_workflow,
 )
+from flowmend.engine._trace import (
+    ErrorEvent,
+    IterationEvent,
+    LlmEvent,
+    MenuEvent,
+    ProposalEvent,
+    StartEvent,
+    StopEvent,
+    Trace,
+    TraceEvent,
+    VerdictEvent,
+)
 from flowmend.engine._workflow import Workflow, WorkflowError, parse_workflow
+from flowmend.errors import UserError
 from flowmend.llm import Broker, Request
 from flowmend.sandbox import Sandbox
 from flowmend.task import Task
-from flowmend.verifier import Feedback, ScoreWeights, feedback
+from flowmend.verifier import CheckCache, Feedback, ScoreWeights, feedback, score
 
+# Which kinds of menu edit each loop mode offers.
 MODES = {"prompt": ("prompt",), "structure": ("prompt", "structure")}
-STATUSES = ("solved", "iterations_exhausted", "budget_exhausted", "error")
+CONFIG_SCHEMA = "flowmend.repair-config/1"
+# How a repair ends (`RepairResult.status`).
+REPAIR_STATUSES = ("solved", "iterations_exhausted", "budget_exhausted", "error")
 
 
 @dataclass(frozen=True)
 class RepairConfig:
-    """Everything that shapes one repair besides the task, the seed and the models.
+    """Everything that shapes one repair besides the task, the seed workflow and the models.
+
+    One frozen record of a whole set-up: `to_json` / `from_json` round-trip it and `digest`
+    names it, so a bench record or a meta-loop trial can say exactly what it ran.
 
     Attributes:
         iterations: optimizer rounds K; 0 runs the (pre-patched) seed once.
@@ -66,7 +85,7 @@ class RepairConfig:
         pre_patches: applied to the seed before the first run (fixed-workflow baselines).
         program_params: defaults for every program-model call (e.g. max_tokens).
         run_timeout_s: wall-time limit of one workflow run, model waits excluded.
-        seed: seeds the menu sampling, so a repair is reproducible.
+        rng_seed: seeds the menu sampling, so a repair is reproducible.
         optimizer: how the optimizer is prompted.
     """
 
@@ -80,46 +99,186 @@ class RepairConfig:
     pre_patches: tuple[Patch, ...] = ()
     program_params: tuple[tuple[str, Any], ...] = (("max_tokens", 384),)
     run_timeout_s: float = 60.0
-    seed: int = 0
+    rng_seed: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # Transitional: `flowmend repair` still passes `seed=`; it means rng_seed. Not a field.
+    seed: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, seed: int | None) -> None:
+        if seed is not None:
+            object.__setattr__(self, "rng_seed", seed)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not 0 <= self.iterations <= 100:
-            raise ValueError("iterations must lie in [0, 100]")
-        if not 1 <= self.proposals <= 16:
-            raise ValueError("proposals must lie in [1, 16]")
-        if self.run_timeout_s <= 0:
-            raise ValueError("run_timeout_s must be positive")
-        object.__setattr__(self, "step_callees", tuple(self.step_callees))
-        object.__setattr__(self, "pre_patches", tuple(self.pre_patches))
+        for name, low, high in (("iterations", 0, 100), ("proposals", 1, 16)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        if isinstance(self.rng_seed, bool) or not isinstance(self.rng_seed, int):
+            raise ValueError(f"rng_seed must be an integer, got {self.rng_seed!r}")
+        if isinstance(self.run_timeout_s, bool) or not isinstance(self.run_timeout_s, (int, float)) \
+                or self.run_timeout_s <= 0:
+            raise ValueError(f"run_timeout_s must be a positive number, got {self.run_timeout_s!r}")
+        if not isinstance(self.entry, str) or not self.entry:
+            raise ValueError(f"entry must be a non-empty string, got {self.entry!r}")
+        callees = (self.step_callees,) if isinstance(self.step_callees, str) else self.step_callees
+        if not all(isinstance(c, str) and c for c in callees):
+            raise ValueError(f"step_callees must be non-empty strings, got {self.step_callees!r}")
+        object.__setattr__(self, "step_callees", tuple(callees))
+        patches = tuple(self.pre_patches)
+        if not all(isinstance(p, Patch) for p in patches):
+            raise ValueError("pre_patches must be Patch values")
+        object.__setattr__(self, "pre_patches", patches)
         params = self.program_params
-        if isinstance(params, dict):
+        if isinstance(params, Mapping):
             params = tuple(sorted(params.items()))
-        object.__setattr__(self, "program_params", tuple(params))
+        object.__setattr__(self, "program_params", tuple(tuple(p) for p in params))
+        for name, kind in (("budget", Budget), ("weights", ScoreWeights),
+                           ("optimizer", OptimizerConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": CONFIG_SCHEMA,
+            "iterations": self.iterations,
+            "proposals": self.proposals,
+            "mode": self.mode,
+            "budget": self.budget.to_json(),
+            "weights": self.weights.to_dict(),
+            "entry": self.entry,
+            "step_callees": list(self.step_callees),
+            "pre_patches": [p.to_json() for p in self.pre_patches],
+            "program_params": dict(self.program_params),
+            "run_timeout_s": self.run_timeout_s,
+            "rng_seed": self.rng_seed,
+            "optimizer": self.optimizer.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RepairConfig":
+        """The config a `to_json()` object describes; missing fields keep their defaults.
+
+        Raises:
+            ValueError: one line naming the bad field (``repair config field 'budget': ...``).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a repair config must be an object, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names) - {"schema"})
+        if unknown:
+            raise ValueError(f"unknown repair config field {unknown[0]!r}; known: {', '.join(names)}")
+        if data.get("schema", CONFIG_SCHEMA) != CONFIG_SCHEMA:
+            raise ValueError(f"repair config field 'schema' must be {CONFIG_SCHEMA!r}, "
+                             f"got {data.get('schema')!r}")
+        readers = {
+            "budget": Budget.from_json,
+            "weights": ScoreWeights.from_dict,
+            "optimizer": OptimizerConfig.from_json,
+            "pre_patches": lambda v: tuple(Patch.from_json(p, where=f"pre_patches[{i}]")
+                                           for i, p in enumerate(_json_list(v))),
+            "step_callees": lambda v: tuple(_json_list(v)),
+            "program_params": _json_object,
+        }
+        values: dict[str, Any] = {}
+        for name in names:
+            if name not in data:
+                continue
+            try:
+                values[name] = readers.get(name, lambda v: v)(data[name])
+            except (ValueError, TypeError, UserError) as err:
+                raise ValueError(f"repair config field {name!r}: {_one_line(err)}") from None
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"repair config: {_one_line(err)}") from None
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON: two configs that repair alike have one digest."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list, got {type(value).__name__}")
+    return value
+
+
+def _json_object(value: Any) -> dict:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+# A candidate's place in a repair: (iteration, index); index 0 is the seed of iteration 0.
+CandidateKey = tuple[int, int]
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One executed program: the incumbent (index 0) or a proposal of an iteration."""
+    """One executed program: the (pre-patched) seed, or a proposal of an iteration.
+
+    Attributes:
+        iteration, index: where it ran; (0, 0) is the seed, proposals count from 1.
+        parent: the (iteration, index) of the incumbent it was made from; None for the seed.
+        patch: the edit that made it from its parent; None for the seed.
+        label: the menu label of that edit.
+        source: its workflow source.
+        feedback: the verifier's feedback on its output.
+        score: `score(feedback, config.weights)`, what the loop ranked it by.
+        run_status: how its run ended ("ok", "error", "timeout", "budget_exhausted", ...).
+        tokens, calls: what its run spent.
+        selected: whether it became the incumbent.
+    """
 
     iteration: int
     index: int
-    parent: int | None
-    patch: dict[str, Any] | None
+    parent: CandidateKey | None
+    patch: Patch | None
     label: str | None
     source: str
-    output: str
+    feedback: Feedback
     score: float
-    passed_visible: bool
+    run_status: str
     tokens: int
     calls: int
-    status: str
     selected: bool = False
 
+    @property
+    def key(self) -> CandidateKey:
+        return (self.iteration, self.index)
+
+    @property
+    def output(self) -> str:
+        """The code the verifier checked."""
+        return self.feedback.code
+
+    @property
+    def passed_visible(self) -> bool:
+        return self.feedback.ok
+
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {
+            "iteration": self.iteration,
+            "index": self.index,
+            "parent": None if self.parent is None else list(self.parent),
+            "patch": None if self.patch is None else self.patch.to_json(),
+            "label": self.label,
+            "source": self.source,
+            "output": self.output,
+            "score": self.score,
+            "passed_visible": self.passed_visible,
+            "tokens": self.tokens,
+            "calls": self.calls,
+            "status": self.run_status,
+            "selected": self.selected,
+            "feedback": self.feedback.to_json(),
+        }
 
 
 @dataclass(frozen=True)
@@ -139,7 +298,11 @@ class Proposals:
 
 @dataclass(frozen=True)
 class RepairResult:
-    """The outcome of one repair; `to_json()` is the command line's `--json` object."""
+    """The outcome of one repair; `to_json()` is the command line's `--json` object.
+
+    ``candidates`` is the whole lineage: every executed candidate with its parent's
+    (iteration, index), so nobody re-derives a parent by re-applying patches.
+    """
 
     status: str
     passed_visible: bool
@@ -158,6 +321,16 @@ class RepairResult:
     candidates: tuple[Candidate, ...]
     wall_s: float
     error: str | None = None
+    config_digest: str | None = None
+    checks_cached: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in REPAIR_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(REPAIR_STATUSES)}, got {self.status!r}")
+
+    def candidate(self, key: CandidateKey) -> Candidate | None:
+        """The candidate at (iteration, index), e.g. a candidate's parent."""
+        return next((c for c in self.candidates if c.key == tuple(key)), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,49 +351,23 @@ class RepairResult:
             "candidates": [c.to_json() for c in self.candidates],
             "wall_s": self.wall_s,
             "error": self.error,
+            "config_digest": self.config_digest,
+            "checks_cached": self.checks_cached,
         }
 
 
-class _Trace:
-    """The JSONL trace of one repair: every LLM call, proposal, patch and verdict, flushed as it goes."""
-
-    def __init__(self, path: Path | None, on_event: Callable[[dict], None] | None):
-        self.path = path
-        self._on_event = on_event
-        self._lock = threading.Lock()
-        self._file = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "w", encoding="utf-8")
-        self._t0 = time.monotonic()
-
-    def __call__(self, event: str, **data: Any) -> None:
-        record = {"event": event, "t": round(time.monotonic() - self._t0, 4), **data}
-        with self._lock:
-            if self._file is not None:
-                self._file.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-                self._file.flush()
-        if self._on_event is not None:
-            self._on_event(record)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-
-
-@dataclass
+@dataclass(frozen=True)
 class _Evaluated:
+    key: CandidateKey
     source: str
     workflow: Workflow
     run: RunRecord
     feedback: Feedback
+    score: float
 
     @property
     def rank(self) -> tuple[float, int]:
-        return (self.feedback.score, -self.run.tokens)
+        return (self.score, -self.run.tokens)
 
 
 def repair(
@@ -232,16 +379,16 @@ def repair(
     sandbox: Sandbox,
     config: RepairConfig = RepairConfig(),
     trace_path: str | Path | None = None,
-    on_event: Callable[[dict], None] | None = None,
+    on_event: Callable[[TraceEvent], None] | None = None,
 ) -> RepairResult:
     """Repair `seed_source` on `task` under `config.budget`; never raises for a workflow's faults.
 
     Errors in the seed itself (not Python, no entry function, a pre-patch that does not apply)
     come back as a result with status "error". Whatever happens, the trace holds every call,
-    proposal and verdict up to that point.
+    proposal and verdict up to that point; `on_event` gets each event as it happens.
     """
     started = time.monotonic()
-    trace = _Trace(Path(trace_path) if trace_path is not None else None, on_event)
+    trace = Trace(Path(trace_path) if trace_path is not None else None, on_event)
     meter = Meter(config.budget)
     try:
         return _Repair(seed_source, task, program, optimizer, sandbox, config, trace, meter,
@@ -263,13 +410,17 @@ class _Repair:
         self.started = started
         self.candidates: list[Candidate] = []
         self.counts = Proposals()
-        self.rng = random.Random(f"{config.seed}:{task.task_id}")
+        self.rng = random.Random(f"{config.rng_seed}:{task.task_id}")
         self.optimizer_errors = 0
+        # Owned by this repair: a workflow's own verify(code) and the feedback on the same
+        # output run the visible checks once.
+        self.checks = CheckCache()
 
     def run(self) -> RepairResult:
         c = self.config
-        self.trace("start", task=self.task.task_id, mode=c.mode, iterations=c.iterations,
-                   proposals=c.proposals, budget=c.budget.to_json())
+        self.trace(StartEvent(task=self.task.task_id, mode=c.mode, iterations=c.iterations,
+                              proposals=c.proposals, budget=c.budget.to_json(),
+                              config_digest=c.digest))
         try:
             wf = parse_workflow(self.seed_source, entry=c.entry, step_callees=c.step_callees)
         except WorkflowError as err:
@@ -279,9 +430,8 @@ class _Repair:
             if not isinstance(result, Applied):
                 return self._error(f"pre-patch does not apply: {result.detail}")
             wf = parse_workflow(result.source, entry=c.entry, step_callees=c.step_callees)
-        current = self._evaluate([(wf, None, None)], iteration=0, parent=None)[0]
-        self._record(current, iteration=0, index=0, parent=None, patch=None, label=None,
-                     selected=True)
+        current = self._evaluate([wf], iteration=0)[0]
+        self._record(current, parent=None, patch=None, label=None, selected=True)
         iterations = 0
         stopped_by = None
         for k in range(1, c.iterations + 1):
@@ -293,22 +443,20 @@ class _Repair:
             proposals = self._propose(current, k)
             if not proposals:
                 iterations = k
-                self.trace("iteration", iteration=k, candidates=0)
+                self.trace(IterationEvent(iteration=k, candidates=0))
                 stopped_by = self.meter.stopped_by
                 if stopped_by:
                     break
                 continue
-            evaluated = self._evaluate(
-                [(w, patch, label) for w, patch, label in proposals], iteration=k, parent=0
-            )
+            evaluated = self._evaluate([w for w, _, _ in proposals], iteration=k)
             best = max(evaluated, key=lambda e: e.rank)
             better = best.rank > current.rank
-            for i, (e, (_, patch, label)) in enumerate(zip(evaluated, proposals), start=1):
-                self._record(e, iteration=k, index=i, parent=0, patch=patch, label=label,
+            for e, (_, patch, label) in zip(evaluated, proposals):
+                self._record(e, parent=current.key, patch=patch, label=label,
                              selected=better and e is best)
-            self.trace("iteration", iteration=k, candidates=len(evaluated),
-                       best_score=best.feedback.score, incumbent_score=current.feedback.score,
-                       replaced=better)
+            self.trace(IterationEvent(iteration=k, candidates=len(evaluated),
+                                      best_score=best.score, incumbent_score=current.score,
+                                      replaced=better))
             if better:
                 current = best
             iterations = k
@@ -324,17 +472,17 @@ class _Repair:
 
     # -- proposals ------------------------------------------------------------------------
 
-    def _propose(self, current: _Evaluated, k: int) -> list[tuple[Workflow, dict, str]]:
+    def _propose(self, current: _Evaluated, k: int) -> list[tuple[Workflow, Patch, str]]:
         c = self.config
         items = menu(current.workflow, kinds=MODES[c.mode])
         if not items:
-            self.trace("menu", iteration=k, size=0)
+            self.trace(MenuEvent(iteration=k, size=0))
             return []
         shown = shown_menu(items, c.optimizer.menu_size, self.rng)
         summary = current.feedback.summary(max_chars=c.optimizer.summary_chars)
         prompt = choice_prompt(self.task, current.workflow, summary, shown, c.optimizer)
         choices = tuple(str(i) for i in range(1, len(shown) + 1))
-        self.trace("menu", iteration=k, size=len(items), shown=[i.label for i in shown])
+        self.trace(MenuEvent(iteration=k, size=len(items), shown=tuple(i.label for i in shown)))
         request = Request(prompt=prompt, max_tokens=4, temperature=c.optimizer.temperature,
                           n=c.proposals, choice=choices)
         try:
@@ -347,11 +495,11 @@ class _Repair:
             index = parse_choice(answer, len(shown))
             if index is None:
                 self.counts = _bump(self.counts, rejected=1)
-                self.trace("proposal", iteration=k, answer=answer, verdict="outside the menu")
+                self.trace(ProposalEvent(iteration=k, answer=answer, verdict="outside the menu"))
                 continue
             picked.append(shown[index])
         seen = {current.source}
-        out: list[tuple[Workflow, dict, str]] = []
+        out: list[tuple[Workflow, Patch, str]] = []
         for item in picked:
             patch = item.patch
             if item.patch.operator in TEXT_OPERATORS:
@@ -376,18 +524,20 @@ class _Repair:
                     wf = parse_workflow(result.source, entry=c.entry, step_callees=c.step_callees)
                 except WorkflowError as err:
                     self.counts = _bump(self.counts, invalid=1)
-                    self.trace("proposal", iteration=k, label=item.label, patch=patch.to_json(),
-                               verdict="invalid", detail=str(err))
+                    self.trace(ProposalEvent(iteration=k, label=item.label,
+                                             patch=patch.to_json(), verdict="invalid",
+                                             detail=str(err)))
                     continue
                 seen.add(result.source)
                 self.counts = _bump(self.counts, applied=1)
-                out.append((wf, patch.to_json(), item.label))
+                out.append((wf, patch, item.label))
             elif verdict == "Invalid":
                 self.counts = _bump(self.counts, invalid=1)
             else:
                 self.counts = _bump(self.counts, not_applicable=1)
-            self.trace("proposal", iteration=k, label=item.label, patch=patch.to_json(),
-                       verdict=verdict.lower(), detail=getattr(result, "detail", None))
+            self.trace(ProposalEvent(iteration=k, label=item.label, patch=patch.to_json(),
+                                     verdict=verdict.lower(),
+                                     detail=getattr(result, "detail", None)))
         return out
 
     def _optimizer_call(self, request: Request, *, purpose: str, iteration: int):
@@ -399,57 +549,66 @@ class _Repair:
         try:
             completion = metered_call(self.optimizer, self.meter, request)
         except BudgetExhausted as err:
-            self.trace("llm", role="optimizer", purpose=purpose, iteration=iteration,
-                       error=str(err))
+            self.trace(LlmEvent(role="optimizer", purpose=purpose, iteration=iteration,
+                                error=str(err)))
             raise
         except Exception as err:  # noqa: BLE001 - a model fault is data in the trace
             self.optimizer_errors += 1
-            self.trace("llm", role="optimizer", purpose=purpose, iteration=iteration,
-                       error=f"{type(err).__name__}: {err}")
+            self.trace(LlmEvent(role="optimizer", purpose=purpose, iteration=iteration,
+                                error=f"{type(err).__name__}: {err}"))
             raise BudgetExhausted("optimizer") from None
-        self.trace("llm", role="optimizer", purpose=purpose, iteration=iteration,
-                   prompt_tokens=completion.prompt_tokens,
-                   completion_tokens=completion.completion_tokens,
-                   latency_s=completion.latency_s, model=completion.model,
-                   answers=list(completion.texts))
+        self.trace(LlmEvent(role="optimizer", purpose=purpose, iteration=iteration,
+                            prompt_tokens=completion.prompt_tokens,
+                            completion_tokens=completion.completion_tokens,
+                            latency_s=completion.latency_s, model=completion.model,
+                            answers=tuple(completion.texts)))
         return completion
 
     # -- running and scoring --------------------------------------------------------------
 
-    def _evaluate(self, programs: Sequence[tuple[Workflow, Any, Any]], *, iteration: int,
-                  parent: int | None) -> list[_Evaluated]:
-        def one(wf: Workflow) -> _Evaluated:
+    def _evaluate(self, programs: Sequence[Workflow], *, iteration: int) -> list[_Evaluated]:
+        """Run and check each program in parallel; proposals are numbered from 1, the seed is 0."""
+        first = 0 if iteration == 0 else 1
+
+        def on_call(call: CallRecord) -> None:
+            self.trace(LlmEvent(role="program", iteration=iteration, step=call.step,
+                                prompt_sha=call.prompt_sha, prompt_tokens=call.prompt_tokens,
+                                completion_tokens=call.completion_tokens,
+                                latency_s=call.latency_s, model=call.model, cost=call.cost,
+                                error=call.error))
+
+        def one(index: int, wf: Workflow) -> _Evaluated:
             ctx = RunContext(
                 workflow=wf, task=self.task, program=self.program, sandbox=self.sandbox,
-                meter=self.meter, weights=self.config.weights,
-                program_params=dict(self.config.program_params),
-                on_call=lambda call: self.trace("llm", role="program", iteration=iteration,
-                                                **call),
+                meter=self.meter, program_params=dict(self.config.program_params),
+                on_call=on_call, checks=self.checks,
             )
             run = run_workflow(ctx, timeout_s=self.config.run_timeout_s)
-            fb = feedback(self.task, run.output or "", run.cost_summary(), self.sandbox,
-                          self.config.weights)
-            return _Evaluated(wf.source, wf, run, fb)
+            fb = feedback(self.task, run.output or "", run.to_cost(), self.sandbox,
+                          cache=self.checks)
+            return _Evaluated((iteration, index), wf.source, wf, run, fb,
+                              score(fb, self.config.weights))
 
-        if len(programs) == 1:
-            return [one(programs[0][0])]
-        with ThreadPoolExecutor(max_workers=len(programs)) as pool:
-            return list(pool.map(one, [p[0] for p in programs]))
+        indexed = list(enumerate(programs, start=first))
+        if len(indexed) == 1:
+            return [one(*indexed[0])]
+        with ThreadPoolExecutor(max_workers=len(indexed)) as pool:
+            return list(pool.map(lambda pair: one(*pair), indexed))
 
-    def _record(self, e: _Evaluated, *, iteration: int, index: int, parent: int | None,
-                patch: dict | None, label: str | None, selected: bool) -> None:
-        candidate = Candidate(
+    def _record(self, e: _Evaluated, *, parent: CandidateKey | None, patch: Patch | None,
+                label: str | None, selected: bool) -> None:
+        iteration, index = e.key
+        self.candidates.append(Candidate(
             iteration=iteration, index=index, parent=parent, patch=patch, label=label,
-            source=e.source, output=e.feedback.code, score=e.feedback.score,
-            passed_visible=e.feedback.ok, tokens=e.run.tokens, calls=len(e.run.calls),
-            status=e.run.status, selected=selected,
-        )
-        self.candidates.append(candidate)
-        self.trace("verdict", iteration=iteration, index=index, label=label,
-                   run_status=e.run.status, error_type=e.run.error_type,
-                   score=e.feedback.score, kind=e.feedback.kind,
-                   passed=e.feedback.passed, total=e.feedback.total,
-                   summary=e.feedback.summary(300), tokens=e.run.tokens, selected=selected)
+            source=e.source, feedback=e.feedback, score=e.score, run_status=e.run.status,
+            tokens=e.run.tokens, calls=len(e.run.calls), selected=selected,
+        ))
+        self.trace(VerdictEvent(
+            iteration=iteration, index=index, label=label, run_status=e.run.status,
+            error_type=e.run.error_type, score=e.score, kind=e.feedback.kind,
+            passed=e.feedback.passed, total=e.feedback.total, summary=e.feedback.summary(300),
+            tokens=e.run.tokens, selected=selected,
+        ))
 
     # -- results --------------------------------------------------------------------------
 
@@ -474,17 +633,18 @@ class _Repair:
             candidates=tuple(self.candidates),
             wall_s=time.monotonic() - self.started,
             error=error,
+            config_digest=self.config.digest,
+            checks_cached=self.checks.hits,
         )
-        self.trace("stop", status=status, stopped_by=stopped_by, iterations=iterations,
-                   calls=result.calls, tokens=result.tokens, passed_visible=result.passed_visible)
+        self.trace(StopEvent(status=status, stopped_by=stopped_by, iterations=iterations,
+                             calls=result.calls, tokens=result.tokens,
+                             passed_visible=result.passed_visible))
         return result
 
     def _error(self, message: str) -> RepairResult:
-        self.trace("error", message=message)
+        self.trace(ErrorEvent(message=message))
         return self._result("error", "error", 0, None, error=message)
 
 
 def _bump(counts: Proposals, **delta: int) -> Proposals:
-    from dataclasses import replace
-
     return replace(counts, **{k: getattr(counts, k) + v for k, v in delta.items()})

@@ -8,7 +8,10 @@ model cannot answer outside the menu; it writes free text only where an argument
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from flowmend.engine._menu import MenuItem
 from flowmend.engine._patch import Patch
@@ -17,6 +20,29 @@ from flowmend.task import Task
 
 # Operators whose menu items carry a text the optimizer writes itself.
 TEXT_OPERATORS = {"rewrite-prompt-literal": "text"}
+
+
+# The two prompts as str.format templates. Each names the fields it may use; a template is
+# checked when its config is built, so a learned set-up with a typo fails at once, not mid-run.
+CHOICE_TEMPLATE = (
+    "You improve a Python program that calls a language model to solve a coding task.\n\n"
+    "Task:\n{task}\n\n"
+    "The program's model calls (step: prompt):\n{steps}\n\n"
+    "Result of the last run:\n{summary}\n\n"
+    "Edits you can make:\n{menu}\n\n"
+    "Answer with the number of the edit most likely to fix the failure."
+)
+TEXT_TEMPLATE = (
+    "Rewrite the instruction a program sends to a language model so that the model "
+    "writes correct Python code for the task.\n\n"
+    "Task:\n{task}\n\n"
+    "Problem with the current result:\n{summary}\n\n"
+    "Current instruction:\n{instruction}\n\n"
+    "Write only the new instruction.{keep_placeholders}"
+)
+# (fields a template may name, fields it must name)
+CHOICE_FIELDS = (("task", "steps", "summary", "menu"), ("menu",))
+TEXT_FIELDS = (("task", "summary", "instruction", "keep_placeholders"), ("instruction",))
 
 
 @dataclass(frozen=True)
@@ -28,6 +54,11 @@ class OptimizerConfig:
         temperature: sampling temperature of the menu choice (m samples per iteration).
         text_max_tokens: the longest free text (a rewritten prompt) it may write.
         task_chars, summary_chars, prompt_chars: truncation of what the prompt shows.
+        choice_template: the menu prompt; fields {task}, {steps}, {summary} and {menu}
+            (required: the numbered menu).
+        text_template: the prompt asking for a new instruction; fields {task}, {summary},
+            {instruction} (required: the current one) and {keep_placeholders} (a sentence
+            naming the placeholders to keep, or nothing).
     """
 
     menu_size: int = 12
@@ -36,12 +67,56 @@ class OptimizerConfig:
     task_chars: int = 500
     summary_chars: int = 500
     prompt_chars: int = 160
+    choice_template: str = CHOICE_TEMPLATE
+    text_template: str = TEXT_TEMPLATE
 
     def __post_init__(self) -> None:
         if not 2 <= self.menu_size <= 99:
             raise ValueError("menu_size must lie in [2, 99]")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError("temperature must lie in [0, 2]")
+        for name in ("text_max_tokens", "task_chars", "summary_chars", "prompt_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_template("choice_template", self.choice_template, *CHOICE_FIELDS)
+        check_template("text_template", self.text_template, *TEXT_FIELDS)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "OptimizerConfig":
+        return cls(**_known(cls, data, "optimizer"))
+
+
+def check_template(name: str, template: Any, allowed: Sequence[str], required: Sequence[str]
+                   ) -> None:
+    """Raise ValueError naming the field when `template` names an unknown or omits a required one."""
+    if not isinstance(template, str):
+        raise ValueError(f"{name} must be a string, got {type(template).__name__}")
+    try:
+        named = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ValueError(f"{name} is not a format template: {err}") from None
+    for field_name in named:
+        if field_name not in allowed:
+            shown = repr(field_name) if field_name else "a positional {}"
+            raise ValueError(f"{name}: unknown field {shown}; known: {', '.join(allowed)}")
+    for field_name in required:
+        if field_name not in named:
+            raise ValueError(f"{name}: missing required field {{{field_name}}}")
+
+
+def _known(cls, data: Any, where: str) -> dict[str, Any]:
+    """`data` as keyword arguments of `cls`; an unknown key is a ValueError naming it."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {where} field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return dict(data)
 
 
 def shown_menu(items: list[MenuItem], size: int, rng: random.Random) -> list[MenuItem]:
@@ -72,16 +147,18 @@ def choice_prompt(task: Task, wf: Workflow, summary: str, items: list[MenuItem],
         f"- {s.id} (line {s.line}): {_clip(s.prompt.text if s.prompt and s.prompt.text else '?', config.prompt_chars)}"
         for s in wf.steps
     )
-    menu = "\n".join(
-        f"{i}. {item.label}: {item.description}" for i, item in enumerate(items, start=1)
+    return config.choice_template.format(
+        task=_clip(task.prompt, config.task_chars),
+        steps=steps,
+        summary=_clip(summary, config.summary_chars),
+        menu=numbered(items),
     )
-    return (
-        "You improve a Python program that calls a language model to solve a coding task.\n\n"
-        f"Task:\n{_clip(task.prompt, config.task_chars)}\n\n"
-        f"The program's model calls (step: prompt):\n{steps}\n\n"
-        f"Result of the last run:\n{_clip(summary, config.summary_chars)}\n\n"
-        f"Edits you can make:\n{menu}\n\n"
-        "Answer with the number of the edit most likely to fix the failure."
+
+
+def numbered(items: Sequence[MenuItem]) -> str:
+    """The menu as the optimizer reads it: ``1. label: description``, one item a line."""
+    return "\n".join(
+        f"{i}. {item.label}: {item.description}" for i, item in enumerate(items, start=1)
     )
 
 
@@ -91,14 +168,11 @@ def text_prompt(task: Task, wf: Workflow, item: MenuItem, summary: str,
     step = wf.step(item.patch.target["step"])
     current = step.prompt.text if step.prompt and step.prompt.text else ""
     keep = ", ".join("{" + p + "}" for p in (step.prompt.placeholders if step.prompt else ()))
-    keep_line = f" Keep these placeholders exactly: {keep}." if keep else ""
-    return (
-        "Rewrite the instruction a program sends to a language model so that the model "
-        "writes correct Python code for the task.\n\n"
-        f"Task:\n{_clip(task.prompt, config.task_chars)}\n\n"
-        f"Problem with the current result:\n{_clip(summary, config.summary_chars)}\n\n"
-        f"Current instruction:\n{current}\n\n"
-        f"Write only the new instruction.{keep_line}"
+    return config.text_template.format(
+        task=_clip(task.prompt, config.task_chars),
+        summary=_clip(summary, config.summary_chars),
+        instruction=current,
+        keep_placeholders=f" Keep these placeholders exactly: {keep}." if keep else "",
     )
 
 

@@ -21,7 +21,7 @@ from flowmend.engine._workflow import Workflow
 from flowmend.llm import Broker, Completion, Request
 from flowmend.sandbox import ExecResult, Limits, Sandbox
 from flowmend.task import Task
-from flowmend.verifier import ScoreWeights, feedback
+from flowmend.verifier import CheckCache, Cost, feedback
 
 # The helpers run inside the sandbox, where flowmend is not importable: their source is inlined
 # into the harness, after the harness's own first lines (so no `from __future__` there).
@@ -87,7 +87,8 @@ def _main():
     if not callable(entry):
         raise NameError("the workflow defines no entry function " + {entry})
     output = entry(task)
-    if _inspect.isawaitable(output):
+    # A completion returned as is is awaitable (for async workflows) but already a string.
+    if _inspect.isawaitable(output) and not isinstance(output, str):
         output = _asyncio.run(output)
     if isinstance(output, (list, tuple)) and output and all(isinstance(o, str) for o in output):
         output = output[0]
@@ -309,8 +310,15 @@ class RunRecord:
     def cost(self) -> float:
         return sum(c.cost for c in self.calls)
 
-    def cost_summary(self) -> list[dict[str, Any]]:
-        return [c.to_json() for c in self.calls]
+    def to_cost(self) -> Cost:
+        """What the run spent, as the verifier's `Cost` (a failed call counts, at 0 tokens)."""
+        return Cost(
+            calls=len(self.calls),
+            prompt_tokens=sum(c.prompt_tokens for c in self.calls),
+            completion_tokens=sum(c.completion_tokens for c in self.calls),
+            units=self.cost,
+            wall_s=self.wall_s,
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "calls"}
@@ -320,16 +328,20 @@ class RunRecord:
 
 @dataclass
 class RunContext:
-    """What the parent needs to answer one run's RPC calls."""
+    """What the parent needs to answer one run's RPC calls.
+
+    ``checks`` is the repair's check cache: a workflow's own ``verify(code)`` and the final
+    feedback on the same code then run the visible checks once.
+    """
 
     workflow: Workflow
     task: Task
     program: Broker
     sandbox: Sandbox
     meter: Meter
-    weights: ScoreWeights
     program_params: dict[str, Any] = field(default_factory=dict)
-    on_call: Callable[[dict[str, Any]], None] | None = None
+    on_call: Callable[[CallRecord], None] | None = None
+    checks: CheckCache | None = None
 
 
 def harness(workflow: Workflow, task: Task) -> str:
@@ -364,7 +376,7 @@ def run_workflow(ctx: RunContext, *, timeout_s: float, memory_mb: int = 1024) ->
             with lock:
                 verifies[0] += 1
             code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
-            fb = feedback(ctx.task, code, None, ctx.sandbox, ctx.weights)
+            fb = feedback(ctx.task, code, None, ctx.sandbox, cache=ctx.checks)
             return fb.to_check().to_json()
         if method == "result":
             result["output"] = payload.get("output") if isinstance(payload, dict) else None
@@ -438,7 +450,7 @@ def _answer_llm(ctx: RunContext, payload: Any, spans, calls, budget_stop, lock) 
     with lock:
         calls.append(record)
     if ctx.on_call is not None:
-        ctx.on_call(record.to_json())
+        ctx.on_call(record)
     return {"texts": list(completion.texts)}
 
 

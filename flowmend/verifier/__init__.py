@@ -5,6 +5,7 @@ checks), the workflow's output and its trace, and runs code only through a `Sand
 """
 
 from flowmend.verifier._feedback import (
+    CheckCache,
     CheckOutcome,
     Cost,
     Feedback,
@@ -15,11 +16,12 @@ from flowmend.verifier._feedback import (
 from flowmend.verifier._measure import Estimate, Iteration, Scored, gamma, kappa
 from flowmend.verifier._score import ScoreWeights, score
 from flowmend.verifier._visible import Example, docstring_examples, visible_checks_from_docstring
-from flowmend.verifier.runtime_helpers import KINDS, Check, extract_code
+from flowmend.verifier.runtime_helpers import CHECK_KINDS, Check, extract_code
 
 __all__ = [
-    "KINDS",
+    "CHECK_KINDS",
     "Check",
+    "CheckCache",
     "CheckOutcome",
     "Cost",
     "Estimate",

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
+import threading
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from flowmend.task import Task
-from flowmend.verifier._score import ScoreWeights, score
 from flowmend.verifier._visible import visible_checks_from_docstring
 from flowmend.verifier.runtime_helpers import Check, extract_code
 
 if TYPE_CHECKING:
     from flowmend.sandbox import CheckResult, Limits, Sandbox
 
-__all__ = ["CheckOutcome", "Cost", "Feedback", "SyntaxProblem", "feedback", "instrument_check"]
+__all__ = [
+    "CheckCache", "CheckOutcome", "Cost", "Feedback", "SyntaxProblem", "feedback", "instrument_check",
+]
 
-SCHEMA = "flowmend.feedback/1"
+FEEDBACK_SCHEMA = "flowmend.feedback/1"
 _MESSAGE_CHARS = 200
 _GOT = "_flowmend_got"
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
@@ -129,7 +132,8 @@ class Feedback:
         violations: broken constraints: no code, entry point missing, incompatible signature.
         cost: what the run spent.
         assembled: the output was a function body and the code is the task prompt plus it.
-        score: `S_F` under the weights `feedback()` was given.
+
+    It holds no score: whoever ranks candidates calls `score(feedback, weights)`.
     """
 
     task_id: str
@@ -143,7 +147,6 @@ class Feedback:
     violations: tuple[str, ...] = ()
     cost: Cost = field(default_factory=Cost)
     assembled: bool = False
-    score: float = 0.0
 
     @property
     def passed(self) -> int:
@@ -173,7 +176,7 @@ class Feedback:
 
     @property
     def kind(self) -> str:
-        """One of `runtime_helpers.KINDS`, the most severe problem first."""
+        """One of `runtime_helpers.CHECK_KINDS`, the most severe problem first."""
         if not self.code.strip():
             return "no_code"
         if self.syntax_error is not None:
@@ -191,9 +194,6 @@ class Feedback:
     def to_check(self, max_chars: int = 600) -> Check:
         """The `Check` that a workflow's ``verify(code)`` returns for this feedback."""
         return Check(self.ok, self.kind, self.summary(max_chars=max_chars))
-
-    def rescored(self, weights: ScoreWeights) -> "Feedback":
-        return replace(self, score=score(self, weights))
 
     def summary(self, max_chars: int = 600) -> str:
         """A short, localised account for the optimizer: the error line, which check failed."""
@@ -224,7 +224,7 @@ class Feedback:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["schema"] = SCHEMA
+        data["schema"] = FEEDBACK_SCHEMA
         data["checks"] = [asdict(c) for c in self.checks]
         data["self_checks"] = [asdict(c) for c in self.self_checks]
         data["violations"] = list(self.violations)
@@ -234,6 +234,8 @@ class Feedback:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Feedback":
+        """The feedback of a `to_json()` object; derived keys (and the ``score`` that older
+        records stored beside it) are ignored."""
         syntax = data.get("syntax_error")
         return cls(
             task_id=str(data["task_id"]),
@@ -247,7 +249,6 @@ class Feedback:
             violations=tuple(str(v) for v in data.get("violations", ())),
             cost=Cost(**data.get("cost", {})),
             assembled=bool(data.get("assembled", False)),
-            score=float(data.get("score", 0.0)),
         )
 
     def dumps(self) -> str:
@@ -259,11 +260,11 @@ def feedback(
     output: str,
     trace_summary: "Cost | Mapping[str, Any] | Iterable[Mapping[str, Any]] | None",
     sandbox: "Sandbox",
-    weights: ScoreWeights = ScoreWeights(),
     *,
     self_checks: Sequence[str] = (),
     limits: "Limits | None" = None,
     test_timeout_s: float = 3.0,
+    cache: "CheckCache | None" = None,
 ) -> Feedback:
     """Verify one output ``y`` of a workflow on ``task``.
 
@@ -271,7 +272,8 @@ def feedback(
     point but ``task.prompt + output`` does (a model that continued the prompt with the body),
     that is the code. The visible checks are ``task.visible_tests``, or, when the task has
     none, the examples of its docstring (`visible_checks_from_docstring`). They run in
-    ``sandbox`` together with ``self_checks``, each under ``test_timeout_s``.
+    ``sandbox`` together with ``self_checks``, each under ``test_timeout_s``; with a
+    ``cache``, code already checked the same way is not run again.
     """
     cost = Cost.from_trace(trace_summary)
     output = output if isinstance(output, str) else ("" if output is None else str(output))
@@ -289,18 +291,26 @@ def feedback(
     )
     if not code.strip():
         violation = "the output contains no Python code" if output.strip() else "the output is empty"
-        return _scored(replace(base, violations=(violation,)), weights)
+        return replace(base, violations=(violation,))
     problem = _compile(code)
     if problem is not None or tree is None:
-        return _scored(replace(base, syntax_error=problem or SyntaxProblem("the code does not parse")), weights)
+        return replace(base, syntax_error=problem or SyntaxProblem("the code does not parse"))
     violations = _violations(task.entry_point, tree, signature)
     runnable = list(checks) + list(self_checks)
-    kwargs: dict[str, Any] = {"test_timeout_s": test_timeout_s}
-    if limits is not None:
-        kwargs["limits"] = limits
-    result = sandbox.check(code, [instrument_check(t, task.entry_point) for t in runnable], **kwargs)
-    outcomes, runtime_error, runtime_message = _outcomes(result, runnable)
-    fb = replace(
+    tests = [instrument_check(t, task.entry_point) for t in runnable]
+
+    def run_checks() -> _Checked:
+        kwargs: dict[str, Any] = {"test_timeout_s": test_timeout_s}
+        if limits is not None:
+            kwargs["limits"] = limits
+        return _outcomes(sandbox.check(code, tests, **kwargs), runnable)
+
+    if cache is None:
+        outcomes, runtime_error, runtime_message = run_checks()
+    else:
+        key = _check_key(code, runnable, tests, test_timeout_s, limits)
+        outcomes, runtime_error, runtime_message = cache.get(key, run_checks)
+    return replace(
         base,
         compiled=True,
         checks=outcomes[: len(checks)],
@@ -309,7 +319,43 @@ def feedback(
         runtime_error=runtime_error,
         runtime_message=runtime_message,
     )
-    return _scored(fb, weights)
+
+
+# What running the checks on one code came to: outcomes, runtime error type, its message.
+_Checked = tuple[tuple[CheckOutcome, ...], "str | None", str]
+
+
+class CheckCache:
+    """The check verdicts of one repair, keyed by a hash of the code and of the checks.
+
+    A workflow that calls ``verify(code)`` on its final answer and the feedback on that same
+    output would run the same checks twice; with one cache per repair they run once. It is
+    owned by the repair, never global, so nothing leaks between tasks or set-ups.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._verdicts: dict[str, _Checked] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str, compute: "Callable[[], _Checked]") -> _Checked:
+        with self._lock:
+            found = self._verdicts.get(key)
+            if found is not None:
+                self.hits += 1
+                return found
+            self.misses += 1
+        verdict = compute()  # outside the lock: candidates check in parallel
+        with self._lock:
+            self._verdicts.setdefault(key, verdict)
+        return verdict
+
+
+def _check_key(code: str, checks: Sequence[str], tests: Sequence[str], timeout_s: float,
+               limits: "Limits | None") -> str:
+    data = json.dumps([code, list(checks), list(tests), timeout_s, repr(limits)])
+    return hashlib.sha256(data.encode()).hexdigest()
 
 
 def instrument_check(check: str, entry_point: str | None = None) -> str:
@@ -348,10 +394,6 @@ def instrument_check(check: str, entry_point: str | None = None) -> str:
     setattr(holder, attr, ast.NamedExpr(target=ast.Name(_GOT, ast.Store()), value=target))
     node.msg = ast.parse(f"'got ' + repr({_GOT})[:{_MESSAGE_CHARS}]", mode="eval").body
     return ast.unparse(tree)
-
-
-def _scored(fb: Feedback, weights: ScoreWeights) -> Feedback:
-    return replace(fb, score=score(fb, weights))
 
 
 def _program(task: Task, output: str, signature: _FunctionNode | None) -> tuple[str, ast.Module | None, bool]:

@@ -10,9 +10,9 @@ import ast
 import re
 import textwrap
 
-__all__ = ["Check", "KINDS", "extract_code"]
+__all__ = ["Check", "CHECK_KINDS", "extract_code"]
 
-KINDS = ("ok", "syntax_error", "runtime_error", "failing_check", "no_code")
+CHECK_KINDS = ("ok", "syntax_error", "runtime_error", "failing_check", "no_code")
 
 # A fence line: three or more backticks or tildes, then an optional info string (the language).
 _FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+.-]*)")
@@ -175,7 +175,7 @@ def _looks_like_code(code: str) -> bool:
 class Check:
     """What `verify(code)` returns inside a workflow: a verdict and a short readable feedback.
 
-    ``kind`` is one of ``KINDS``: "ok", "syntax_error", "runtime_error", "failing_check",
+    ``kind`` is one of ``CHECK_KINDS``: "ok", "syntax_error", "runtime_error", "failing_check",
     "no_code". ``bool(check)`` is ``check.passed``, so ``if verify(code):`` reads naturally, and
     ``str(check)`` is the feedback text, ready to paste into a repair prompt.
     """
@@ -183,8 +183,8 @@ class Check:
     __slots__ = ("passed", "kind", "feedback")
 
     def __init__(self, passed: bool, kind: str, feedback: str = ""):
-        if kind not in KINDS:
-            raise ValueError(f"unknown check kind {kind!r}; expected one of {', '.join(KINDS)}")
+        if kind not in CHECK_KINDS:
+            raise ValueError(f"unknown check kind {kind!r}; expected one of {', '.join(CHECK_KINDS)}")
         object.__setattr__(self, "passed", bool(passed))
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "feedback", str(feedback))

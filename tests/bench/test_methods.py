@@ -10,28 +10,49 @@ def test_builtin_methods_load_and_differ():
     methods = load_methods(",".join(BUILTIN))
     assert [m.name for m in methods] == list(BUILTIN)
     assert len({m.digest() for m in methods}) == len(methods)
-    by_name = {m.name: m for m in methods}
+    by_name = {m.name: m.config for m in methods}
     assert by_name["b0"].iterations == 0 and by_name["b0"].pre_patches == ()
-    assert by_name["b1"].pre_patches[0]["operator"] == "insert-verify-step"
-    assert by_name["b3"].pre_patches[0]["args"] == {"n": 4}
+    assert by_name["b1"].pre_patches[0].operator == "insert-verify-step"
+    assert by_name["b3"].pre_patches[0].args == {"n": 4}
     assert by_name["b2"].mode == "prompt" and by_name["b2"].iterations > 0
-    assert by_name["flowmend"].mode == "structure" and not by_name["flowmend"].baseline
-    assert all(by_name[b].baseline for b in ("b0", "b1", "b2", "b3"))
+    assert by_name["flowmend"].mode == "structure"
+    assert not methods[-1].baseline and all(m.baseline for m in methods[:4])
+    assert all(m.to_json()["schema"] == "flowmend.method/2" for m in methods)
 
 
-def test_a_user_method_file(tmp_path):
+def test_a_method_round_trips_through_its_json(tmp_path):
+    from flowmend.bench.methods import parse_method
+
+    for m in load_methods(",".join(BUILTIN)):
+        again = parse_method(json.loads(json.dumps(m.to_json())), where="x")
+        assert again == m and again.config.digest == m.config.digest
+
+
+@pytest.mark.parametrize("data", [
+    {"name": "wide", "config": {"iterations": 2, "proposals": 8}},
+    {"schema": "flowmend.method/1", "name": "wide", "iterations": 2, "proposals": 8},
+    {"name": "wide", "config": {"iterations": 2, "proposals": 8,
+                                "optimizer": {"menu_size": 12}}},
+])
+def test_a_user_method_file(tmp_path, data):
     path = tmp_path / "mine.json"
-    path.write_text(json.dumps({"name": "wide", "iterations": 2, "proposals": 8}))
+    path.write_text(json.dumps(data))
     (m,) = load_methods(str(path))
-    assert (m.name, m.iterations, m.proposals, m.mode) == ("wide", 2, 8, "structure")
+    c = m.config
+    assert (m.name, c.iterations, c.proposals, c.mode) == ("wide", 2, 8, "structure")
     assert m.origin == str(path)
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"name": "x", "iterations": -1}, "iterations must be a non-negative integer"),
-    ({"name": "x", "mode": "both"}, "mode must be one of"),
+    ({"name": "x", "config": {"iterations": -1}}, "iterations must be an integer in"),
+    ({"name": "x", "config": {"mode": "both"}}, "mode must be one of"),
     ({"name": "x", "budget": {}}, "unknown field"),
-    ({"name": "x", "pre_patches": [{"target": {}}]}, "needs an 'operator'"),
+    ({"name": "x", "config": {"budget": {"calls": 0}}}, "field 'budget': budget calls must be"),
+    ({"name": "x", "config": {"pre_patches": [{"target": {}}]}}, "field 'pre_patches'"),
+    ({"name": "x", "config": {"optimizer": {"text_template": "{task}"}}},
+     "missing required field {instruction}"),
+    ({"schema": "flowmend.method/1", "name": "x", "mode": "both"}, "mode must be one of"),
+    ({"name": "x", "schema": "flowmend.method/9"}, "schema must be"),
     ({"name": ""}, "name must be"),
     ([1], "one JSON object"),
 ])

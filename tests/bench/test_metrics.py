@@ -26,17 +26,22 @@ def test_patch_size_counts_changed_nodes_not_formatting():
     assert metrics.patch_size(SEED, "def (") is None
 
 
-def test_gamma_over_pairs_with_different_utility():
-    # (score_a, U_a, score_b, U_b)
-    agree = [(1.0, 1.0, 0.0, 0.0), (0.5, 0.2, 0.9, 0.8)]
-    disagree = [(1.0, 0.0, 0.0, 1.0)]
-    tie_in_score = [(0.3, 1.0, 0.3, 0.0)]
-    same_utility = [(1.0, 0.5, 0.0, 0.5)]
-    assert metrics.gamma(agree) == metrics.Estimate(0.5, 2)
-    assert metrics.gamma(disagree).value == -0.5
-    assert metrics.gamma(tie_in_score).value == 0.0
-    assert metrics.gamma(same_utility) == metrics.Estimate(None, 0)
-    assert metrics.gamma(agree + disagree + same_utility).value == pytest.approx(2 / 3 - 0.5)
+def test_gamma_compares_candidates_of_one_run_only():
+    """The records' candidates go to `flowmend.verifier.gamma`, grouped by (task, method)."""
+    def cand(score, hidden):
+        return {"score": score, "hidden": hidden}
+
+    agree = _record("m", "T/1", True, [cand(1.0, 1.0), cand(0.0, 0.0)])
+    disagree = _record("m", "T/2", True, [cand(1.0, 0.0), cand(0.0, 1.0)])
+    tie_in_score = _record("m", "T/3", True, [cand(0.3, 1.0), cand(0.3, 0.0)])
+    same_utility = _record("m", "T/4", True, [cand(1.0, 0.5), cand(0.0, 0.5)])
+    unscored = _record("m", "T/5", True, [cand(None, 1.0), {"score": 0.0}])
+    assert metrics.gamma_of([agree]) == metrics.Figure(0.5, 1)
+    assert metrics.gamma_of([disagree]).value == -0.5
+    assert metrics.gamma_of([tie_in_score]).value == 0.0
+    assert metrics.gamma_of([same_utility, unscored]) == metrics.Figure(None, 0)
+    # Across runs nothing is paired: 1 agreeing pair, 1 disagreeing, 1 tie.
+    assert metrics.gamma_of([agree, disagree, tie_in_score]) == metrics.Figure(0.0, 3)
 
 
 def _record(method, task, passed, candidates=(), **extra):
@@ -55,15 +60,17 @@ def test_kappa_counts_iterations_with_an_improving_proposal():
     record = _record("flowmend", "T/1", True, cands)
     # iteration 1: 0.6 > 0.2; iteration 2: 0.4 < 0.6 (incumbent from iteration 1's selection);
     # iteration 3: nothing won in 2, so the incumbent is still 0.6, and 1.0 beats it.
-    assert metrics.kappa_events(record) == [True, False, True]
-    assert metrics.kappa([record]).value == pytest.approx(2 / 3) and metrics.kappa([record]).n == 3
+    assert [u0 for _, u0, _ in metrics.kappa_iterations(record)] == [0.2, 0.6, 0.6]
+    assert metrics.kappa_of([record]).value == pytest.approx(2 / 3)
+    assert metrics.kappa_of([record]).n == 3
     by_iter = metrics.kappa_by_iteration([record])
-    assert by_iter[1] == metrics.Estimate(1.0, 1) and by_iter[2] == metrics.Estimate(0.0, 1)
-    assert by_iter[3] == metrics.Estimate(1.0, 1)
+    assert by_iter[1] == metrics.Figure(1.0, 1) and by_iter[2] == metrics.Figure(0.0, 1)
+    assert by_iter[3] == metrics.Figure(1.0, 1)
     perfect = _record("flowmend", "T/2", True, [
         {"iteration": 0, "index": 0, "hidden": 1.0, "selected": True},
         {"iteration": 1, "index": 1, "hidden": 1.0}])
-    assert metrics.kappa_events(perfect) == []
+    assert metrics.kappa_iterations(perfect) == []
+    assert metrics.kappa_of([perfect]) == metrics.Figure(None, 0)
 
 
 def test_paired_bootstrap_is_seeded_and_covers_the_difference():
@@ -77,7 +84,7 @@ def test_paired_bootstrap_is_seeded_and_covers_the_difference():
     assert one.lo < one.value < one.hi and one.n == 200
     same = metrics.paired_bootstrap(a, a, resamples=500)
     assert (same.value, same.lo, same.hi) == (0.0, 0.0, 0.0)
-    assert metrics.paired_bootstrap([], []) == metrics.Estimate(None, 0)
+    assert metrics.paired_bootstrap([], []) == metrics.Figure(None, 0)
 
 
 def test_wilson_interval_is_sound_at_the_edges():
@@ -106,5 +113,5 @@ def test_summarize_compares_against_the_best_baseline():
     assert sums["b0"].vs_best_baseline.value == pytest.approx(-0.25)
     # T/99 spent 2000 tokens of a 1000 budget: solved, but not within budget.
     assert fm.success_under_budget.value == pytest.approx(30 / 41)
-    assert fm.applied_share == metrics.Estimate(0.75, 320)
-    assert sums["b0"].tokens_per_solved == metrics.Estimate(100.0, 10)
+    assert fm.applied_share == metrics.Figure(0.75, 320)
+    assert sums["b0"].tokens_per_solved == metrics.Figure(100.0, 10)

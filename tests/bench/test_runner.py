@@ -8,6 +8,7 @@ import pytest
 from flowmend.bench._runner import hidden_utility_with, run_jobs, write_samples
 from flowmend.bench._store import RunStore
 from flowmend.bench.methods import Method
+from flowmend.engine import RepairConfig
 from flowmend.task import Task
 
 SEED = 'def solve(task):\n    return llm("Write " + task.prompt)\n'
@@ -48,13 +49,13 @@ def solver(problem, method):
     prompt_edit = SEED.replace("Write ", "Carefully write ")
     return _result([
         {"iteration": 0, "index": 0, "output": BAD, "score": 0.0, "selected": True, "source": SEED},
-        {"iteration": 1, "index": 1, "parent": 0, "output": HALF, "score": 0.4, "source": prompt_edit},
-        {"iteration": 1, "index": 2, "parent": 0, "output": GOOD, "score": 1.0, "selected": True,
+        {"iteration": 1, "index": 1, "parent": [0, 0], "output": HALF, "score": 0.4, "source": prompt_edit},
+        {"iteration": 1, "index": 2, "parent": [0, 0], "output": GOOD, "score": 1.0, "selected": True,
          "source": prompt_edit, "patch": {"operator": "rewrite-prompt"}},
     ], GOOD)
 
 
-METHODS = [Method("b0", baseline=True), Method("loop", iterations=1)]
+METHODS = [Method("b0", baseline=True), Method("loop", config=RepairConfig(iterations=1))]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_records_carry_hidden_utility_patch_size_and_errors(tmp_path, sandbox):
     hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests)
     with RunStore(tmp_path / "run", {"t": 1}) as store:
         stats = run_jobs(store, _problems(3), METHODS, solve=solver, hidden=hidden,
-                         seed_source=SEED, task_id=lambda p: p.task.task_id, concurrency=3)
+                         task_id=lambda p: p.task.task_id, concurrency=3)
         records = {(r["task_id"], r["method"]): r for r in store.records}
     assert stats.done == 6 and stats.errors == 1
     assert records[("Toy/0", "b0")]["passed"] is True
@@ -97,42 +98,48 @@ def test_a_resumed_run_does_only_what_is_missing(tmp_path, sandbox):
 
     problems = _problems(4)
     with RunStore(tmp_path / "run", {"t": 1}) as store:
-        run_jobs(store, problems[:2], METHODS, solve=counting, hidden=hidden, seed_source=SEED,
+        run_jobs(store, problems[:2], METHODS, solve=counting, hidden=hidden,
                  task_id=lambda p: p.task.task_id, concurrency=2)
     assert len(calls) == 4
+    seen = []
     with RunStore(tmp_path / "run", {"t": 1}) as store:
         stats = run_jobs(store, problems, METHODS, solve=counting, hidden=hidden,
-                         seed_source=SEED, task_id=lambda p: p.task.task_id, concurrency=2)
+                         task_id=lambda p: p.task.task_id, concurrency=2,
+                         on_progress=seen.append)
         keys = [(r["task_id"], r["method"]) for r in store.records]
     assert stats.skipped == 4 and stats.done == 4
+    # A snapshot at the start (the resumed jobs) and one per finished job.
+    assert [p.completed for p in seen] == [4, 5, 6, 7, 8] and {p.total for p in seen} == {8}
+    assert seen[0].tokens == 0 and seen[-1].tokens == 3 * 120  # Toy/2 × loop raised: no tokens
+    assert seen[-1].pass_at_1 == seen[-1].passed / 8
+    with pytest.raises(AttributeError):
+        seen[0].completed = 0  # frozen: a listener cannot change the run's figures
     assert len(calls) == 8 and len(set(calls)) == 8
     assert sorted(keys) == sorted({(p.task.task_id, m.name) for p in problems for m in METHODS})
 
 
-def test_patch_sizes_are_rebuilt_from_patches_when_the_loop_keeps_no_source():
-    from flowmend.bench._runner import candidate_lineage
-
-    seed = open("examples/workflows/single_shot.py").read()
-    append = {"schema": "flowmend.patch/1", "operator": "append-instruction",
-              "target": {"step": "code"}, "args": {"sentence": "Keep the exact name."}}
-    retry = {"schema": "flowmend.patch/1", "operator": "insert-verify-step",
-             "target": {"step": "code"}, "args": {}}
-    result = {"candidates": [
-        {"iteration": 0, "index": 0, "selected": True},
-        {"iteration": 1, "index": 1, "parent": 0, "patch": append, "selected": True},
-        {"iteration": 1, "index": 2, "parent": 0, "patch": retry},
-        {"iteration": 2, "index": 1, "parent": 0, "patch": retry},
-    ]}
-    lineage = candidate_lineage(result, seed)
-    assert lineage[(0, 0)] == (None, seed)
-    parent, prompt_edit = lineage[(1, 1)]
-    assert parent == seed and "Keep the exact name." in prompt_edit
-    assert lineage[(1, 2)][0] == seed
-    # Iteration 2 starts from iteration 1's selected candidate.
-    assert lineage[(2, 1)][0] == prompt_edit and "verify(" in lineage[(2, 1)][1]
+def test_patch_sizes_are_measured_against_the_stored_parent_source():
+    """Each candidate names its parent's (iteration, index); its size is against that source,
+    from the loop's own record (the bench re-applies no patch)."""
+    from flowmend.bench._runner import build_record
     from flowmend.bench.metrics import patch_size
 
-    assert 0 < patch_size(seed, prompt_edit) < patch_size(seed, lineage[(1, 2)][1])
+    one = SEED.replace("Write ", "Carefully write ")
+    two = one.replace("Carefully", "Very carefully")
+    sibling = SEED.replace("task.prompt", "task.prompt.strip()")
+    result = _result([
+        {"iteration": 0, "index": 0, "parent": None, "output": BAD, "source": SEED, "selected": True},
+        {"iteration": 1, "index": 1, "parent": [0, 0], "output": BAD, "source": one, "selected": True},
+        {"iteration": 1, "index": 2, "parent": [0, 0], "output": BAD, "source": sibling},
+        {"iteration": 2, "index": 1, "parent": [1, 1], "output": GOOD, "source": two},
+        {"iteration": 2, "index": 2, "parent": [9, 9], "output": GOOD, "source": two},
+    ], GOOD)
+    record = build_record("Toy/0", Method("loop"), result, hidden=lambda p, code: (0.0, False),
+                          problem=None, wall_s=0.0)
+    sizes = [c["patch_size"] for c in record["candidates"]]
+    assert sizes == [None, patch_size(SEED, one), patch_size(SEED, sibling), patch_size(one, two),
+                     None]
+    assert sizes[3] == 2 and record["candidates"][3]["parent"] == [1, 1]
 
 
 def test_a_failing_model_stops_the_run_without_recording_the_job(tmp_path, sandbox):
@@ -149,7 +156,7 @@ def test_a_failing_model_stops_the_run_without_recording_the_job(tmp_path, sandb
     with RunStore(tmp_path / "run", {"t": 1}) as store:
         with pytest.raises(RunAborted, match="engine call"):
             run_jobs(store, _problems(3), [Method("b0")], solve=flaky, hidden=hidden,
-                     seed_source=SEED, task_id=lambda p: p.task.task_id, concurrency=1,
+                     task_id=lambda p: p.task.task_id, concurrency=1,
                      failures=lambda: failed[0])
         # Toy/0 finished before the failure and is kept; Toy/1 is left for a resume. (Toy/2
         # may have started on the worker before the run noticed; its own job saw no failure.)
@@ -162,7 +169,7 @@ def test_a_failing_model_stops_the_run_without_recording_the_job(tmp_path, sandb
     with RunStore(tmp_path / "run2", {"t": 1}) as store:
         with pytest.raises(RunAborted, match="server gone"):
             run_jobs(store, _problems(2), [Method("b0")], solve=raising, hidden=hidden,
-                     seed_source=SEED, task_id=lambda p: p.task.task_id, fatal=(ConnectionError,))
+                     task_id=lambda p: p.task.task_id, fatal=(ConnectionError,))
         assert store.records == []
 
 

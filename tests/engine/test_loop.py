@@ -9,14 +9,13 @@ commands in tests/engine/data/README.md when the loop's prompts change).
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
 
 from flowmend.engine import Budget, RepairConfig, parse_workflow, repair
 from flowmend.engine._loop import MODES
-from flowmend.engine._runtime import BudgetExhausted, Meter, RunContext, run_workflow
+from flowmend.engine._runtime import Meter, RunContext, run_workflow
 from flowmend.engine import get as get_operator
 from flowmend.llm import Broker, Completion, ModelConfig, Request, open_backend
 from flowmend.sandbox import Sandbox
@@ -114,42 +113,6 @@ def test_calls_budget_is_never_exceeded(tmp_path, sandbox):
     assert result.status == "solved" and result.calls == 2
 
 
-def test_meter_never_lets_concurrent_calls_pass_the_token_cap():
-    meter = Meter(Budget(calls=None, tokens=1000, wall_s=None))
-    granted, refused = [], []
-    lock = threading.Lock()
-
-    def worker():
-        for _ in range(20):
-            try:
-                allowed, booking = meter.reserve(30, 64, 1, (1.0, 1.0))
-            except BudgetExhausted as err:
-                with lock:
-                    refused.append(err.limit)
-                return
-            completion = Completion(("x",), 30, allowed, 0.0, "m", float(30 + allowed))
-            meter.settle(booking, completion)
-            with lock:
-                granted.append(allowed)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert meter.tokens <= 1000 and meter.tokens == sum(30 + g for g in granted)
-    assert refused and set(refused) == {"tokens"} and meter.stopped_by == "tokens"
-
-
-def test_meter_caps_max_tokens_to_what_is_left():
-    meter = Meter(Budget(calls=None, tokens=100, wall_s=None))
-    allowed, booking = meter.reserve(60, 512, 1, (1.0, 1.0))
-    assert allowed == 40
-    meter.settle(booking, Completion(("x",), 60, 40, 0.0, "m", 100.0))
-    with pytest.raises(BudgetExhausted):
-        meter.reserve(1, 1, 1, (1.0, 1.0))
-
-
 @pytest.mark.parametrize("name,callees", [
     ("async_plan_then_code.py", ("llm",)),
     ("class_based.py", ("self.generate",)),
@@ -167,7 +130,7 @@ def test_async_and_class_based_workflows_run_with_steps_traced(tmp_path, sandbox
 
     backend = open_backend(ModelConfig(kind="replay", replay_path=str(write_replay(tmp_path / "e.jsonl", []))))
     ctx = RunContext(workflow=wf, task=ADD, program=Capture(backend), sandbox=sandbox,
-                     meter=Meter(Budget()), weights=ScoreWeights())
+                     meter=Meter(Budget()))
     run = run_workflow(ctx, timeout_s=20)
     assert run.status == "ok", (run.error_type, run.error_message, run.traceback_tail)
     assert "return a + b" in run.output
@@ -222,5 +185,95 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
     answered = [e for e in trace if e["event"] == "llm" and "prompt_tokens" in e]
     assert sum(e["prompt_tokens"] + e["completion_tokens"] for e in answered) == result.tokens
     if options.get("mode") == "prompt":
-        kinds = {get_operator(c.patch["operator"]).kind for c in result.candidates if c.patch}
+        kinds = {get_operator(c.patch.operator).kind for c in result.candidates if c.patch}
         assert kinds <= {"prompt"}
+
+
+def test_lineage_names_each_parent_and_its_patch_rebuilds_the_child(sandbox):
+    """Every proposal names the incumbent it was made from; applying its Patch to that
+    parent's source gives its own source, so nobody needs to re-derive lineage."""
+    from flowmend.engine import Patch, apply_patch
+    from flowmend.engine._repair_cli import load_task
+
+    broker = broker_for(DATA / "replay_he0.jsonl")
+    config = RepairConfig(iterations=2, proposals=3, program_params={"max_tokens": 200},
+                          budget=Budget(calls=40, tokens=30_000, wall_s=900))
+    seed = (EXAMPLES / "plan_then_code.py").read_text()
+    result = repair(seed, load_task("humaneval/HumanEval/0", None), program=broker,
+                    optimizer=broker, sandbox=sandbox, config=config)
+    proposals = [c for c in result.candidates if c.index]
+    assert result.candidates[0].key == (0, 0) and result.candidates[0].parent is None
+    assert proposals
+    incumbent = (0, 0)
+    for k in sorted({c.iteration for c in proposals}):
+        for c in (c for c in proposals if c.iteration == k):
+            parent = result.candidate(c.parent)
+            assert c.parent == incumbent and isinstance(c.patch, Patch)
+            applied = apply_patch(parse_workflow(parent.source), c.patch)
+            assert applied.source == c.source
+        incumbent = next((c.key for c in proposals if c.iteration == k and c.selected), incumbent)
+    data = result.to_json()["candidates"]
+    assert json.loads(json.dumps(data)) == data and data[1]["parent"] == list(proposals[0].parent)
+
+
+VERIFYING = '''def solve(task):
+    code = llm("Write " + task.prompt)
+    verify(code)
+    return code
+'''
+
+
+def test_a_workflow_checking_its_own_answer_runs_the_checks_once(tmp_path, sandbox):
+    request = Request(prompt="Write " + ADD.prompt, max_tokens=384)
+    broker = broker_for(write_replay(tmp_path / "r.jsonl", [(request, [RIGHT])]))
+    events = []
+    result = repair(VERIFYING, ADD, program=broker, optimizer=broker, sandbox=sandbox,
+                    config=RepairConfig(iterations=0), trace_path=tmp_path / "trace.jsonl",
+                    on_event=events.append)
+    assert result.status == "solved", result.error
+    # verify(code) inside the run and the feedback on the output are one check.
+    assert result.checks_cached == 1
+    from flowmend.engine import LlmEvent, StartEvent, TraceEvent, VerdictEvent
+
+    assert all(isinstance(e, TraceEvent) for e in events)
+    assert isinstance(events[0], StartEvent) and events[0].config_digest == RepairConfig(iterations=0).digest
+    assert [type(e) for e in events[1:3]] == [LlmEvent, VerdictEvent]
+    lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert lines == [e.to_json() for e in events]
+    assert lines[2]["event"] == "verdict" and lines[2]["passed"] == 2
+
+
+def test_repair_config_is_one_json_record_with_a_digest():
+    from flowmend.engine import OptimizerConfig, Patch
+
+    config = RepairConfig(
+        iterations=2, mode="prompt", budget=Budget(calls=9, tokens=None), rng_seed=7,
+        weights=ScoreWeights(beta=0.25), step_callees=("self.generate",),
+        pre_patches=(Patch("append-instruction", {"step": "code"}, {"sentence": "Be brief."}),),
+        program_params={"max_tokens": 200, "stop": ["\n\n"]},
+        optimizer=OptimizerConfig(menu_size=6, text_template="{instruction}"),
+    )
+    data = json.loads(json.dumps(config.to_json()))
+    again = RepairConfig.from_json(data)
+    assert again == config and again.digest == config.digest and len(config.digest) == 64
+    assert RepairConfig.from_json({}) == RepairConfig()
+    assert RepairConfig(rng_seed=1).digest != RepairConfig().digest
+    # The command line's old keyword still means the rng seed.
+    assert RepairConfig(seed=3).rng_seed == 3
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"iterations": "2"}, "iterations"),
+    ({"budget": {"calls": -1}}, "'budget'"),
+    ({"budget": {"callz": 1}}, "'budget'"),
+    ({"weights": {"alpha": -1}}, "'weights'"),
+    ({"optimizer": {"choice_template": "{task}"}}, "'optimizer'"),
+    ({"pre_patches": [{"operator": "x"}]}, "'pre_patches'"),
+    ({"step_callees": "llm"}, "'step_callees'"),
+    ({"seeds": 1}, "'seeds'"),
+    ({"rng_seed": 1.5}, "rng_seed"),
+])
+def test_repair_config_from_json_names_the_bad_field_in_one_line(data, field):
+    with pytest.raises(ValueError, match=field) as err:
+        RepairConfig.from_json(data)
+    assert "\n" not in str(err.value)

@@ -43,7 +43,8 @@ def test_a_correct_chat_answer_passes(sandbox):
     output = f"Sure! Here it is:\n```python\n{PROMPT}{BODY}```\nIt compares every pair."
     fb = feedback(TASK, output, {"calls": 1, "prompt_tokens": 120, "completion_tokens": 80}, sandbox)
     assert fb.kind == "ok" and (fb.passed, fb.total) == (2, 2)
-    assert fb.score == pytest.approx(1.0 - 200 * ScoreWeights().lam)
+    assert score(fb) == pytest.approx(1.0 - 200 * ScoreWeights().lam)
+    assert "score" not in fb.to_json()
     assert fb.to_check() == Check(True, "ok", "2/2 visible checks passed")
 
 
@@ -62,7 +63,7 @@ def test_a_wrong_answer_says_what_it_got(sandbox):
         "1/2 visible checks passed",
         "FAILED assert has_close_elements([1.0, 2.0, 3.0], 0.5) == False -- got True",
     ]
-    assert fb.score == pytest.approx(0.5)
+    assert score(fb) == pytest.approx(0.5)
 
 
 def test_an_exception_in_a_check_is_a_runtime_error(sandbox):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from flowmend.task import Task
-from flowmend.verifier import CheckOutcome, Cost, Feedback, ScoreWeights, SyntaxProblem, feedback, instrument_check
+from flowmend.verifier import CheckOutcome, Cost, Feedback, SyntaxProblem, feedback, instrument_check, score
 from flowmend.verifier._feedback import _function, _parse, _program, _violations
 
 PROMPT = 'from typing import List\n\n\ndef add(xs: List[int], k: int = 0) -> int:\n    """Sum plus k.\n    >>> add([1, 2])\n    3\n    """\n'
@@ -29,7 +29,7 @@ def test_a_syntax_error_is_reported_with_its_line():
     assert fb.kind == "syntax_error"
     assert fb.syntax_error.line == 3 and "for x in xs" in fb.syntax_error.text
     assert fb.summary().splitlines() == [f"syntax error at line 3: {fb.syntax_error.message}", "  3 | for x in xs"]
-    assert fb.score == pytest.approx(-1.0)
+    assert score(fb) == pytest.approx(-1.0)
 
 
 def test_unfenced_broken_code_is_a_syntax_error_not_no_code():
@@ -139,7 +139,7 @@ def test_cost_from_a_trace(trace, expected):
     assert Cost.from_trace(trace) == expected
 
 
-def test_feedback_round_trips_through_json_and_rescores():
+def test_feedback_round_trips_through_json_without_a_score():
     fb = Feedback(
         task_id="Toy/0",
         code="def add(xs, k=0):\n    return 1",
@@ -150,8 +150,11 @@ def test_feedback_round_trips_through_json_and_rescores():
         runtime_message="boom",
         cost=Cost(1, 10, 5, 15.0),
         syntax_error=None,
-    ).rescored(ScoreWeights())
+    )
     data = json.loads(fb.dumps())
+    assert "score" not in data
+    # Records written before the score left Feedback still read.
+    assert Feedback.from_json({**data, "score": 0.25}) == fb
     assert data["schema"] == "flowmend.feedback/1" and data["kind"] == "runtime_error"
     assert Feedback.from_json(data) == fb
     assert Feedback.from_json(json.loads(Feedback("t", "x = (", False, SyntaxProblem("bad", 1, 5, "x = (")).dumps())).syntax_error.line == 1

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowmend.verifier import runtime_helpers
-from flowmend.verifier.runtime_helpers import KINDS, Check, extract_code
+from flowmend.verifier.runtime_helpers import CHECK_KINDS, Check, extract_code
 
 CHATTY = '''Sure! Here is a Python function that solves the problem:
 
@@ -128,7 +128,7 @@ def test_check_reads_as_a_verdict():
         ok.passed = False
     with pytest.raises(ValueError, match="unknown check kind"):
         Check(False, "crashed", "")
-    assert set(KINDS) == {"ok", "syntax_error", "runtime_error", "failing_check", "no_code"}
+    assert set(CHECK_KINDS) == {"ok", "syntax_error", "runtime_error", "failing_check", "no_code"}
 
 
 def test_runtime_helpers_import_only_the_standard_library():
