@@ -1,9 +1,9 @@
-"""`flowmend bench`: validate the arguments, open the models and the sandbox, run, keep results.
+"""A bench run: plan it, open the models and the sandbox, run, keep results (`flowmend bench`).
 
-Everything a user can get wrong is checked before anything is written: the methods, the seed
-workflow, the suite and split, the backend's options. Then the run folder is opened (or
-resumed), the models and sandbox start, and `run_jobs` does the work, reporting its progress
-to the caller.
+Everything a user can get wrong is checked before anything is written (`make_plan`: the
+methods, the seed workflow, the suite and split). Then `run_bench` opens (or resumes) the run
+folder, starts the models and the sandbox, and `run_jobs` does the work, reporting progress and
+status lines to callbacks the command line draws.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
 
 from flowmend import seeds
 from flowmend.bench import splits
@@ -90,51 +88,32 @@ def load_problems(suite: str) -> list[Any]:
     return list(datasets.load(suite))
 
 
-def plan_from_args(args) -> BenchPlan:
-    for flag, value, least in (("--limit", args.limit, 1), ("--concurrency", args.concurrency, 1),
-                               ("--budget-calls", args.budget_calls, 1),
-                               ("--budget-tokens", args.budget_tokens, 1)):
-        if value is not None and value < least:
-            raise UserError(f"{flag} must be at least {least}, not {value}")
-    if args.budget_wall_s is not None and args.budget_wall_s <= 0:
-        raise UserError(f"--budget-wall-s must be positive, not {args.budget_wall_s}")
-    if args.split_scheme == "conventional" and not args.suite.startswith("mbpp"):
-        raise UserError("--split-scheme conventional is MBPP's split; use it with an mbpp suite")
-    if args.backend == "replay" and not args.replay:
-        raise UserError("--backend replay needs --replay FILE (recorded completions)")
-    if args.replay and not Path(args.replay).is_file():
-        raise UserError("no such file", where=f"--replay {args.replay}")
-    if args.record and args.backend == "replay":
-        raise UserError("--record records a real backend's answers; it cannot record replay")
-    if args.backend == "openai" and not args.base_url:
-        raise UserError("--backend openai needs --base-url URL")
-    if args.raw_baseline and args.backend != "vllm":
-        raise UserError("--raw-baseline measures the in-process vLLM engine; use it with "
-                        "--backend vllm")
-    methods = load_methods(args.methods)
-    seed_source, seed_where = read_seed_workflow(args.seed_workflow)
+def make_plan(*, suite: str, split: str, split_scheme: str, methods: str, seed_workflow: str,
+              budget: dict[str, Any], backend: str, model: str, optimizer_model: str | None,
+              replay: str | None, record: str | None, base_url: str | None, seed: int,
+              limit: int | None, out: str | Path, raw_baseline: bool = False) -> BenchPlan:
+    """Load and check what a run needs (methods, seed workflow, pre-patches, the split's tasks)
+    before anything is written; a `UserError` says what is wrong."""
+    loaded = load_methods(methods)
+    seed_source, seed_where = read_seed_workflow(seed_workflow)
     from flowmend.engine import parse_workflow
 
     parse_workflow(seed_source, path=seed_where)  # WorkflowError is a UserError with a line
-    check_pre_patches(methods, seed_source, seed_where)
-    problems = splits.select(load_problems(args.suite), args.split, scheme=args.split_scheme,
-                             task_id=task_id)
+    check_pre_patches(loaded, seed_source, seed_where)
+    problems = splits.select(load_problems(suite), split, scheme=split_scheme, task_id=task_id)
     problems.sort(key=lambda p: task_order(task_id(p)))
-    if args.limit is not None:
-        problems = problems[: args.limit]
+    if limit is not None:
+        problems = problems[:limit]
     if not problems:
-        raise UserError(f"the {args.split} split of {args.suite} has no tasks")
+        raise UserError(f"the {split} split of {suite} has no tasks")
     return BenchPlan(
-        suite=args.suite, split=args.split, split_scheme=args.split_scheme,
-        methods=tuple(methods), problems=tuple(problems),
-        seed_workflow=str(args.seed_workflow), seed_source=seed_source,
-        budget={"calls": args.budget_calls, "tokens": args.budget_tokens, "cost": None,
-                "wall_s": args.budget_wall_s},
-        backend=args.backend, model=args.model,
-        optimizer_model=args.optimizer_model or args.model,
-        replay=str(Path(args.replay).resolve()) if args.replay else None,
-        record=args.record, base_url=args.base_url, seed=args.seed, limit=args.limit,
-        out=Path(args.out), raw_baseline=args.raw_baseline,
+        suite=suite, split=split, split_scheme=split_scheme,
+        methods=tuple(loaded), problems=tuple(problems),
+        seed_workflow=str(seed_workflow), seed_source=seed_source, budget=dict(budget),
+        backend=backend, model=model, optimizer_model=optimizer_model or model,
+        replay=str(Path(replay).resolve()) if replay else None,
+        record=record, base_url=base_url, seed=seed, limit=limit,
+        out=Path(out), raw_baseline=raw_baseline,
     )
 
 
@@ -241,11 +220,21 @@ def performance(wall_s: float, stats: RunStats, model_stats: dict[str, float]) -
     }
 
 
-def run_from_args(args, *, on_progress: Callable[[BenchProgress], None] | None = None) -> int:
-    """Plan, open the models and the sandbox, run, keep results; `on_progress` gets a
-    `BenchProgress` at the start and after each finished job (the command line draws it)."""
-    console = Console(stderr=True)
-    plan = plan_from_args(args)
+@dataclass(frozen=True)
+class BenchOutcome:
+    """What `run_bench` did: jobs run now, and jobs found already finished in the folder."""
+
+    ran: int
+    already_done: int
+
+
+def run_bench(plan: BenchPlan, *, concurrency: int | None = None,
+              on_progress: Callable[[BenchProgress], None] | None = None,
+              on_status: Callable[[str], None] | None = None) -> BenchOutcome:
+    """Open (or resume) the run folder, the models and the sandbox; run what is not done yet;
+    keep every result. `on_progress` gets a `BenchProgress` at the start and after each
+    finished job, `on_status` a line of text at each stage (the command line draws both)."""
+    status = on_status or (lambda _text: None)
     store = RunStore(plan.out, plan.identity())
     store.check()  # a resume with other arguments is refused before a model loads
     pairs = {(task_id(p), m.name) for p in plan.problems for m in plan.methods}
@@ -255,30 +244,40 @@ def run_from_args(args, *, on_progress: Callable[[BenchProgress], None] | None =
     if not todo:
         with store:
             write_samples(plan.out, store.records, [m.name for m in plan.methods])
-        _print_summary(plan, console)
-        return 0
-    console.print(f"{plan.suite} {plan.split}: {len(plan.problems)} tasks × "
-                  f"{len(plan.methods)} methods, {len(pairs) - todo} already done, "
-                  f"{todo} to run → {plan.out}")
+        return BenchOutcome(ran=0, already_done=len(pairs))
+    status(f"{plan.suite} {plan.split}: {len(plan.problems)} tasks × {len(plan.methods)} "
+           f"methods, {len(pairs) - todo} already done, {todo} to run → {plan.out}")
     models = open_models(plan)  # a model or replay file that fails to open writes nothing
     try:
         engines = _vllm_engines(models) if plan.raw_baseline else []
         for engine in engines:
             engine.record_workload()
         with store:
-            stats, wall = _execute(plan, store, models, args, on_progress)
+            stats, wall = _execute(plan, store, models, concurrency, on_progress)
             figures = performance(wall, stats, broker_stats(models.program, models.optimizer))
             if engines:
-                figures.update(_raw_baseline(engines, figures, console))
+                status(f"raw vLLM baseline: the session's "
+                       f"{sum(e.workload_requests for e in engines)} requests, all at once")
+                figures.update(_raw_baseline(engines, figures))
             store.update_run_json(performance=figures)
             write_samples(plan.out, store.records, [m.name for m in plan.methods])
     finally:
         models.close()
-    _print_summary(plan, console)
-    return 0
+    return BenchOutcome(ran=todo, already_done=len(pairs) - todo)
 
 
-def _execute(plan: BenchPlan, store: RunStore, models, args, on_progress):
+def pass_counts(plan: BenchPlan) -> dict[str, tuple[int, int]]:
+    """Per method of the plan: (tasks passed on hidden tests, tasks recorded)."""
+    records = read_results(plan.out)
+    out = {}
+    for m in plan.methods:
+        rows = [r for r in records if r["method"] == m.name]
+        if rows:
+            out[m.name] = (sum(bool(r["passed"]) for r in rows), len(rows))
+    return out
+
+
+def _execute(plan: BenchPlan, store: RunStore, models, concurrency, on_progress):
     from flowmend.llm import BrokerClosed, ModelError
     from flowmend.sandbox import Sandbox, SandboxError
 
@@ -286,7 +285,7 @@ def _execute(plan: BenchPlan, store: RunStore, models, args, on_progress):
         return broker_stats(models.program, models.optimizer)["failed_batches"]
 
     with Sandbox(workers=None) as sandbox:
-        concurrency = args.concurrency or DEFAULT_CONCURRENCY
+        concurrency = concurrency or DEFAULT_CONCURRENCY
         solve = repair_solver(plan, program=models.program, optimizer=models.optimizer,
                               sandbox=sandbox)
         hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
@@ -318,12 +317,10 @@ def _vllm_engines(models) -> list:
     return list(engines.values())
 
 
-def _raw_baseline(engines: list, figures: dict[str, Any], console: Console) -> dict[str, Any]:
+def _raw_baseline(engines: list, figures: dict[str, Any]) -> dict[str, Any]:
     """Every request of this session sent again, all at once, straight to its engine: the
     bench's throughput against raw vLLM on the same prompts, measured in the same run."""
-    requests = sum(e.workload_requests for e in engines)
-    with console.status(f"raw vLLM baseline: the session's {requests} requests, all at once"):
-        raws = [engine.raw_throughput() for engine in engines]
+    raws = [engine.raw_throughput() for engine in engines]
     tokens = sum(r["completion_tokens"] for r in raws)
     wall = sum(r["wall_s"] for r in raws)  # one engine after the other
     raw_tps = tokens / wall if wall > 0 else None
@@ -335,14 +332,3 @@ def _raw_baseline(engines: list, figures: dict[str, Any], console: Console) -> d
         "raw_tokens_per_s": round(raw_tps, 1) if raw_tps else None,
         "bench_over_raw": round(bench_tps / raw_tps, 3) if raw_tps and bench_tps else None,
     }
-
-
-def _print_summary(plan: BenchPlan, console: Console) -> None:
-    records = read_results(plan.out)
-    parts = []
-    for m in plan.methods:
-        rows = [r for r in records if r["method"] == m.name]
-        if rows:
-            parts.append(f"{m.name} {sum(r['passed'] for r in rows)}/{len(rows)}")
-    console.print("pass@1 on hidden tests: " + ", ".join(parts))
-    console.print(f"results in {plan.out}; `flowmend report {plan.out}` for the table and plots")

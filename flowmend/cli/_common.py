@@ -13,14 +13,13 @@ from flowmend.errors import UserError
 from flowmend.llm._config import KINDS, model_config
 
 __all__ = [
-    "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "EXAMPLES_DIR", "add_model_options",
+    "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "add_model_options",
     "add_workflow_options", "clip", "escape", "load_workflow", "model_configs", "print_json",
     "read_text", "workflow_options",
 ]
 
 DEFAULT_ENTRY = "solve"
 DEFAULT_STEP_CALLEES = ("llm",)
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "workflows"
 
 
 def add_workflow_options(parser: argparse.ArgumentParser) -> None:

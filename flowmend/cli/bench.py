@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from flowmend.llm._config import KINDS as BACKENDS
+
 SUITES = ("humaneval", "mbpp", "mbpp-sanitized")
-BACKENDS = ("vllm", "openai", "transformers", "replay")
-DEFAULT_SEED_WORKFLOW = "examples/workflows/single_shot.py"
+DEFAULT_SEED_WORKFLOW = "single_shot"
 
 
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -62,8 +63,9 @@ def register(sub) -> None:
                        help="also record every completion into FILE (JSONL), for a later "
                             "--backend replay run")
     bench.add_argument("--base-url", default=None, help="server URL for --backend openai")
-    bench.add_argument("--seed-workflow", default=DEFAULT_SEED_WORKFLOW, metavar="FILE",
-                       help="the workflow every method starts from")
+    bench.add_argument("--seed-workflow", default=DEFAULT_SEED_WORKFLOW, metavar="ID|FILE",
+                       help="the workflow every method starts from: a shipped seed's id "
+                            "(plan_then_code, single_shot, ...) or a file")
     bench.add_argument("--budget-calls", type=int, default=40, help="LLM calls per task")
     bench.add_argument("--budget-tokens", type=int, default=30_000, help="tokens per task")
     bench.add_argument("--budget-wall-s", type=float, default=600.0, help="wall seconds per task")
@@ -96,13 +98,98 @@ def register(sub) -> None:
 def _run_bench(args) -> int:
     import os
 
-    from flowmend.bench._bench import run_from_args
+    from rich.console import Console
+
+    from flowmend.bench._bench import make_plan, pass_counts, run_bench
 
     # vLLM logs every warning of its engine process to the terminal, through the progress bar:
     # keep it to errors unless the user asked for more.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    _check_flags(args)
+    plan = make_plan(
+        suite=args.suite, split=args.split, split_scheme=args.split_scheme, methods=args.methods,
+        seed_workflow=args.seed_workflow,
+        budget={"calls": args.budget_calls, "tokens": args.budget_tokens, "cost": None,
+                "wall_s": args.budget_wall_s},
+        backend=args.backend, model=args.model, optimizer_model=args.optimizer_model,
+        replay=args.replay, record=args.record, base_url=args.base_url, seed=args.seed,
+        limit=args.limit, out=args.out, raw_baseline=args.raw_baseline,
+    )
+    console = Console(stderr=True)
+    with _ProgressBar(console, disable=args.no_progress) as bar:
+        run_bench(plan, concurrency=args.concurrency, on_progress=bar.update,
+                  on_status=bar.status)
+    counts = pass_counts(plan)
+    console.print("pass@1 on hidden tests: "
+                  + ", ".join(f"{name} {p}/{n}" for name, (p, n) in counts.items()))
+    console.print(f"results in {plan.out}; `flowmend report {plan.out}` for the table and plots")
+    return 0
 
-    return run_from_args(args)
+
+def _check_flags(args) -> None:
+    """What the flags alone can get wrong, checked before anything loads."""
+    from pathlib import Path
+
+    from flowmend.errors import UserError
+
+    for flag, value in (("--limit", args.limit), ("--concurrency", args.concurrency),
+                        ("--budget-calls", args.budget_calls),
+                        ("--budget-tokens", args.budget_tokens)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, not {value}")
+    if args.budget_wall_s is not None and args.budget_wall_s <= 0:
+        raise UserError(f"--budget-wall-s must be positive, not {args.budget_wall_s}")
+    if args.split_scheme == "conventional" and not args.suite.startswith("mbpp"):
+        raise UserError("--split-scheme conventional is MBPP's split; use it with an mbpp suite")
+    if args.backend == "replay" and not args.replay:
+        raise UserError("--backend replay needs --replay FILE (recorded completions)")
+    if args.replay and not Path(args.replay).is_file():
+        raise UserError("no such file", where=f"--replay {args.replay}")
+    if args.record and args.backend == "replay":
+        raise UserError("--record records a real backend's answers; it cannot record replay")
+    if args.backend == "openai" and not args.base_url:
+        raise UserError("--backend openai needs --base-url URL")
+    if args.raw_baseline and args.backend != "vllm":
+        raise UserError("--raw-baseline measures the in-process vLLM engine; use it with "
+                        "--backend vllm")
+
+
+class _ProgressBar:
+    """The bench's rich bar: jobs done, pass@1 so far, tokens/s and ETA; status lines above it."""
+
+    def __init__(self, console, *, disable: bool):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("pass@1 {task.fields[pass_at_1]}"), TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, disable=disable, transient=False,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def status(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def update(self, progress) -> None:
+        fields = {
+            "pass_at_1": "–" if progress.pass_at_1 is None else f"{100 * progress.pass_at_1:.1f}%",
+            "tps": "–" if progress.tokens_per_s is None else f"{progress.tokens_per_s:,.0f}",
+        }
+        if self.task is None:
+            self.task = self.progress.add_task("bench", total=progress.total,
+                                               completed=progress.completed, **fields)
+        else:
+            self.progress.update(self.task, completed=progress.completed, **fields)
 
 
 def _run_report(args) -> int:

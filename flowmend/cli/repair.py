@@ -107,7 +107,7 @@ def run_repair(args: argparse.Namespace) -> int:
         config = RepairConfig(
             iterations=args.iterations, proposals=args.proposals, mode=args.mode,
             budget=budget, entry=options["entry"], step_callees=tuple(options["step_callees"]),
-            program_params={"max_tokens": args.max_tokens}, seed=args.seed,
+            program_params={"max_tokens": args.max_tokens}, rng_seed=args.seed,
         )
     except ValueError as err:
         raise UserError(str(err)) from None

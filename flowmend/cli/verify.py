@@ -114,7 +114,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from flowmend.sandbox import Sandbox
-    from flowmend.verifier import ScoreWeights, feedback
+    from flowmend.verifier import ScoreWeights, feedback, score
 
     task = _load_task(args.task)
     weights = ScoreWeights()
@@ -130,12 +130,13 @@ def _run_verify(args: argparse.Namespace) -> int:
         except OSError as err:
             raise UserError(f"cannot read: {err.strerror}", where=args.output) from None
     with Sandbox(workers=1) as sandbox:
-        fb = feedback(task, output, None, sandbox, weights, self_checks=args.self_check, test_timeout_s=args.timeout)
+        fb = feedback(task, output, None, sandbox, self_checks=args.self_check,
+                      test_timeout_s=args.timeout)
     if args.json:
         print(fb.dumps())
     else:
         console = Console(highlight=False)
         colour = "green" if fb.ok else "red"
-        console.print(f"[bold {colour}]{fb.kind}[/]  score {fb.score:.4f}  ({task.task_id})")
+        console.print(f"[bold {colour}]{fb.kind}[/]  score {score(fb, weights):.4f}  ({task.task_id})")
         console.print(fb.summary(max_chars=4000), markup=False)
     return 0 if fb.ok else 1

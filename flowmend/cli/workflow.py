@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flowmend._files import write_atomically
-from flowmend.cli._common import (EXAMPLES_DIR, add_workflow_options, clip, escape,
+from flowmend.cli._common import (add_workflow_options, clip, escape, workflow_options,
                                   load_workflow, print_json, read_text)
 from flowmend.errors import UserError
 
@@ -59,9 +59,9 @@ def register(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="show the steps of the seed workflow and apply an example patch",
-        description="The main job for now: read examples/workflows/plan_then_code.py, show its "
-        "steps and data flow, and apply an example patch (wrap-in-retry on the `code` step), "
-        "printing the diff. Nothing is written.",
+        description="Offline, no model: show the steps and data flow of the shipped "
+        "plan_then_code seed (or --workflow), and apply an example patch (wrap-in-retry on the "
+        "last step), printing the diff. Nothing is written.",
     )
     demo.add_argument(
         "--workflow", metavar="WORKFLOW.py", help="another workflow to show (default: the seed)"
@@ -275,11 +275,15 @@ def run_demo(args: argparse.Namespace) -> int:
     from flowmend.engine._operator import Applied
     from flowmend.engine._patch import apply_patch
 
-    path = Path(args.workflow) if args.workflow else EXAMPLES_DIR / "plan_then_code.py"
-    if not args.workflow and not path.exists():
-        raise UserError("the seed workflow is missing: run the demo from a flowmend checkout",
-                        where=str(path))
-    wf = load_workflow(_display_path(path), args)
+    if args.workflow:
+        path = _display_path(Path(args.workflow))
+        wf = load_workflow(path, args)
+    else:
+        from flowmend import seeds
+        from flowmend.engine._workflow import parse_workflow
+
+        path = Path("plan_then_code.py")  # the shipped seed, as diff headers name it
+        wf = parse_workflow(seeds.load("plan_then_code"), path=str(path), **workflow_options(args))
     items = menu(wf)
     if not items:
         raise UserError("no operator applies to this workflow", where=str(path))

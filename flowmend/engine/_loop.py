@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import InitVar, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,8 @@ class RepairConfig:
     run_timeout_s: float = 60.0
     rng_seed: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    # Transitional: `flowmend repair` still passes `seed=`; it means rng_seed. Not a field.
-    seed: InitVar[int | None] = None
 
-    def __post_init__(self, seed: int | None) -> None:
-        if seed is not None:
-            object.__setattr__(self, "rng_seed", seed)
+    def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, low, high in (("iterations", 0, 100), ("proposals", 1, 16)):

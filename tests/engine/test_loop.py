@@ -192,14 +192,14 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
 def test_lineage_names_each_parent_and_its_patch_rebuilds_the_child(sandbox):
     """Every proposal names the incumbent it was made from; applying its Patch to that
     parent's source gives its own source, so nobody needs to re-derive lineage."""
+    from flowmend.bench.datasets import task_by_id
     from flowmend.engine import Patch, apply_patch
-    from flowmend.engine._repair_cli import load_task
 
     broker = broker_for(DATA / "replay_he0.jsonl")
     config = RepairConfig(iterations=2, proposals=3, program_params={"max_tokens": 200},
                           budget=Budget(calls=40, tokens=30_000, wall_s=900))
     seed = (EXAMPLES / "plan_then_code.py").read_text()
-    result = repair(seed, load_task("humaneval/HumanEval/0", None), program=broker,
+    result = repair(seed, task_by_id("humaneval/HumanEval/0"), program=broker,
                     optimizer=broker, sandbox=sandbox, config=config)
     proposals = [c for c in result.candidates if c.index]
     assert result.candidates[0].key == (0, 0) and result.candidates[0].parent is None
@@ -258,8 +258,6 @@ def test_repair_config_is_one_json_record_with_a_digest():
     assert again == config and again.digest == config.digest and len(config.digest) == 64
     assert RepairConfig.from_json({}) == RepairConfig()
     assert RepairConfig(rng_seed=1).digest != RepairConfig().digest
-    # The command line's old keyword still means the rng seed.
-    assert RepairConfig(seed=3).rng_seed == 3
 
 
 @pytest.mark.parametrize("data, field", [
