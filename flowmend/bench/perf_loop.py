@@ -14,78 +14,65 @@ most as many in flight as the loop kept running on average (vLLM's engine-step s
 the ratio against that says how much of the gap is flowmend's and how much is the workload's
 limited parallelism.
 
-    python -m flowmend.bench.perf_loop [--tasks 32] [--iterations 1] [--proposals 2]
+    flowmend perf loop [--tasks 32] [--iterations 1] [--proposals 2]   (or python -m flowmend.bench.perf_loop)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=32, help="HumanEval tasks run at once")
-    parser.add_argument("--iterations", type=int, default=1)
-    parser.add_argument("--proposals", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=256, help="program calls' max_tokens")
-    parser.add_argument("--workflow", default=None, help="seed workflow (default plan_then_code)")
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    args = parser.parse_args(argv)
-
-    from rich.console import Console
-    from rich.table import Table
-
+def measure(*, tasks: int = 32, iterations: int = 1, proposals: int = 2, max_tokens: int = 256,
+            workflow: str | None = None, model: str = "smollm2",
+            on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the loop on `tasks` HumanEval tasks at once, then the same requests raw; the figures."""
+    from flowmend import seeds
     from flowmend.bench.datasets import humaneval
     from flowmend.engine import Budget, RepairConfig, repair
-    from flowmend.llm import Broker, ModelConfig, RecordingBackend, open_backend
+    from flowmend.llm import Broker, ModelConfig, RecordingBackend, Request, open_backend
     from flowmend.sandbox import Sandbox
 
-    console = Console()
-    from flowmend import seeds
-
-    seed = Path(args.workflow).read_text() if args.workflow else seeds.load("plan_then_code")
-    tasks = [p.task for p in humaneval()][: args.tasks]
+    stage = on_stage or (lambda _text: None)
+    seed = Path(workflow).read_text() if workflow else seeds.load("plan_then_code")
+    problems = [p.task for p in humaneval()][:tasks]
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "requests.jsonl"
-        with console.status(f"loading {args.model}"):
-            engine = open_backend(ModelConfig(kind="vllm", model=args.model))
+        stage(f"loading {model}")
+        engine = open_backend(ModelConfig(kind="vllm", model=model))
         backend = RecordingBackend(engine, record)
         engine.record_workload()
         broker = Broker(backend)
-        config = RepairConfig(iterations=args.iterations, proposals=args.proposals,
+        config = RepairConfig(iterations=iterations, proposals=proposals,
                               budget=Budget(calls=60, tokens=60_000, wall_s=3600),
-                              program_params={"max_tokens": args.max_tokens})
+                              program_params={"max_tokens": max_tokens})
         with Sandbox() as sandbox:
             started = time.perf_counter()
-            with console.status(f"{len(tasks)} repairs in flight"), \
-                    ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+            stage(f"{len(problems)} repairs in flight")
+            with ThreadPoolExecutor(max_workers=len(problems)) as pool:
                 results = list(pool.map(
                     lambda t: repair(seed, t, program=broker, optimizer=broker, sandbox=sandbox,
-                                     config=config), tasks))
+                                     config=config), problems))
             loop_wall = time.perf_counter() - started
         stats = broker.stats()
         broker.close()
         engine_loop = engine.engine_stats()
         requests = [json.loads(line) for line in record.read_text().splitlines()]
-
-        from flowmend.llm import Request
-
         reqs = [Request.from_json(r["request"]) for r in requests]
         loop_tokens = sum(r["completion"]["completion_tokens"] for r in requests)
-        with console.status(f"raw vLLM: {len(reqs)} requests at once"):
-            raw = engine.raw_throughput()
+        stage(f"raw vLLM: {len(reqs)} requests at once")
+        raw = engine.raw_throughput()
         engine.record_workload(on=False)
         raw_wall, raw_tokens = raw["wall_s"], raw["completion_tokens"]
         width = max(1, round(engine_loop["mean_running"]))
-        with console.status(f"raw vLLM: {len(reqs)} requests, at most {width} in flight"), \
-                ThreadPoolExecutor(max_workers=width) as pool:
+        stage(f"raw vLLM: {len(reqs)} requests, at most {width} in flight")
+        with ThreadPoolExecutor(max_workers=width) as pool:
             started = time.perf_counter()
             capped = list(pool.map(lambda r: engine.generate([r])[0], reqs))
             capped_wall = time.perf_counter() - started
@@ -95,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     loop_tps = loop_tokens / loop_wall
     raw_tps = raw_tokens / raw_wall
     capped_tps = capped_tokens / capped_wall
-    figures = {
-        "tasks": len(tasks),
+    return {
+        "tasks": len(problems),
         "requests": len(reqs),
         "engine_batches": stats.batches,
         "mean_batch": round(stats.mean_batch, 2),
@@ -118,16 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         "loop_over_raw_capped": round(loop_tps / capped_tps, 3),
         "solved": sum(r.passed_visible for r in results),
     }
-    table = Table(title="inner loop vs raw vLLM, same requests, same engine")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in figures.items():
-        table.add_row(key, str(value))
-    console.print(table)
-    if args.out:
-        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # vLLM starts its engine process with spawn: keep this guard
+    import sys
+
+    from flowmend.cli.perf import main
+
+    sys.exit(main(["loop", *sys.argv[1:]]))

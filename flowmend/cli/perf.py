@@ -31,6 +31,24 @@ def register(sub) -> None:
     add_llm_perf_arguments(llm)
     llm.set_defaults(run=run_llm, starts_processes=True)
 
+    loop = verbs.add_parser(
+        "loop", help="the inner loop's throughput against raw vLLM on the same requests",
+        description="Run N HumanEval repairs at once on the embedded model (one engine, one "
+                    "broker), then send every request they made again, raw, all at once and "
+                    "with as many in flight as the loop kept running; print both throughputs "
+                    "and their ratios.",
+    )
+    loop.add_argument("--tasks", type=int, default=32, help="HumanEval tasks run at once (default 32)")
+    loop.add_argument("--iterations", type=int, default=1, help="optimizer rounds (default 1)")
+    loop.add_argument("--proposals", type=int, default=2, help="proposals per round (default 2)")
+    loop.add_argument("--max-tokens", type=int, default=256,
+                      help="the program calls' max_tokens (default 256)")
+    loop.add_argument("--workflow", default=None, metavar="FILE",
+                      help="seed workflow (default: the shipped plan_then_code)")
+    loop.add_argument("--model", default="smollm2", help="the model (default smollm2)")
+    loop.add_argument("--out", default=None, metavar="OUT.json", help="also write the figures here")
+    loop.set_defaults(run=run_loop, starts_processes=True)
+
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m flowmend.bench.perf_X`: the `perf` verb alone."""
@@ -93,3 +111,35 @@ def run_llm(args: argparse.Namespace) -> int:
         f"on {report['cpu_count']} cores)"
     )
     return 0
+
+
+def run_loop(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from flowmend.bench.perf_loop import measure
+
+    if min(args.tasks, args.proposals, args.max_tokens) < 1 or args.iterations < 0:
+        raise UserError("--tasks, --proposals and --max-tokens must be positive, "
+                        "--iterations not negative")
+    console = Console()
+    with console.status("starting") as status:
+        figures = measure(tasks=args.tasks, iterations=args.iterations,
+                          proposals=args.proposals, max_tokens=args.max_tokens,
+                          workflow=args.workflow, model=args.model,
+                          on_stage=lambda text: status.update(text))
+    print_figures(console, "inner loop vs raw vLLM, same requests, same engine", figures)
+    if args.out:
+        write_atomically(args.out, json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def print_figures(console, title: str, figures: dict) -> None:
+    """A two-column table of named figures."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    console.print(table)
