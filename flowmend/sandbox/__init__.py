@@ -20,15 +20,16 @@ __all__ = [
 
 # Loaded on first use, so that `flowmend --help` and the CLI's verb registration stay fast.
 _HOME = {
-    "RpcHandler": "_supervisor", "Sandbox": "_supervisor", "SandboxError": "_supervisor",
+    "RpcHandler": "_types", "Sandbox": "_supervisor", "SandboxError": "_types",
     "STATUSES": "_types", "TEST_STATUSES": "_types", "CheckResult": "_types",
     "ExecResult": "_types", "Limits": "_types", "TestResult": "_types",
 }
 
 if TYPE_CHECKING:
-    from flowmend.sandbox._supervisor import RpcHandler, Sandbox, SandboxError
+    from flowmend.sandbox._supervisor import Sandbox
     from flowmend.sandbox._types import (
-        STATUSES, TEST_STATUSES, CheckResult, ExecResult, Limits, TestResult)
+        STATUSES, TEST_STATUSES, CheckResult, ExecResult, Limits, RpcHandler, SandboxError,
+        TestResult)
 
 
 def __getattr__(name: str):

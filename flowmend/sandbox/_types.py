@@ -1,15 +1,23 @@
-"""The data the sandbox takes and gives back: limits in, verdicts out, all plain JSON."""
+"""The data the sandbox takes and gives back: limits in, verdicts out, all plain JSON; the RPC
+handler's type, and the one error it raises."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 STATUSES = ("ok", "error", "timeout", "memory", "crash", "output_limit", "harness_error")
 TEST_STATUSES = (
     "passed", "failed", "error", "timeout", "memory", "crash", "output_limit", "exited", "not_run"
 )
+
+RpcHandler = Callable[[str, Any], Any]
+"""`rpc(method, payload)`, run in a parent thread for each `flowmend_rpc.call` from inside."""
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not run (not a verdict on the candidate)."""
 
 
 @dataclass(frozen=True)
