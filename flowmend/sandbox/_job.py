@@ -18,6 +18,7 @@ class Job:
     test_timeout_s: float
     rpc: RpcHandler | None
     future: Future = field(default_factory=Future)
+    depth: int = 0  # 0: the caller's; d: asked for by an RPC handler of a depth d-1 run
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Attempt:
     stderr: bytearray = field(default_factory=bytearray)
     truncated: bool = False
     wall_s: float = 0.0
-    rpc_wait_s: float = 0.0
+    rpc_wait_s: float = 0.0  # seconds the run's clock stood still: waits for the model
     zygote_lost: bool = False
     aborted: bool = False  # killed because the sandbox was closing on an error
     holding: bool = True  # whether this run still holds its CPU slot

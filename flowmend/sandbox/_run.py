@@ -6,9 +6,9 @@
            <-- RPC answers --------------------------------------------+ (and a wake-up byte)
     zygote --- exit report -------------> the child and everything it started are gone
 
-The loop keeps the wall clock (stopped while an RPC call is outstanding), gives the run's CPU
-slot back once it has run a quantum or waits on the handler, and kills the child on timeout,
-output flood or tampering.
+The loop keeps the run's clock (`_clock`: RPC work counts, waits for the model do not), gives
+the run's CPU slot back once it has run a quantum or waits on the handler, and kills the child
+on timeout, output flood or tampering.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import secrets
 import select
 import threading
 import time
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
+from flowmend.sandbox._clock import RunClock
 from flowmend.sandbox._inner import flowmend_wire as wire
 from flowmend.sandbox._isolation import FIRST_UID
 from flowmend.sandbox._job import Attempt, Job
@@ -36,14 +38,37 @@ MAX_RPC_OUTSTANDING = 64
 RECORD_BYTES = 1 << 20  # unread record bytes past this are tampering
 _READ = 1 << 16
 
-# The drivers whose RPC handler this thread is running, if any: a job they are given from here
-# is one that a running execution waits for.
+# The run whose RPC handler this thread is running, if any (`run`), and whether the handler is
+# in a model wait (`waiting`). A job submitted from here is one that a running execution waits for.
 _in_handler = threading.local()
 
 
-def handler_host() -> "Drivers | None":
-    """The drivers whose RPC handler the calling thread is running (None outside handlers)."""
-    return getattr(_in_handler, "host", None)
+def handler_context() -> "tuple[Drivers | None, int]":
+    """The drivers whose RPC handler the calling thread is running, and the nesting depth of
+    the job it serves; (None, 0) outside handlers."""
+    run = getattr(_in_handler, "run", None)
+    return (None, 0) if run is None else (run.host, run.job.depth)
+
+
+@contextmanager
+def model_wait() -> Iterator[None]:
+    """Mark time an RPC handler spends waiting for the model, which the run's timeout excludes.
+
+    Everything else a handler does counts against the timeout of the run that called it
+    (a nested sandbox run above all). Outside a handler's own thread this does nothing.
+    """
+    run = getattr(_in_handler, "run", None)
+    if run is None or getattr(_in_handler, "waiting", False):
+        yield
+        return
+    _in_handler.waiting = True
+    run.clock.wait(time.monotonic(), started=True)
+    try:
+        yield
+    finally:
+        _in_handler.waiting = False
+        if run.clock.wait(time.monotonic(), started=False):
+            run.wake()  # the clock runs again: its deadline is the loop's to watch
 
 
 class Run:
@@ -60,9 +85,11 @@ class Run:
         self.rec_buf = bytearray()
         self.answers: queue.Queue = queue.Queue()
         self.outstanding = 0
-        self.rpc_since = 0.0
+        self.clock = RunClock(time.monotonic())
         self.test_began: float | None = None
-        self.rpc_in_test = 0.0
+        self.stopped_at_test = 0.0  # the clock's stopped seconds when the test began
+        self._wake_lock = threading.Lock()
+        self._ended = False  # the wake pipe is closed: a late handler must not write to it
 
     def go(self) -> tuple[Attempt, bool]:
         """Send the job to the zygote and supervise the child; what was seen, and whether the
@@ -91,6 +118,7 @@ class Run:
             "quantum_s": QUANTUM_S,
         }
         began = time.monotonic()
+        self.clock = RunClock(began)
         try:
             self.zygote.send_job(payload, [out_w, err_w, rec_w, req_w, ans_r])
         except OSError:
@@ -106,10 +134,25 @@ class Run:
         try:
             healthy = self._loop(began, out_r, err_r, rec_r, req_r, ans_w, wake_r)
         finally:
+            with self._wake_lock:
+                # Handlers may outlive the run (the child was killed while they ran); the
+                # number of a closed pipe is soon another run's descriptor.
+                self._ended = True
             for fd in (out_r, err_r, rec_r, req_r, ans_w, wake_r, wake_w):
                 os.close(fd)
-        self.attempt.wall_s = time.monotonic() - began
+        ended = time.monotonic()
+        self.attempt.wall_s = ended - began
+        self.attempt.rpc_wait_s = self.clock.stopped_s(ended)
         return self.attempt, healthy
+
+    def wake(self) -> None:
+        """Wake the loop from another thread (a handler's answer, the clock running again)."""
+        with self._wake_lock:
+            if not self._ended:
+                try:
+                    os.write(self.wake_w, b"!")
+                except OSError:
+                    pass
 
     # The loop --------------------------------------------------------------------------------
 
@@ -120,29 +163,27 @@ class Run:
         req_buf, pending_answer = bytearray(), bytearray()
         demote_at = began + QUANTUM_S
         killed_for: str | None = None
+        test_limit_s = self.job.test_timeout_s + TEST_GRACE_S
         while True:
             now = time.monotonic()
             if self.host.aborting:
                 return self._kill("harness_error", open_fds)
-            # Deadlines, on the clock that excludes RPC waits.
-            if killed_for is None and self.outstanding == 0:
-                used = now - began - att.rpc_wait_s
-                if used >= self.budget_s:
+            # Deadlines, on the run's clock, which stands still only while it waits for the model.
+            running = self.clock.running
+            if killed_for is None and running:
+                if self.clock.used_s(now) >= self.budget_s:
                     killed_for = "timeout"
-                elif self.test_began is not None and (
-                        now - self.test_began - self.rpc_in_test
-                        >= self.job.test_timeout_s + TEST_GRACE_S):
+                elif self.test_began is not None and self._test_used_s(now) >= test_limit_s:
                     killed_for = "timeout"
                 if killed_for:
                     return self._kill(killed_for, open_fds)
             if att.holding and now >= demote_at and self.outstanding == 0:
                 self._release_slot()
             waits = [0.5]
-            if self.outstanding == 0:
-                waits.append(self.budget_s - (now - began - att.rpc_wait_s))
+            if running:
+                waits.append(self.budget_s - self.clock.used_s(now))
                 if self.test_began is not None:
-                    waits.append(self.job.test_timeout_s + TEST_GRACE_S
-                                 - (now - self.test_began - self.rpc_in_test))
+                    waits.append(test_limit_s - self._test_used_s(now))
             if att.holding:
                 waits.append(demote_at - now)
             if self.zygote.has_message():
@@ -188,6 +229,9 @@ class Run:
                 # The child and everything it started are gone; the pipes hold the rest.
                 self._drain(open_fds)
                 return att.report.get("survivors", 0) == 0 and not att.tampered
+
+    def _test_used_s(self, now: float) -> float:
+        return now - self.test_began - (self.clock.stopped_s(now) - self.stopped_at_test)
 
     def _take(self, name: str, chunk: bytes) -> str | None:
         """Keep a chunk of stdout, stderr or records; the status to stop the child with when
@@ -295,7 +339,8 @@ class Run:
                 expected = self.attempt.records[-1].get("i") + 1
             ok = record.get("i") == expected and expected < len(self.job.tests)
             if ok:
-                self.test_began, self.rpc_in_test = time.monotonic(), 0.0
+                self.test_began = time.monotonic()
+                self.stopped_at_test = self.clock.stopped_s(self.test_began)
             return ok
         if kind == "end":
             ok = last == "begin" and record.get("i") == self.attempt.records[-1].get("i")
@@ -330,15 +375,15 @@ class Run:
                                           self.job.limits.rpc_bytes)
                 continue
             if self.outstanding == 0:
-                self.rpc_since = time.monotonic()
                 self._release_slot()
             self.outstanding += 1
+            self.clock.call(time.monotonic(), started=True)
             threading.Thread(target=self._handle, args=(ident, method, payload), daemon=True,
                              name="flowmend-rpc").start()
         return True
 
     def _handle(self, ident, method: str, payload) -> None:
-        _in_handler.host = self.host
+        _in_handler.run, _in_handler.waiting = self, False
         try:
             result = self.job.rpc(method, payload)
             answer = _answer(ident, True, result, self.job.limits.rpc_bytes)
@@ -346,12 +391,13 @@ class Run:
             answer = _answer(ident, False, f"{type(err).__name__}: {err}",
                              self.job.limits.rpc_bytes)
         finally:
-            _in_handler.host = None
+            _in_handler.run = None
+            if _in_handler.waiting:  # a model wait left open (a generator never closed)
+                _in_handler.waiting = False
+                self.clock.wait(time.monotonic(), started=False)
+        self.clock.call(time.monotonic(), started=False)
         self.answers.put(answer)
-        try:
-            os.write(self.wake_w, b"!")
-        except OSError:
-            pass
+        self.wake()
 
     def _collect_answers(self, pending_answer: bytearray) -> None:
         while True:
@@ -360,11 +406,6 @@ class Run:
             except queue.Empty:
                 return
             self.outstanding -= 1
-            if self.outstanding == 0:
-                waited = time.monotonic() - self.rpc_since
-                self.attempt.rpc_wait_s += waited
-                if self.test_began is not None:
-                    self.rpc_in_test += waited
             pending_answer += answer
 
 

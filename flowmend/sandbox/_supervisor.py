@@ -1,19 +1,19 @@
-"""`Sandbox`: the public face of the supervisor, over the job queue, its drivers and the zygotes.
+"""`Sandbox`: the public face of the supervisor, over the job queues, drivers and zygotes.
 
 Who talks to whom, from a caller's job to its verdict:
 
-  caller                job queue (_drivers)          driver thread (one per run in flight)
-  submit, check --Job--> nested jobs first ----------> takes a CPU slot and a warm zygote
-    ^                         ^                        from the ZygotePool (_zygotes)
-    |                         |                                 |
+  caller               job queues (_drivers)          driver thread (one per run in flight)
+  submit, check --Job--> lane 0: the caller's -------> takes a CPU slot and a warm zygote
+    ^                    lane d: nested, depth d       from the ZygotePool (_zygotes)
+    |                         ^                                 |
     |                         | a nested job, when the          v
     |                         | handler asks for one     Run (_run): sends the job (JSON and 5
     |                         | (a workflow's verify)    fds) to the zygote, which forks the
     |                         |                          child; then one select loop over:
     |              rpc(method, payload) <-- handler <---- RPC request <------------+
     |              (the caller's handler)   thread -----> RPC answer ------------->|
-    |                                                     stdout, stderr <---------| child
-    |                                                     records (nonce) <--------+
+    |              counted on the run's clock             stdout, stderr <---------| child
+    |              (_clock), but in model_wait()          records (nonce) <--------+
     |                                                     exit report <---- zygote
     |                                                             |
     +--- Future <-- ExecResult / CheckResult <-- verdict (_verdict): records and exit report,
@@ -43,15 +43,23 @@ class Sandbox:
     """
 
     def __init__(self, workers: int | None = None, *, max_inflight: int | None = None,
-                 isolation: str | None = None, warm: int | None = None):
+                 max_nested: int | None = None, isolation: str | None = None,
+                 warm: int | None = None):
+        """`workers` CPU slots (default: one per core); `max_inflight` executions under way
+        at once (default: 32, or 8 per worker); `max_nested` runs at once of the jobs that RPC
+        handlers ask for, per depth of nesting (default: 8, or 2 per worker)."""
         cpus = len(os.sched_getaffinity(0))
         self.workers = workers or cpus
         self.max_inflight = max_inflight or max(32, 8 * self.workers)
+        self.max_nested = max_nested or max(8, 2 * self.workers)
         if self.max_inflight < self.workers:
             raise ValueError("max_inflight must be at least workers")
-        closed = threading.Event()  # one flag for the queue and the zygote pool
+        if self.max_nested < 1:
+            raise ValueError("max_nested must be at least 1")
+        closed = threading.Event()  # one flag for the queues and the zygote pool
         self._zygotes = ZygotePool(detect(isolation), closed)
-        self._drivers = Drivers(self._zygotes, closed, self.workers, self.max_inflight)
+        self._drivers = Drivers(self._zygotes, closed, self.workers, self.max_inflight,
+                                self.max_nested)
         self._drivers.warm(warm or self.workers)
 
     @property

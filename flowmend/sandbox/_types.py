@@ -22,10 +22,11 @@ class SandboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one execution may use. Wall time excludes time spent waiting on the RPC handler."""
+    """What one execution may use."""
 
     timeout_s: float = 10.0
-    """Wall-clock seconds for the whole execution (all of its tests together, under `check`)."""
+    """Wall-clock seconds for the whole execution (all of its tests together, under `check`),
+    RPC handlers' time included, except where a handler waits for the model (`model_wait`)."""
     memory_mb: int = 1024
     """Address space of the process, in MiB; allocations past it raise MemoryError."""
     output_bytes: int = 1 << 20
@@ -78,7 +79,7 @@ class ExecResult:
     stderr: str = ""
     truncated: bool = False
     wall_s: float = 0.0
-    rpc_wait_s: float = 0.0
+    rpc_wait_s: float = 0.0  # seconds not counted toward the timeout: waits for the model
     cpu_s: float | None = None
     isolation: dict[str, Any] = field(default_factory=dict)
     error_type: str | None = None
