@@ -5,7 +5,8 @@
         checked = sb.check(code, ["assert f(1) == 2"])                # CheckResult
 
 Inside, `import flowmend_rpc; flowmend_rpc.call(method, payload)` reaches the `rpc` handler the
-caller passed. See docs/sandbox.md for what is isolated and how verdicts are decided.
+caller passed; the handler's time counts against the run's timeout except where it is inside
+`with model_wait():`. See docs/sandbox.md for what is isolated and how verdicts are decided.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from typing import TYPE_CHECKING
 
 __all__ = [
     "STATUSES", "TEST_STATUSES", "CheckResult", "ExecResult", "Limits", "RpcHandler", "Sandbox",
-    "SandboxError", "TestResult",
+    "SandboxError", "TestResult", "model_wait",
 ]
 
 # Loaded on first use, so that `flowmend --help` and the CLI's verb registration stay fast.
 _HOME = {
-    "RpcHandler": "_supervisor", "Sandbox": "_supervisor", "SandboxError": "_supervisor",
+    "RpcHandler": "_types", "Sandbox": "_supervisor", "SandboxError": "_types",
     "STATUSES": "_types", "TEST_STATUSES": "_types", "CheckResult": "_types",
-    "ExecResult": "_types", "Limits": "_types", "TestResult": "_types",
+    "ExecResult": "_types", "Limits": "_types", "TestResult": "_types", "model_wait": "_run",
 }
 
 if TYPE_CHECKING:
-    from flowmend.sandbox._supervisor import RpcHandler, Sandbox, SandboxError
+    from flowmend.sandbox._run import model_wait
+    from flowmend.sandbox._supervisor import Sandbox
     from flowmend.sandbox._types import (
-        STATUSES, TEST_STATUSES, CheckResult, ExecResult, Limits, TestResult)
+        STATUSES, TEST_STATUSES, CheckResult, ExecResult, Limits, RpcHandler, SandboxError,
+        TestResult)
 
 
 def __getattr__(name: str):

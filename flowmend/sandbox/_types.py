@@ -1,23 +1,32 @@
-"""The data the sandbox takes and gives back: limits in, verdicts out, all plain JSON."""
+"""The data the sandbox takes and gives back: limits in, verdicts out, all plain JSON; the RPC
+handler's type, and the one error it raises."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 STATUSES = ("ok", "error", "timeout", "memory", "crash", "output_limit", "harness_error")
 TEST_STATUSES = (
     "passed", "failed", "error", "timeout", "memory", "crash", "output_limit", "exited", "not_run"
 )
 
+RpcHandler = Callable[[str, Any], Any]
+"""`rpc(method, payload)`, run in a parent thread for each `flowmend_rpc.call` from inside."""
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not run (not a verdict on the candidate)."""
+
 
 @dataclass(frozen=True)
 class Limits:
-    """What one execution may use. Wall time excludes time spent waiting on the RPC handler."""
+    """What one execution may use."""
 
     timeout_s: float = 10.0
-    """Wall-clock seconds for the whole execution (all of its tests together, under `check`)."""
+    """Wall-clock seconds for the whole execution (all of its tests together, under `check`),
+    RPC handlers' time included, except where a handler waits for the model (`model_wait`)."""
     memory_mb: int = 1024
     """Address space of the process, in MiB; allocations past it raise MemoryError."""
     output_bytes: int = 1 << 20
@@ -70,7 +79,7 @@ class ExecResult:
     stderr: str = ""
     truncated: bool = False
     wall_s: float = 0.0
-    rpc_wait_s: float = 0.0
+    rpc_wait_s: float = 0.0  # seconds not counted toward the timeout: waits for the model
     cpu_s: float | None = None
     isolation: dict[str, Any] = field(default_factory=dict)
     error_type: str | None = None

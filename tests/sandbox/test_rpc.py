@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from flowmend.sandbox import Limits, Sandbox, SandboxError
+from flowmend.sandbox import Limits, Sandbox, SandboxError, model_wait
 
 CALL = """
 import flowmend_rpc
@@ -52,9 +52,10 @@ def test_every_driver_waiting_on_a_nested_check_is_not_a_deadlock():
     assert [r.stdout for r in results] == [f"{i} passed\n" for i in range(2 * inflight)]
 
 
-def test_waiting_on_the_handler_does_not_count_toward_the_timeout(sandbox):
+def test_waiting_for_the_model_does_not_count_toward_the_timeout(sandbox):
     def slow(method, payload):
-        time.sleep(2.0)
+        with model_wait():
+            time.sleep(2.0)
         return {"text": "late but fine"}
 
     result = sandbox.run(CALL % 0, rpc=slow, limits=Limits(timeout_s=1.0))

@@ -11,6 +11,8 @@ import json
 import os
 import threading
 
+import flowmend_wire as wire
+
 __all__ = ["RPCError", "call"]
 
 
@@ -20,18 +22,20 @@ class RPCError(Exception):
 
 _state: dict = {
     "out": None, "in": None, "limit": 1 << 20, "next": 0, "answers": {}, "reader": False,
-    "buffer": b"",
+    "buffer": bytearray(),
 }
 _lock = threading.Lock()
 _answered = threading.Condition(_lock)
 
 
 def _connect(out_fd: int, in_fd: int, limit: int) -> None:
-    _state.update({"out": out_fd, "in": in_fd, "limit": limit, "next": 0, "answers": {}, "buffer": b""})
+    _state.update({"out": out_fd, "in": in_fd, "limit": limit, "next": 0, "answers": {},
+                   "buffer": bytearray()})
 
 
 def call(method: str, payload=None):
-    """Send `payload` (JSON-serialisable) to the parent's handler for `method`; return its answer."""
+    """Send `payload` (JSON-serialisable) to the parent's handler for `method`; return its
+    answer."""
     if _state["out"] is None:
         raise RPCError("no RPC channel: this code is not running in a flowmend sandbox")
     if not isinstance(method, str):
@@ -39,7 +43,7 @@ def call(method: str, payload=None):
     with _lock:
         ident = _state["next"]
         _state["next"] += 1
-    line = json.dumps({"id": ident, "method": method, "payload": payload}).encode() + b"\n"
+    line = wire.encode({"id": ident, "method": method, "payload": payload})
     if len(line) > _state["limit"]:
         raise RPCError(f"request of {len(line)} bytes exceeds the {_state['limit']}-byte limit")
     with _lock:
@@ -72,9 +76,8 @@ def _await(ident: int) -> dict:
             if not chunk:
                 raise RPCError("RPC channel closed by the parent")
             with _answered:
-                lines = (_state["buffer"] + chunk).split(b"\n")
-                _state["buffer"] = lines.pop()
-                for line in lines:
+                _state["buffer"] += chunk
+                while (line := wire.next_line(_state["buffer"])) is not None:
                     answer = json.loads(line)
                     _state["answers"][answer.get("id")] = answer
                 _answered.notify_all()

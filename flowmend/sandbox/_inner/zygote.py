@@ -29,7 +29,6 @@ import shutil
 import signal
 import socket
 import string  # noqa: F401
-import struct
 import sys
 import tempfile
 import threading  # noqa: F401
@@ -44,6 +43,7 @@ warnings.filterwarnings("ignore", category=SyntaxWarning)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import flowmend_rpc  # noqa: E402
+import flowmend_wire as wire  # noqa: E402
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNS = 0x00020000
@@ -95,20 +95,20 @@ def _serve(sock, in_namespace: bool) -> None:
 
 
 def _receive_job(sock):
-    """The next job: a b"J" tag carrying the descriptors, a length, the JSON. A b"K" (a kill
+    """The next job: a JOB tag carrying the descriptors, a length, the JSON. A KILL (a kill
     request that crossed our exit report on the way) is stale and skipped."""
     while True:
         tag, fds, _flags, _addr = socket.recv_fds(sock, 1, 8)
         if not tag:
             return None, []
-        if tag == b"J":
+        if tag == wire.JOB:
             break
         for fd in fds:
             os.close(fd)
-    header = _recv_exact(sock, 8)
+    header = _recv_exact(sock, wire.HEADER.size)
     if header is None:
         return None, []
-    (size,) = struct.unpack("!Q", header)
+    (size,) = wire.HEADER.unpack(header)
     payload = _recv_exact(sock, size)
     if payload is None:
         return None, []
@@ -144,7 +144,7 @@ def _wipe(folders) -> None:
 
 
 def _send(sock, message: dict) -> None:
-    sock.sendall(json.dumps(message).encode() + b"\n")
+    sock.sendall(wire.encode(message))
 
 
 def _supervise(sock, pid: int, job: dict, in_namespace: bool) -> dict:
@@ -164,7 +164,7 @@ def _supervise(sock, pid: int, job: dict, in_namespace: bool) -> dict:
             if not request:
                 os.kill(pid, signal.SIGKILL)
                 sys.exit(0)
-            killed_by_request = True  # b"K": the parent's wall clock ran out, or output did
+            killed_by_request = True  # KILL: the parent's wall clock ran out, or output did
             _kill_all(pid, in_namespace)
         elif not demoted:
             demoted = True
@@ -241,13 +241,14 @@ def _mother(sock) -> None:
         tag, fds, _flags, _addr = socket.recv_fds(sock, 1, 4)
         if not tag:
             return
-        if tag == b"S":  # spawn a zygote serving the socket we were given
+        if tag == wire.SPAWN:  # a zygote serving the socket we were given
             try:
                 _send(sock, {"ev": "spawned", "pid": _spawn_zygote(fds[0])})
             except Exception as err:  # noqa: BLE001 - reported to the parent
                 _send(sock, {"ev": "spawn_failed", "error": f"{type(err).__name__}: {err}"})
-        elif tag == b"X":  # kill a zygote, and report once its namespace is gone
-            (pid,) = struct.unpack("!Q", _recv_exact(sock, 8) or bytes(8))
+        elif tag == wire.KILL_ZYGOTE:  # and report once its namespace is gone
+            header = _recv_exact(sock, wire.HEADER.size) or bytes(wire.HEADER.size)
+            (pid,) = wire.HEADER.unpack(header)
             _send(sock, {"ev": "gone", "pid": pid, "ok": _kill_zygote(pid)})
         for fd in fds:
             os.close(fd)
