@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from flowmend.engine._workflow import Workflow
 from flowmend.llm import Broker, Completion, Request
-from flowmend.sandbox import ExecResult, Limits, Sandbox
+from flowmend.sandbox import ExecResult, Limits, Sandbox, model_wait
 from flowmend.task import Task
 from flowmend.verifier import CheckCache, Cost, feedback
 
@@ -432,7 +432,8 @@ def _answer_llm(ctx: RunContext, payload: Any, spans, calls, budget_stop, lock) 
     step = _step_of(payload.get("lines") or (), spans)
     sha = hashlib.sha256(request.prompt.encode()).hexdigest()[:16]
     try:
-        completion = metered_call(ctx.program, ctx.meter, request)
+        with model_wait():  # the run's clock stands still while the model works, not otherwise
+            completion = metered_call(ctx.program, ctx.meter, request)
     except BudgetExhausted as err:
         with lock:
             budget_stop.append(err.limit)

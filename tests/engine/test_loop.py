@@ -275,3 +275,29 @@ def test_repair_config_from_json_names_the_bad_field_in_one_line(data, field):
     with pytest.raises(ValueError, match=field) as err:
         RepairConfig.from_json(data)
     assert "\n" not in str(err.value)
+
+
+def test_a_slow_model_does_not_count_against_the_run_timeout_but_workflow_time_does(sandbox):
+    """The engine's llm handler waits inside `model_wait()`: two 1.5 s model calls fit a 1 s
+    run timeout, while the workflow's own 3 s of sleep does not."""
+    import time as _time
+
+    source = ("def solve(task):\n"
+              "    plan = llm('plan')\n"
+              "    return llm('code: ' + plan)\n")
+
+    class Slow(Broker):
+        def call(self, request, timeout=None):
+            _time.sleep(1.5)
+            return Completion((RIGHT,), 10, 10, 1.5, "smollm2", 20.0)
+
+    backend = open_backend(ModelConfig(kind="replay", replay_path=str(DATA / "replay_add.jsonl")))
+    slow = RunContext(workflow=parse_workflow(source), task=ADD, program=Slow(backend),
+                      sandbox=sandbox, meter=Meter(Budget()))
+    run = run_workflow(slow, timeout_s=1.0)
+    assert run.status == "ok", (run.status, run.error_type, run.error_message)
+    assert len(run.calls) == 2 and run.wall_s >= 3.0
+    sleepy = RunContext(workflow=parse_workflow("import time\ndef solve(task):\n"
+                                                "    time.sleep(3)\n    return llm('x')\n"),
+                        task=ADD, program=Slow(backend), sandbox=sandbox, meter=Meter(Budget()))
+    assert run_workflow(sleepy, timeout_s=1.0).status == "timeout"
