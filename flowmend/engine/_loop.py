@@ -85,6 +85,8 @@ class RepairConfig:
         pre_patches: applied to the seed before the first run (fixed-workflow baselines).
         program_params: defaults for every program-model call (e.g. max_tokens).
         run_timeout_s: wall-time limit of one workflow run, model waits excluded.
+        max_verify_calls: `verify(code)` calls one workflow run may make; the next one raises
+            `VerifyLimitExceeded` inside the workflow (a `verify` loop cannot run for ever).
         rng_seed: seeds the menu sampling, so a repair is reproducible.
         optimizer: how the optimizer is prompted.
     """
@@ -99,6 +101,7 @@ class RepairConfig:
     pre_patches: tuple[Patch, ...] = ()
     program_params: tuple[tuple[str, Any], ...] = (("max_tokens", 384),)
     run_timeout_s: float = 60.0
+    max_verify_calls: int = 32
     rng_seed: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
@@ -109,6 +112,10 @@ class RepairConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        if isinstance(self.max_verify_calls, bool) or not isinstance(self.max_verify_calls, int) \
+                or not 0 <= self.max_verify_calls <= 10_000:
+            raise ValueError("max_verify_calls must be an integer in [0, 10000], "
+                             f"got {self.max_verify_calls!r}")
         if isinstance(self.rng_seed, bool) or not isinstance(self.rng_seed, int):
             raise ValueError(f"rng_seed must be an integer, got {self.rng_seed!r}")
         if isinstance(self.run_timeout_s, bool) or not isinstance(self.run_timeout_s, (int, float)) \
@@ -146,6 +153,7 @@ class RepairConfig:
             "pre_patches": [p.to_json() for p in self.pre_patches],
             "program_params": dict(self.program_params),
             "run_timeout_s": self.run_timeout_s,
+            "max_verify_calls": self.max_verify_calls,
             "rng_seed": self.rng_seed,
             "optimizer": self.optimizer.to_json(),
         }
@@ -579,7 +587,8 @@ class _Repair:
                 meter=self.meter, program_params=dict(self.config.program_params),
                 on_call=on_call, checks=self.checks,
             )
-            run = run_workflow(ctx, timeout_s=self.config.run_timeout_s)
+            run = run_workflow(ctx, timeout_s=self.config.run_timeout_s,
+                               max_verify_calls=self.config.max_verify_calls)
             fb = feedback(self.task, run.output or "", run.to_cost(), self.sandbox,
                           cache=self.checks)
             return _Evaluated((iteration, index), wf.source, wf, run, fb,

@@ -74,14 +74,25 @@ def llm(prompt, **params):
     return texts if params.get("n", 1) > 1 else texts[0]
 
 
+class VerifyLimitExceeded(RuntimeError):
+    """This run has made all the verify(code) calls it may (RepairConfig.max_verify_calls)."""
+
+
 def verify(code):
-    return Check.from_json(_rpc.call("verify", {{"code": "" if code is None else str(code)}}))
+    try:
+        answer = _rpc.call("verify", {{"code": "" if code is None else str(code)}})
+    except _rpc.RPCError as err:
+        if str(err).startswith("VerifyLimitExceeded:"):
+            raise VerifyLimitExceeded(str(err).partition(": ")[2]) from None
+        raise
+    return Check.from_json(answer)
 
 
 def _main():
     task = _types.SimpleNamespace(**{task})
     namespace = {{"__name__": "workflow", "llm": llm, "verify": verify,
-                 "extract_code": extract_code, "Check": Check}}
+                 "extract_code": extract_code, "Check": Check,
+                 "VerifyLimitExceeded": VerifyLimitExceeded}}
     exec(compile({source}, _WORKFLOW_FILE, "exec"), namespace)
     entry = namespace.get({entry})
     if not callable(entry):
@@ -97,6 +108,11 @@ def _main():
 
 _main()
 '''
+
+
+class VerifyLimitExceeded(RuntimeError):
+    """A run asked for more `verify(code)` calls than it may make; inside the workflow it is
+    raised as the runtime's `VerifyLimitExceeded`, which the workflow may catch."""
 
 
 class BudgetExhausted(RuntimeError):
@@ -360,8 +376,13 @@ def harness(workflow: Workflow, task: Task) -> str:
     )
 
 
-def run_workflow(ctx: RunContext, *, timeout_s: float, memory_mb: int = 1024) -> RunRecord:
-    """Run `ctx.workflow` on `ctx.task` once in the sandbox; never raises for the workflow's faults."""
+def run_workflow(ctx: RunContext, *, timeout_s: float, memory_mb: int = 1024,
+                 max_verify_calls: int = 32) -> RunRecord:
+    """Run `ctx.workflow` on `ctx.task` once in the sandbox; never raises for the workflow's faults.
+
+    The run's clock counts the time its `verify` calls take (each is a nested sandbox run), and
+    past `max_verify_calls` of them `verify` raises `VerifyLimitExceeded` in the workflow.
+    """
     calls: list[CallRecord] = []
     verifies = [0]
     result: dict[str, Any] = {}
@@ -375,6 +396,9 @@ def run_workflow(ctx: RunContext, *, timeout_s: float, memory_mb: int = 1024) ->
         if method == "verify":
             with lock:
                 verifies[0] += 1
+                if verifies[0] > max_verify_calls:
+                    raise VerifyLimitExceeded(
+                        f"this run may make {max_verify_calls} verify(code) calls")
             code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
             fb = feedback(ctx.task, code, None, ctx.sandbox, cache=ctx.checks)
             return fb.to_check().to_json()
