@@ -1,5 +1,5 @@
 """`python -m flowmend`: the same as the `flowmend` command."""
 
-from flowmend.cli import main
+from flowmend import console
 
-raise SystemExit(main())
+raise SystemExit(console())

@@ -145,10 +145,23 @@ class RunStore:
         """Append one finished (task, method) durably: one write, then fsync."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         view = memoryview(line)
-        while view:  # O_APPEND writes of a regular file are whole in practice; loop to be sure
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        size = os.fstat(self._fd).st_size
+        try:
+            while view:  # O_APPEND writes of a regular file are whole in practice; loop to be sure
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as err:
+            # A full disk: take the torn line back, so the file ends on a whole record and a
+            # resume after space is freed picks up exactly here.
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass  # a resume drops a torn last line anyway
+            raise UserError(
+                f"cannot write a result: {err.strerror or err}; the {len(self.records)} "
+                "finished job(s) before it are kept; free space and run the same command to "
+                "resume", where=str(self.dir / RESULTS)) from None
         self.records.append(record)
 
     def update_run_json(self, **extra: Any) -> None:

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    lifeline = _lifeline_for(args)
+    if argv is None:  # a real command, not a call from Python: it gets a watchdog
+        _start_lifeline(args)
     try:
         with _sigterm_unwinds():
             return int(args.run(args) or 0)
@@ -69,22 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         Console(stderr=True).print("terminated")
         return 128 + signal.SIGTERM
-    finally:
-        if lifeline is not None:
-            lifeline.stop()
 
 
-def _lifeline_for(args: argparse.Namespace):
+def _start_lifeline(args: argparse.Namespace) -> None:
     """For verbs that start processes (a model engine, sandbox zygotes): end what killed
-    commands left running, then watch this one, so that even `kill -9` leaves nothing behind."""
+    commands left running, then watch this process. When it ends, by any exit or by `kill -9`,
+    the watchdog ends whatever it started that is still running (flowmend/_lifeline.py)."""
     if not getattr(args, "starts_processes", False):
-        return None
+        return
     from flowmend import _lifeline
 
     stale = _lifeline.reap_stale()
     if stale.ended:
         Console(stderr=True, highlight=False).print(stale.line())
-    return _lifeline.start()
+    _lifeline.start()
 
 
 class Terminated(BaseException):
