@@ -24,7 +24,6 @@ from typing import Any
 from flowmend.engine._menu import MenuItem, menu
 from flowmend.engine._operator import Applied
 from flowmend.engine._optimizer import (
-    TEXT_OPERATORS,
     OptimizerConfig,
     choice_prompt,
     parse_choice,
@@ -278,7 +277,7 @@ class _Repair:
             result = apply_patches(wf, list(c.pre_patches))
             if not isinstance(result, Applied):
                 return self._error(f"pre-patch does not apply: {result.detail}")
-            wf = parse_workflow(result.source, entry=c.entry, step_callees=c.step_callees)
+            wf = result.workflow
         current = self._evaluate([(wf, None, None)], iteration=0, parent=None)[0]
         self._record(current, iteration=0, index=0, parent=None, patch=None, label=None,
                      selected=True)
@@ -354,7 +353,7 @@ class _Repair:
         out: list[tuple[Workflow, dict, str]] = []
         for item in picked:
             patch = item.patch
-            if item.patch.operator in TEXT_OPERATORS:
+            if item.text_arg is not None:
                 try:
                     text = self._optimizer_call(
                         Request(prompt=text_prompt(self.task, current.workflow, item, summary,
@@ -372,16 +371,9 @@ class _Repair:
                 self.counts = _bump(self.counts, duplicate=1)
                 verdict = "duplicate"
             elif isinstance(result, Applied):
-                try:
-                    wf = parse_workflow(result.source, entry=c.entry, step_callees=c.step_callees)
-                except WorkflowError as err:
-                    self.counts = _bump(self.counts, invalid=1)
-                    self.trace("proposal", iteration=k, label=item.label, patch=patch.to_json(),
-                               verdict="invalid", detail=str(err))
-                    continue
                 seen.add(result.source)
                 self.counts = _bump(self.counts, applied=1)
-                out.append((wf, patch.to_json(), item.label))
+                out.append((result.workflow, patch.to_json(), item.label))
             elif verdict == "Invalid":
                 self.counts = _bump(self.counts, invalid=1)
             else:

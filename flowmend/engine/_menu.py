@@ -28,12 +28,15 @@ class MenuItem:
         patch: the patch that performs it.
         kind: the operator's kind, ``prompt`` or ``structure``.
         description: the operator's one-line description.
+        text_arg: the argument the optimizer writes as free text (the operator's `TEXT_ARG`),
+            or None.
     """
 
     label: str
     patch: Patch
     kind: str
     description: str
+    text_arg: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,7 +82,8 @@ def menu(
                 if n > 1:
                     label = f"{label}#{n}"
                 items.append(
-                    MenuItem(label, Patch(cls.name, dict(target), data), cls.kind, cls.DESCRIPTION)
+                    MenuItem(label, Patch(cls.name, dict(target), data, args), cls.kind,
+                             cls.DESCRIPTION, cls.TEXT_ARG)
                 )
     return items
 

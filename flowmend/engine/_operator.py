@@ -8,13 +8,11 @@ an operator module directly. `Operator.apply` never raises: every outcome is dat
 from __future__ import annotations
 
 import ast
-import builtins
 import dataclasses
 import difflib
 import enum
 import importlib
 import inspect
-import symtable
 import textwrap
 import types
 import typing
@@ -22,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Annotated, ClassVar, Literal, Union
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, ScopeProvider
+
+from flowmend.engine._names import free_names
+from flowmend.engine._workflow import Workflow
 
 # Names a workflow may use without defining them: the runtime injects them into its globals.
 RUNTIME_NAMES = frozenset({"llm", "verify", "extract_code", "Check"})
@@ -50,10 +50,21 @@ class Reason(enum.Enum):
 
 @dataclass(frozen=True)
 class Applied:
-    """The operator produced a new workflow that passed the post-application checks."""
+    """The operator produced a new workflow that passed the post-application checks.
+
+    Attributes:
+        source: the new workflow's source.
+        diff: unified diff of the parent's source against it.
+        workflow: the new workflow, made from the module the checks parsed: nobody parses it
+            again.
+        library_digest: the digest of the operator library the patch was applied with (set
+            by `apply_patch`; None for a direct `Operator.apply`).
+    """
 
     source: str
     diff: str
+    workflow: Workflow = field(compare=False, repr=False)
+    library_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +309,8 @@ def parse_args(cls: type, data: Any) -> Any:
     """Build an argument dataclass from JSON data; `ArgsError` says which field is wrong and why."""
     if isinstance(data, cls):
         return data
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = args_to_json(data)  # the same operator's arguments, from another library's class
     if not isinstance(data, dict):
         raise ArgsError(f"arguments must be an object, got {type(data).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
@@ -350,29 +363,33 @@ class Operator:
 
     name: ClassVar[str]
     kind: ClassVar[str]  # "prompt" | "structure"
+    # Bumped when the operator's behaviour changes; part of the library digest.
+    VERSION: ClassVar[int] = 1
     Args: ClassVar[type] = NoArgs
+    # The argument the optimizer writes as free text (a new prompt), if any.
+    TEXT_ARG: ClassVar[str | None] = None
     DESCRIPTION: ClassVar[str]
     EXAMPLES: ClassVar[list[Case]] = []
     NOT_APPLICABLE: ClassVar[list[Case]] = []
     # Operators whose second application with the same target and arguments changes nothing.
     IDEMPOTENT: ClassVar[bool] = False
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         """Every target this operator applies to in `wf`, e.g. ``[{"step": "code"}]``."""
         raise NotImplementedError
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         """Argument presets the menu offers at `target`; defaults to the default arguments."""
         try:
             return [self.Args()]
         except (TypeError, ArgsError):
             return []
 
-    def transform(self, wf: Any, target: dict, args: Any) -> cst.Module | str:
+    def transform(self, wf: Workflow, target: dict, args: Any) -> cst.Module | str:
         """The libcst edit: a new module (or its source text). Raise `Refusal` to decline."""
         raise NotImplementedError
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         """Line ranges (1-based, inclusive) of `wf.source` that an application may change.
 
         Everything outside them must come out byte-identical; the property tests check it.
@@ -387,8 +404,12 @@ class Operator:
     def parse_args(cls, data: Any) -> Any:
         return parse_args(cls.Args, data)
 
-    def apply(self, wf: Any, target: dict, args: Any = None) -> Result:
-        """Apply at `target` with `args` (dataclass or JSON data). Never raises."""
+    def apply(self, wf: Workflow, target: dict, args: Any = None) -> Result:
+        """Apply at `target` with `args`. Never raises.
+
+        `args` is the operator's argument dataclass, taken as it is (it checked itself when it
+        was built), or JSON data, checked here.
+        """
         try:
             return self._apply(wf, target, args)
         except Refusal as refusal:
@@ -398,11 +419,12 @@ class Operator:
         except Exception as err:  # noqa: BLE001 - results are data, never exceptions
             return Invalid(Reason.INTERNAL, f"{self.name}: {type(err).__name__}: {err}")
 
-    def _apply(self, wf: Any, target: dict, args: Any) -> Result:
-        try:
-            args = self.parse_args({} if args is None else args)
-        except ArgsError as err:
-            return Invalid(Reason.BAD_ARGS, f"{self.name}: {err}")
+    def _apply(self, wf: Workflow, target: dict, args: Any) -> Result:
+        if not isinstance(args, self.Args):
+            try:
+                args = self.parse_args({} if args is None else args)
+            except ArgsError as err:
+                return Invalid(Reason.BAD_ARGS, f"{self.name}: {err}")
         if not isinstance(target, dict):
             return Invalid(Reason.BAD_TARGET, f"{self.name}: target must be an object")
         for key in ("step", "with"):
@@ -416,47 +438,13 @@ class Operator:
                 return NotApplicable(
                     Reason.UNKNOWN_STEP, f"{self.name}: no step {step_id!r} (steps: {known})"
                 )
-        if target not in self.sites(wf):
+        # The menu listed the sites already; every candidate of one parent shares them.
+        if target not in wf.cached(("sites", type(self)), lambda: self.sites(wf)):
             return NotApplicable(
                 Reason.PRECONDITION, f"{self.name} does not apply at {_show_target(target)}"
             )
         module = self.transform(wf, target, args)
-        source = module.code if isinstance(module, cst.Module) else str(module)
-        source, lossy = _restore_trailing(wf, source)
-        if lossy:
-            return Invalid(Reason.PARSE, "libcst does not reproduce this workflow byte for byte")
-        problem = check_result(wf, source)
-        if problem is not None:
-            return problem
-        return Applied(source, unified_diff(wf.source, source, wf.path or "workflow.py"))
-
-
-def split_footer(text: str) -> tuple[str, str]:
-    """The text up to its last line of code, and the blank and comment-only lines after it."""
-    lines = text.splitlines(keepends=True)
-    end = len(lines)
-    while end and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
-        end -= 1
-    return "".join(lines[:end]), "".join(lines[end:])
-
-
-def _restore_trailing(wf: Any, source: str) -> tuple[str, bool]:
-    """Work around libcst 1.9 losing blank lines at the end of a module whose last line is
-    indented (``"x\\n\\n #"`` comes back as ``"x\\n #"``): the result gets the original's footer.
-    Returns the source and whether the parse lost anything else (then the edit is refused)."""
-    cache = getattr(wf, "_cache", None)
-    if isinstance(cache, dict):
-        reproduced = cache.get("flowmend.module_code")
-        if reproduced is None:
-            reproduced = cache["flowmend.module_code"] = wf.module.code
-    else:
-        reproduced = wf.module.code
-    original = wf.source
-    if original == reproduced:
-        return source, False
-    if split_footer(original)[0] != split_footer(reproduced)[0]:
-        return source, True
-    return split_footer(source)[0] + split_footer(original)[1], False
+        return check_result(wf, module.code if isinstance(module, cst.Module) else str(module))
 
 
 def _show_target(target: dict) -> str:
@@ -467,44 +455,56 @@ def _show_target(target: dict) -> str:
 # Post-application checks.
 
 
-def check_result(wf: Any, source: str) -> Invalid | None:
-    """The checks every application passes; None when the new source is acceptable."""
+def check_result(wf: Workflow, source: str) -> Applied | Invalid:
+    """The checks every application passes, and the new workflow when `source` passes them.
+
+    One parse (the new workflow keeps the module), one compile (the free-name check reads the
+    compiled code): the new source parses, compiles, keeps the entry function's signature and
+    reads no name that nothing defines.
+    """
     try:
         new = cst.parse_module(source)
     except cst.ParserSyntaxError as err:
         return Invalid(Reason.PARSE, f"edited workflow does not parse: {err.message}")
     try:
-        compile(source, wf.path or "<workflow>", "exec", dont_inherit=True)
+        code = compile(source, wf.path or "<workflow>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as err:
         return Invalid(Reason.COMPILE, f"edited workflow does not compile: {err}")
-    before = entry_signature(wf.module, wf.entry)
+    before = wf.cached(_SIGNATURE, lambda: entry_signature(wf.module, wf.entry))
     after = entry_signature(new, wf.entry)
     if before != after:
         return Invalid(
             Reason.SIGNATURE,
             f"entry {wf.entry} changed signature: {before or 'missing'} -> {after or 'missing'}",
         )
-    allowed = RUNTIME_NAMES | {c.split(".")[0] for c in getattr(wf, "step_callees", ("llm",))}
-    cache = getattr(wf, "_cache", None)
-    if not isinstance(cache, dict):
-        cache = {}
-    before_free = cache.get("flowmend.free_names")
-    if before_free is None:
-        try:
-            before_free = cache["flowmend.free_names"] = global_reads(wf.source)
-        except (SyntaxError, ValueError):
-            # The original does not compile (symtable needs it to): scope analysis by libcst.
-            before_free = cache["flowmend.free_names"] = free_names(wf.module)
-            introduced = free_names(new) - before_free - allowed
-        else:
-            introduced = global_reads(source) - before_free - allowed
-    else:
-        introduced = global_reads(source) - before_free - allowed
+    reads = free_names(code)
+    allowed = RUNTIME_NAMES | {c.split(".")[0] for c in wf.step_callees}
+    introduced = reads - _free_names_of(wf) - allowed
     if introduced:
         return Invalid(
             Reason.FREE_VARIABLE, f"edit reads undefined name(s): {', '.join(sorted(introduced))}"
         )
-    return None
+    child = Workflow(source, wf.path, new, wf.entry, wf.step_callees, {_FREE_NAMES: reads})
+    return Applied(source, unified_diff(wf.source, source, wf.path or "workflow.py"), child)
+
+
+_SIGNATURE = "entry signature"
+_FREE_NAMES = "free names"
+
+
+def _free_names_of(wf: Workflow) -> frozenset[str]:
+    """The parent's free names: known for a workflow an application made, else compiled once.
+
+    A parent that does not compile has none to compare with, so every free name of an edit
+    of it counts as new (its edits rarely compile anyway)."""
+
+    def compute() -> frozenset[str]:
+        try:
+            return free_names(wf.source, wf.path or "<workflow>")
+        except (SyntaxError, ValueError):
+            return frozenset()
+
+    return wf.cached(_FREE_NAMES, compute)
 
 
 def entry_signature(module: cst.Module, entry: str) -> str | None:
@@ -537,44 +537,6 @@ def find_function(module: cst.Module, qualified: str) -> cst.FunctionDef | None:
             return found
         body = found.body.body
     return None
-
-
-def global_reads(source: str) -> set[str]:
-    """Names the module reads that nothing in it (nor the builtins) binds, from Python's own
-    symbol tables: as exact as the compiler, and a compile's cost rather than a libcst pass."""
-    top = symtable.symtable(source, "<workflow>", "exec")
-    bound = {
-        s.get_name() for s in top.get_symbols()
-        if s.is_assigned() or s.is_imported() or s.is_namespace()
-    }
-    read: set[str] = set()
-    stack = [top]
-    while stack:
-        table = stack.pop()
-        module_level = table.get_type() == "module"
-        for symbol in table.get_symbols():
-            if symbol.is_referenced() and (module_level or symbol.is_global()):
-                read.add(symbol.get_name())
-            if symbol.is_declared_global() and symbol.is_assigned():
-                bound.add(symbol.get_name())  # `global x; x = ...` in a function binds x
-        stack.extend(table.get_children())
-    return read - bound - _BUILTIN_NAMES
-
-
-_BUILTIN_NAMES = frozenset(dir(builtins))
-
-
-def free_names(module: cst.Module) -> set[str]:
-    """Names the module reads that nothing in it (nor the builtins) binds."""
-    scopes = MetadataWrapper(module, unsafe_skip_copy=True).resolve(ScopeProvider)
-    names: set[str] = set()
-    for scope in {s for s in scopes.values() if s is not None}:
-        for access in scope.accesses:
-            if not access.referents:
-                node = access.node
-                names.add(node.value if isinstance(node, cst.Name) else str(getattr(node, "value", "")))
-    names.discard("")
-    return names
 
 
 def unified_diff(before: str, after: str, path: str = "workflow.py") -> str:
@@ -699,7 +661,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def apply(wf: Any, operator: str, target: dict, args: Any = None) -> Result:
+def apply(wf: Workflow, operator: str, target: dict, args: Any = None) -> Result:
     """Apply the operator called `operator`; an unknown name is an `Invalid` result."""
     cls = get(operator)
     if cls is None:

@@ -8,16 +8,12 @@ model cannot answer outside the menu; it writes free text only where an argument
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from flowmend.engine._menu import MenuItem
 from flowmend.engine._patch import Patch
 from flowmend.engine._workflow import Workflow
 from flowmend.task import Task
-
-# Operators whose menu items carry a text the optimizer writes itself.
-TEXT_OPERATORS = {"rewrite-prompt-literal": "text"}
-
 
 @dataclass(frozen=True)
 class OptimizerConfig:
@@ -104,8 +100,8 @@ def text_prompt(task: Task, wf: Workflow, item: MenuItem, summary: str,
 
 def with_text(item: MenuItem, text: str) -> Patch:
     """The item's patch with the optimizer's free text put into its text argument."""
-    arg = TEXT_OPERATORS[item.patch.operator]
-    return replace(item.patch, args={**item.patch.args, arg: text.strip()})
+    return Patch(item.patch.operator, dict(item.patch.target),
+                 {**item.patch.args, item.text_arg: text.strip()})
 
 
 def parse_choice(answer: str, count: int) -> int | None:

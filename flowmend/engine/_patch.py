@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from flowmend.engine import _operator as registry
-from flowmend.engine._operator import Applied, Invalid, Reason, Result, unified_diff
+from flowmend.engine._operator import Applied, Invalid, Reason, Result, args_to_json, unified_diff
 from flowmend.engine._workflow import Workflow, WorkflowError, parse_workflow
 from flowmend.errors import UserError
 
@@ -32,12 +32,20 @@ class Patch:
     Attributes:
         operator: the operator's kebab-case name (``wrap-in-retry``).
         target: the site, e.g. ``{"step": "code"}``.
-        args: the operator's arguments as JSON data (validated when applied).
+        args: the operator's arguments as JSON data.
+        parsed: the same arguments as the operator's frozen argument dataclass, when they were
+            checked already (a menu item's patch, `Patch.of`): applying it checks nothing again.
     """
 
     operator: str
     target: dict = field(default_factory=dict)
     args: dict = field(default_factory=dict)
+    parsed: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, operator: str, target: dict, args: Any) -> "Patch":
+        """A patch from an argument dataclass (checked when it was built)."""
+        return cls(operator, dict(target), args_to_json(args), args)
 
     def __hash__(self) -> int:
         return hash(self.dumps())
@@ -113,25 +121,39 @@ def read_patches(path: str | Path) -> list[Patch]:
 
 def validate(patch: Patch) -> Invalid | None:
     """Registry-level checks that need no workflow: a known operator, arguments that fit."""
+    checked = _checked(patch)
+    return checked if isinstance(checked, Invalid) else None
+
+
+def _checked(patch: Patch) -> tuple[type, Any] | Invalid:
+    """The operator class and its argument dataclass, or why the patch names neither."""
     cls = registry.get(patch.operator)
     if cls is None:
         return Invalid(
             Reason.UNKNOWN_OPERATOR,
             f"no operator {patch.operator!r} (known: {', '.join(registry.names())})",
         )
+    parsed = patch.parsed
+    # `parsed` is trusted only while it still says what `args` says (a `dataclasses.replace`
+    # of the args leaves it behind); comparing is far cheaper than checking again.
+    if type(parsed) is cls.Args and args_to_json(parsed) == patch.args:
+        return cls, parsed
     try:
-        cls.parse_args(patch.args)
+        return cls, cls.parse_args(patch.args)
     except registry.ArgsError as err:
         return Invalid(Reason.BAD_ARGS, f"{patch.operator}: {err}")
-    return None
 
 
 def apply_patch(wf: Workflow, patch: Patch) -> Result:
-    """Apply one patch to a parsed workflow (one transform and one codegen). Never raises."""
-    problem = validate(patch)
-    if problem is not None:
-        return problem
-    return registry.apply(wf, patch.operator, patch.target, patch.args)
+    """Apply one patch to a parsed workflow (one transform and one codegen). Never raises.
+
+    The arguments are checked once, here (or not at all when the patch already carries the
+    operator's argument dataclass, as a menu item's patch does)."""
+    checked = _checked(patch)
+    if isinstance(checked, Invalid):
+        return checked
+    cls, args = checked
+    return cls().apply(wf, patch.target, args)
 
 
 def apply_patches(
@@ -144,34 +166,31 @@ def apply_patches(
 ) -> Result:
     """Apply `patches` in order; the result's diff is against the original source.
 
-    A later patch sees the workflow the earlier ones produced (re-parsed with the same entry
-    and step callees). The first patch that does not apply stops the run; its result says
-    which patch it was.
+    A later patch sees the workflow the earlier one produced (`Applied.workflow`: nothing is
+    parsed twice). The first patch that does not apply stops the run; its result says which
+    patch it was.
     """
     if isinstance(workflow, str):
         try:
             workflow = parse_workflow(workflow, entry=entry, step_callees=step_callees, path=path)
         except WorkflowError as err:
             return Invalid(Reason.PARSE, str(err))
-    original, current, source = workflow, workflow, workflow.source
+    original, current = workflow, workflow
+    if not patches:
+        return Applied(original.source, "", original)
+    result: Result | None = None
     for i, patch in enumerate(patches, 1):
-        if i > 1:
-            try:
-                current = parse_workflow(
-                    source, entry=original.entry, step_callees=original.step_callees,
-                    path=original.path,
-                )
-            except WorkflowError as err:
-                return Invalid(Reason.PARSE, f"patch {i}: after patch {i - 1}: {err}")
         result = apply_patch(current, patch)
         if not isinstance(result, Applied):
             if len(patches) > 1:
                 result = type(result)(result.reason, f"patch {i}: {result.detail}")
             return result
-        source = result.source
+        current = result.workflow
     if len(patches) == 1:
         return result
-    return Applied(source, diff(original.source, source, original.path or "workflow.py"))
+    return replace(
+        result, diff=diff(original.source, current.source, original.path or "workflow.py")
+    )
 
 
 def diff(before: str, after: str, path: str = "workflow.py") -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from flowmend.errors import UserError
 
@@ -135,19 +136,52 @@ class Function:
 
 
 @dataclass(frozen=True)
+class _Model:
+    """What reading a workflow computes: its steps, the functions the entry reaches, the
+    module-level string constants, and the position of every node."""
+
+    steps: tuple[Step, ...]
+    functions: tuple[Function, ...]
+    constants: Mapping[str, str]
+    positions: Mapping[cst.CSTNode, CodeRange]
+
+
+@dataclass(frozen=True)
 class Workflow:
-    """A workflow parsed once: its module, entry function, steps and reusable metadata."""
+    """A workflow parsed once: its module, entry function, steps and reusable metadata.
+
+    `parse_workflow` reads the model (steps, data flow) at once, so a workflow that cannot be
+    modelled is refused there. A workflow a patch produced (`Applied.workflow`) reads it on
+    first use: most candidates only run, and only the one kept is read for the next menu.
+    """
 
     source: str
     path: str | None
     module: cst.Module = field(compare=False, repr=False)
     entry: str
-    steps: tuple[Step, ...]
     step_callees: tuple[str, ...]
-    functions: tuple[Function, ...] = ()
-    constants: Mapping[str, str] = field(default_factory=dict, compare=False)
-    _wrapper: MetadataWrapper = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    # Values derived from this workflow, each computed once: the model, metadata, sites.
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self._model().steps
+
+    @property
+    def functions(self) -> tuple[Function, ...]:
+        return self._model().functions
+
+    @property
+    def constants(self) -> Mapping[str, str]:
+        return self._model().constants
+
+    def _model(self) -> _Model:
+        model = self._cache.get(_MODEL)
+        if model is None:
+            # Only an edited workflow gets here (parse_workflow models at once): its entry
+            # kept its signature, so it exists; an edit that left no step leaves no steps.
+            model = self._cache[_MODEL] = _model(self, strict=False)
+        return model
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:
@@ -175,12 +209,23 @@ class Workflow:
 
     def metadata(self, provider: type) -> Mapping[cst.CSTNode, Any]:
         """Metadata of `provider` keyed by the nodes of `module`, resolved once and cached."""
+        if provider is PositionProvider:
+            return self.positions
         if provider not in self._cache:
-            self._cache[provider] = self._wrapper.resolve(provider)
+            wrapper = self.cached(_WRAPPER, lambda: MetadataWrapper(self.module, unsafe_skip_copy=True))
+            self._cache[provider] = wrapper.resolve(provider)
         return self._cache[provider]
 
+    @property
+    def positions(self) -> Mapping[cst.CSTNode, CodeRange]:
+        """The position of every node of `module`, computed once."""
+        found = self._cache.get(_POSITIONS)
+        if found is None:
+            found = self._cache[_POSITIONS] = positions_and_code(self.module)[0]
+        return found
+
     def position(self, node: cst.CSTNode) -> CodeRange:
-        return self.metadata(PositionProvider)[node]
+        return self.positions[node]
 
     def line(self, node: cst.CSTNode) -> int:
         return self.position(node).start.line
@@ -239,6 +284,9 @@ class Workflow:
         }
 
 
+_MODEL = "model"
+_POSITIONS = "positions"
+_WRAPPER = "metadata wrapper"
 _PARENTS = "parents"
 
 
@@ -292,6 +340,7 @@ def parse_workflow(
     entry: str = "solve",
     step_callees: Sequence[str] = ("llm",),
     path: str | None = None,
+    module: cst.Module | None = None,
 ) -> Workflow:
     """Parse `source` once and model its entry function's steps and data flow.
 
@@ -301,6 +350,7 @@ def parse_workflow(
         step_callees: dotted callee patterns that make a call a step, globs allowed
             (``llm``, ``self.generate``, ``self.custom*``).
         path: where the source came from, for error messages.
+        module: `source` already parsed by libcst, so that it is not parsed again.
 
     Raises:
         WorkflowError: not Python, no such entry function, or no steps reachable from it.
@@ -309,8 +359,19 @@ def parse_workflow(
     callees = tuple(step_callees)
     if not callees or any(not isinstance(c, str) or not c.strip() for c in callees):
         raise WorkflowError("step callee patterns must be non-empty strings", where=where)
+    if module is None:
+        module = parse_module(source, where)
+    positions, code = positions_and_code(module)
+    _check_round_trip(code, source, where)
+    wf = Workflow(source, path, module, entry, callees, {_POSITIONS: positions})
+    wf._cache[_MODEL] = _model(wf, strict=True)
+    return wf
+
+
+def parse_module(source: str, where: str = "<workflow>") -> cst.Module:
+    """libcst's parse, its errors as one-line `WorkflowError`s."""
     try:
-        module = cst.parse_module(source)
+        return cst.parse_module(source)
     except cst.ParserSyntaxError as err:
         # libcst's message spans several lines; the first one says what.
         what = str(err.message).strip().splitlines()[0] if err.message else "syntax error"
@@ -319,19 +380,34 @@ def parse_workflow(
         ) from None
     except (RecursionError, MemoryError):
         raise WorkflowError("not Python: too deeply nested to parse", where=where) from None
-    _check_round_trip(module, source, where)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
-    return _Modeller(source, path, where, module, wrapper, positions, entry, callees).build()
 
 
-def _check_round_trip(module: cst.Module, source: str, where: str) -> None:
+def _model(wf: Workflow, *, strict: bool) -> _Model:
+    return _Modeller(wf, wf.path or "<workflow>").build(strict=strict)
+
+
+def positions_and_code(module: cst.Module) -> tuple[Mapping[cst.CSTNode, CodeRange], str]:
+    """The position of every node and the module's code, from one codegen pass.
+
+    This is what `PositionProvider` computes (through `MetadataWrapper`, which adds a pass);
+    the tokens it generates are the code, so the round-trip check costs nothing more.
+    """
+    provider = PositionProvider()
+    state = PositionProvidingCodegenState(
+        default_indent=module.default_indent,
+        default_newline=module.default_newline,
+        provider=provider,
+    )
+    module._codegen(state)
+    return provider._computed, "".join(state.tokens)
+
+
+def _check_round_trip(code: str, source: str, where: str) -> None:
     """Refuse a file libcst would not reproduce byte for byte: every edit keeps the rest as is.
 
     libcst drops a byte-order mark, bare CR line ends and whitespace on the blank lines that
     end a file; editing such a file would silently rewrite bytes far from the edit.
     """
-    code = module.code
     if code == source:
         return
     if source.startswith("\ufeff"):
@@ -370,15 +446,12 @@ def matches_callee(name: str | None, patterns: Iterable[str]) -> bool:
 
 
 class _Modeller:
-    def __init__(self, source, path, where, module, wrapper, positions, entry, callees):
-        self.source = source
-        self.path = path
+    def __init__(self, wf: Workflow, where: str):
         self.where = where
-        self.module: cst.Module = module
-        self.wrapper = wrapper
-        self.positions = positions
-        self.entry = entry
-        self.callees = callees
+        self.module: cst.Module = wf.module
+        self.positions = wf.positions
+        self.entry = wf.entry
+        self.callees = wf.step_callees
         self.functions: dict[str, tuple[cst.FunctionDef, str | None]] = {}
         self.classes: dict[str, cst.ClassDef] = {}
         self.class_bases: dict[str, tuple[str, ...]] = {}
@@ -503,7 +576,7 @@ class _Modeller:
 
     # -- the model ------------------------------------------------------------------------------
 
-    def build(self) -> Workflow:
+    def build(self, *, strict: bool) -> _Model:
         if self.entry not in self.functions:
             raise WorkflowError(
                 f"no entry function {self.entry!r} (define it, or name another with --entry)",
@@ -514,7 +587,7 @@ class _Modeller:
         for qualname in reachable:
             node, cls = self.functions[qualname]
             raw.extend(self._steps_in(qualname, node, cls))
-        if not raw:
+        if not raw and strict:
             node = self.functions[self.entry][0]
             raise WorkflowError(
                 f"entry function {self.entry!r} makes no step call (callee patterns: "
@@ -552,18 +625,7 @@ class _Modeller:
                      self.functions[q][0].asynchronous is not None)
             for q in reachable
         )
-        return Workflow(
-            source=self.source,
-            path=self.path,
-            module=self.module,
-            entry=self.entry,
-            steps=tuple(steps),
-            step_callees=self.callees,
-            functions=functions,
-            constants=dict(self.constants),
-            _wrapper=self.wrapper,
-            _cache={PositionProvider: self.positions},
-        )
+        return _Model(tuple(steps), functions, dict(self.constants), self.positions)
 
     def _steps_in(self, qualname: str, node: cst.FunctionDef, cls: str | None) -> list[_RawStep]:
         finder = _StepFinder(self, qualname, cls, _self_param(node) if cls else None)

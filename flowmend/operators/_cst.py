@@ -11,9 +11,10 @@ from typing import Any, Union
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import ParentNodeProvider, ScopeProvider
+from libcst.metadata import ScopeProvider
 
 from flowmend.engine._operator import Operator, Reason, Refusal
+from flowmend.engine._workflow import Workflow
 
 Replacement = Union[cst.CSTNode, cst.FlattenSentinel, cst.RemovalSentinel]
 
@@ -47,19 +48,17 @@ def assigned_name(step: Any) -> str | None:
     return None
 
 
-def assign_steps(wf: Any) -> list[Any]:
+def assign_steps(wf: Workflow) -> list[Any]:
     """Steps written as ``name = [await] call(...)``, alone on their line."""
     return [s for s in wf.steps if assigned_name(s) is not None]
 
 
-def parent(wf: Any, node: cst.CSTNode) -> cst.CSTNode | None:
+def parent(wf: Workflow, node: cst.CSTNode) -> cst.CSTNode | None:
     """The node's parent in the workflow's module (None for the module itself)."""
-    if hasattr(wf, "parent"):
-        return wf.parent(node)
-    return wf.metadata(ParentNodeProvider).get(node)
+    return wf.parent(node)
 
 
-def block_of(wf: Any, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
+def block_of(wf: Workflow, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
     """The block (`IndentedBlock` or `Module`) holding `statement`, and its index there."""
     parent_node = parent(wf, statement)
     for i, stmt in enumerate(parent_node.body):
@@ -68,21 +67,21 @@ def block_of(wf: Any, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
     raise LookupError("statement not found in its parent block")
 
 
-def step_function(wf: Any, step: Any) -> cst.FunctionDef:
+def step_function(wf: Workflow, step: Any) -> cst.FunctionDef:
     return wf.function(step.function).node
 
 
 # --- regions -----------------------------------------------------------------------------------
 
 
-def node_lines(wf: Any, node: cst.CSTNode) -> tuple[int, int]:
+def node_lines(wf: Workflow, node: cst.CSTNode) -> tuple[int, int]:
     """Lines of a node; for a statement, its leading comment and blank lines included."""
     pos = wf.position(node)
     start = pos.start.line - len(getattr(node, "leading_lines", ()))
     return start, pos.end.line
 
 
-def step_statement_region(wf: Any, step_id: str) -> list[tuple[int, int]]:
+def step_statement_region(wf: Workflow, step_id: str) -> list[tuple[int, int]]:
     step = wf.step(step_id)
     return [node_lines(wf, step.statement if step.statement is not None else step.call)]
 
@@ -90,7 +89,7 @@ def step_statement_region(wf: Any, step_id: str) -> list[tuple[int, int]]:
 class StepStatementOperator(Operator):
     """An operator whose edit stays inside one step's statement (or call, when it has none)."""
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return step_statement_region(wf, target["step"])
 
 
@@ -109,7 +108,7 @@ def used_names(module: cst.Module) -> set[str]:
     return names
 
 
-def fresh_name(wf: Any, base: str, taken: Iterable[str] = ()) -> str:
+def fresh_name(wf: Workflow, base: str, taken: Iterable[str] = ()) -> str:
     """`base`, or `base2`, `base3`, ... : the first that appears nowhere in the module."""
     taken = set(taken) | cached(wf, "used names", lambda: used_names(wf.module))
     if base not in taken:
@@ -120,17 +119,17 @@ def fresh_name(wf: Any, base: str, taken: Iterable[str] = ()) -> str:
     return f"{base}{n}"
 
 
-def reads_in(wf: Any, node: cst.CSTNode, name: str) -> list[cst.Name]:
+def reads_in(wf: Workflow, node: cst.CSTNode, name: str) -> list[cst.Name]:
     """The `Name` nodes inside `node` that read variable `name` (nested scopes included)."""
     return [n for n in _reads_within(wf, node) if n.value == name]
 
 
-def names_read(wf: Any, node: cst.CSTNode) -> set[str]:
+def names_read(wf: Workflow, node: cst.CSTNode) -> set[str]:
     """Every variable name read inside `node`."""
     return {n.value for n in _reads_within(wf, node)}
 
 
-def _reads_within(wf: Any, node: cst.CSTNode) -> list[cst.Name]:
+def _reads_within(wf: Workflow, node: cst.CSTNode) -> list[cst.Name]:
     positions, names = _read_index(wf)
     span = wf.position(node)
     lo = bisect.bisect_left(positions, (span.start.line, span.start.column))
@@ -138,7 +137,7 @@ def _reads_within(wf: Any, node: cst.CSTNode) -> list[cst.Name]:
     return names[lo:hi]
 
 
-def _read_index(wf: Any) -> tuple[list[tuple[int, int]], list[cst.Name]]:
+def _read_index(wf: Workflow) -> tuple[list[tuple[int, int]], list[cst.Name]]:
     """Every name read in the module (scope analysis, once), sorted by position."""
 
     def build():
@@ -151,7 +150,7 @@ def _read_index(wf: Any) -> tuple[list[tuple[int, int]], list[cst.Name]]:
     return cached(wf, "read index", build)
 
 
-def accesses(wf: Any) -> list:
+def accesses(wf: Workflow) -> list:
     """Every access (read of a name) the scope analysis finds in the module."""
 
     def build():
@@ -190,39 +189,16 @@ def module_names(module: cst.Module) -> set[str]:
 # --- the one transform -------------------------------------------------------------------------
 
 
-class _Replace(cst.CSTTransformer):
-    def __init__(self, mapping: Mapping[cst.CSTNode, Replacement]):
-        super().__init__()
-        self.mapping = {id(k): v for k, v in mapping.items()}
-        self.keep = list(mapping)  # keep keys alive so their ids stay unique during the walk
-        self.done: set[int] = set()
-
-    def on_leave(self, original_node, updated_node):
-        replacement = self.mapping.get(id(original_node))
-        if replacement is None:
-            return updated_node
-        self.done.add(id(original_node))
-        return replacement
-
-
-def replace(wf: Any, mapping: Mapping[cst.CSTNode, Replacement]) -> cst.Module:
+def replace(wf: Workflow, mapping: Mapping[cst.CSTNode, Replacement]) -> cst.Module:
     """One edit of the workflow's module, replacing nodes by identity (a node, several
-    statements, or none). Uses `Workflow.replace`, which rebuilds only the edited nodes'
-    ancestors, when the workflow model has it; a full transform otherwise."""
-    if hasattr(wf, "replace"):
-        return wf.replace(mapping)
-    transformer = _Replace(mapping)
-    new = wf.module.visit(transformer)
-    missing = len(transformer.mapping) - len(transformer.done)
-    if missing:
-        raise RuntimeError(f"{missing} node(s) to replace were not found in the module")
-    return new
+    statements, or none); only the edited nodes' ancestors are rebuilt."""
+    return wf.replace(mapping)
 
 
 STEP_SLOT = "__flowmend_step__"
 
 
-def parse_statements(wf: Any, code: str, slot: cst.BaseStatement | None = None) -> list[cst.BaseStatement]:
+def parse_statements(wf: Workflow, code: str, slot: cst.BaseStatement | None = None) -> list[cst.BaseStatement]:
     """Statements from source text, indented like the workflow's module.
 
     A line holding only `STEP_SLOT` is replaced by the statement `slot` (the original node,
@@ -249,11 +225,11 @@ def with_leading(statements: list[cst.BaseStatement], leading: Any) -> list[cst.
     return [statements[0].with_changes(leading_lines=leading), *statements[1:]]
 
 
-def code_of(wf: Any, node: cst.CSTNode) -> str:
+def code_of(wf: Workflow, node: cst.CSTNode) -> str:
     return wf.module.code_for_node(node)
 
 
-def call_expr(step: Any, wf: Any, prompt_code: str, *, drop: Iterable[str] = ("n",),
+def call_expr(step: Any, wf: Workflow, prompt_code: str, *, drop: Iterable[str] = ("n",),
               overrides: Mapping[str, str] | None = None) -> str:
     """Source of a new call to the step's model: same callee and keyword arguments, new prompt.
 
@@ -547,20 +523,18 @@ def require(condition: bool, reason: Reason, detail: str) -> None:
 _CODE_WORDS = ("code", "solution", "program", "impl", "completion", "answer", "draft", "src")
 
 
-def cached(wf: Any, key: Any, compute) -> Any:
-    """A value derived from the workflow, computed once per workflow when the model caches."""
-    if hasattr(wf, "cached"):
-        return wf.cached(("flowmend.operators", key), compute)
-    return compute()
+def cached(wf: Workflow, key: Any, compute) -> Any:
+    """A value derived from the workflow, computed once per workflow."""
+    return wf.cached(("flowmend.operators", key), compute)
 
 
-def yields_code(wf: Any, step: Any) -> bool:
+def yields_code(wf: Workflow, step: Any) -> bool:
     """Whether a step's output is code: its name says so, or the function returns it as is or
     hands it to ``extract_code``/``verify``."""
     return cached(wf, ("yields_code", step.id), lambda: _yields_code(wf, step))
 
 
-def _yields_code(wf: Any, step: Any) -> bool:
+def _yields_code(wf: Workflow, step: Any) -> bool:
     name = assigned_name(step)
     if name is None:
         return False
@@ -574,7 +548,7 @@ RETURNED = m.Return(value=m.Name())
 CHECKED = m.Call(func=m.Name("extract_code") | m.Name("verify"))
 
 
-def _code_names(wf: Any, step: Any) -> set[str]:
+def _code_names(wf: Workflow, step: Any) -> set[str]:
     """Names a function returns as is or passes to ``extract_code``/``verify`` (one pass)."""
     names: set[str] = set()
 
@@ -591,12 +565,12 @@ def _code_names(wf: Any, step: Any) -> set[str]:
     return names
 
 
-def next_statement(wf: Any, statement: cst.CSTNode) -> cst.CSTNode | None:
+def next_statement(wf: Workflow, statement: cst.CSTNode) -> cst.CSTNode | None:
     block, i = block_of(wf, statement)
     return block.body[i + 1] if i + 1 < len(block.body) else None
 
 
-def verified_right_after(wf: Any, step: Any) -> bool:
+def verified_right_after(wf: Workflow, step: Any) -> bool:
     """Whether the statement after the step already calls ``verify`` on its output."""
     nxt = next_statement(wf, step.statement)
     if nxt is None:
@@ -611,7 +585,7 @@ def plain_call(step: Any) -> bool:
     return step.prompt is not None and len(positional) <= 1 and not any(a.star for a in step.call.args)
 
 
-def code_step_sites(wf: Any) -> list[dict]:
+def code_step_sites(wf: Workflow) -> list[dict]:
     """Steps that yield code and are not already checked by the statement after them."""
     return [
         {"step": s.id}
@@ -638,7 +612,7 @@ def find(node: cst.CSTNode, *types: type) -> list:
     return _find(node, types)
 
 
-def indent(wf: Any) -> str:
+def indent(wf: Workflow) -> str:
     """One level of the workflow's own indentation."""
     return wf.module.default_indent
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 import libcst as cst
 
 from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 INSTRUCTIONS = {
@@ -102,7 +103,7 @@ class AddStep(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [
             {"step": s.id}
             for s in wf.steps
@@ -111,13 +112,13 @@ class AddStep(_cst.StepStatementOperator):
             and _cst.binds_tighter_than_add(s.prompt.node)
         ]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         presets = [self.Args("plan", "before"), self.Args("tests", "before")]
         if _consumer(wf, wf.step(target["step"])) is not None:
             presets.append(self.Args("critique", "after"))
         return presets
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         step = wf.step(target["step"])
         regions = [_cst.node_lines(wf, step.statement)]
         if args.position == "after":
@@ -126,7 +127,7 @@ class AddStep(_cst.StepStatementOperator):
                 regions.append(_cst.node_lines(wf, consumer.prompt.node))
         return regions
 
-    def transform(self, wf: Any, target: dict, args: AddStepArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: AddStepArgs) -> cst.Module:
         step = wf.step(target["step"])
         new_var = _cst.fresh_name(wf, args.purpose)
         instruction = args.instruction or INSTRUCTIONS[(args.purpose, args.position)]
@@ -153,13 +154,13 @@ class AddStep(_cst.StepStatementOperator):
         })
 
 
-def _consumer(wf: Any, step: Any) -> Any | None:
+def _consumer(wf: Workflow, step: Any) -> Any | None:
     """The first later step whose prompt reads the step's output and that a new variable
     assigned right after the step reaches (same block, or nested in a later statement of it)."""
     return _cst.cached(wf, ("add-step consumer", step.id), lambda: _find_consumer(wf, step))
 
 
-def _find_consumer(wf: Any, step: Any) -> Any | None:
+def _find_consumer(wf: Workflow, step: Any) -> Any | None:
     var = _cst.assigned_name(step)
     if var is None:
         return None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import libcst as cst
 
 from flowmend.engine._operator import Case, Text, check_bounds, register
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 PRESET_SENTENCES = (
@@ -71,20 +72,20 @@ class AppendInstruction(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [
             {"step": s.id}
             for s in wf.steps
             if s.prompt is not None and s.prompt.node is not None and not _is_bytes(s.prompt.node)
         ]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         return [self.Args(sentence=s) for s in PRESET_SENTENCES]
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return [_cst.node_lines(wf, wf.step(target["step"]).prompt.node)]
 
-    def transform(self, wf: Any, target: dict, args: AppendInstructionArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: AppendInstructionArgs) -> cst.Module:
         node = wf.step(target["step"]).prompt.node
         addition = "\n" + args.sentence
         new = _cst.append_to_string(node, addition)

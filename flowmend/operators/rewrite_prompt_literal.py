@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import libcst as cst
 
 from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 REWRITABLE = ("literal", "fstring", "concat", "constant", "format")
@@ -31,6 +32,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
     name = "rewrite-prompt-literal"
     kind = "prompt"
     Args = RewritePromptLiteralArgs
+    TEXT_ARG = "text"
     DESCRIPTION = (
         "Replace the text of a step's prompt; every placeholder that reads a variable must stay."
     )
@@ -130,14 +132,14 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [
             {"step": s.id}
             for s in wf.steps
             if s.prompt is not None and s.prompt.kind in REWRITABLE and s.prompt.node is not None
         ]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         # The optimizer writes the text itself (the engine replaces `text`); the preset is a
         # real edit of its own, the current text under a role line, so that it is never a
         # no-op. Offered only when the text can be written back (placeholders fit an f-string).
@@ -154,13 +156,13 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         except ValueError:
             return []
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         step = wf.step(target["step"])
         if step.prompt.constant is not None:
             return [_cst.node_lines(wf, _constant_statement(wf, step.prompt.constant)[0])]
         return [_cst.node_lines(wf, step.prompt.node)]
 
-    def transform(self, wf: Any, target: dict, args: RewritePromptLiteralArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: RewritePromptLiteralArgs) -> cst.Module:
         step = wf.step(target["step"])
         prompt = step.prompt
         if prompt.kind == "format":
@@ -271,7 +273,7 @@ def _names_in(expr: str) -> set[str]:
     return names
 
 
-def _visible_names(wf: Any, step: Any, prompt: Any) -> set[str]:
+def _visible_names(wf: Workflow, step: Any, prompt: Any) -> set[str]:
     """Names a new placeholder may read: what the prompt read, parameters, module-level names."""
     fn = wf.function(step.function).node
     params = {p.name.value for p in _all_params(fn.params)}
@@ -287,14 +289,14 @@ def _all_params(params: cst.Parameters) -> list[cst.Param]:
     return out
 
 
-def _reads_variable(wf: Any, step: Any, placeholder: str) -> bool:
+def _reads_variable(wf: Workflow, step: Any, placeholder: str) -> bool:
     """Whether a placeholder reads a local variable or parameter (not only globals/builtins)."""
     names = _names_in(placeholder)
     module_level = _cst.module_names(wf.module) | set(dir(builtins))
     return bool(names - module_level) or bool(names & set(step.reads))
 
 
-def _constant_statement(wf: Any, name: str) -> tuple[cst.SimpleStatementLine, cst.BaseExpression]:
+def _constant_statement(wf: Workflow, name: str) -> tuple[cst.SimpleStatementLine, cst.BaseExpression]:
     for stmt in wf.module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
@@ -305,7 +307,7 @@ def _constant_statement(wf: Any, name: str) -> tuple[cst.SimpleStatementLine, cs
     raise LookupError(f"constant {name} not found")
 
 
-def _is_module_binding(wf: Any, access: Any) -> bool:
+def _is_module_binding(wf: Workflow, access: Any) -> bool:
     from libcst.metadata import GlobalScope
 
     return any(isinstance(getattr(r, "scope", None), GlobalScope) for r in access.referents)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from flowmend.engine import _operator as registry
 from flowmend.engine._operator import ArgsError, Between, Identifier, Text
+from flowmend.engine._workflow import Workflow
 
 STEP_NAMES = ("plan", "draft", "code", "critique", "tests", "answer", "notes", "solution")
 MODELS = ("smollm2", "gemma3-270m", "local/model-a")
@@ -221,7 +222,7 @@ class DrawnPatch:
     args: Any
 
 
-def patches(wf: Any, operators: tuple[str, ...] | None = None) -> st.SearchStrategy[DrawnPatch]:
+def patches(wf: Workflow, operators: tuple[str, ...] | None = None) -> st.SearchStrategy[DrawnPatch]:
     """Operator × site × valid arguments; one draw in eight targets any step, site or not."""
     names = operators or tuple(registry.names())
 
