@@ -1,4 +1,4 @@
-"""The workflow model, patches, the operator base class and registry, and the inner loop.
+"""The workflow model, patches, the operator base class and library, and the inner loop.
 
 Names load on first use (PEP 562): the workflow model pulls in libcst and the loop pulls in the
 model, sandbox and verifier packages, and `flowmend --help` or `flowmend evaluate` need none.
@@ -10,11 +10,12 @@ import importlib
 
 _EXPORTS = {
     "_loop": ("Candidate", "Proposals", "RepairConfig", "RepairResult", "repair"),
+    "_library": ("LibraryError", "OperatorLibrary", "default_library", "load_library"),
     "_menu": ("MenuItem", "menu"),
     "_operator": (
         "Applied", "ArgsError", "Between", "Case", "Identifier", "Invalid", "NoArgs",
-        "NotApplicable", "Operator", "Reason", "Refusal", "RegistryError", "Result", "Text",
-        "all_operators", "check_bounds", "get", "names", "register",
+        "NotApplicable", "Operator", "Reason", "Refusal", "Result", "Text",
+        "all_operators", "check_bounds", "get", "names",
     ),
     "_patch": (
         "PATCH_SCHEMA", "Patch", "PatchError", "apply_patch", "apply_patches", "diff",
@@ -42,11 +43,12 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-def patch_schema() -> dict:
-    """The JSON schema of patch files, generated from the registered operators."""
+def patch_schema(library=None) -> dict:
+    """The JSON schema of patch files, generated from the operators of `library` (default:
+    the built-ins)."""
     from flowmend.engine._schema import patch_schema as generate
 
-    return generate()
+    return generate(library)
 
 
 __all__ = sorted([*_WHERE, "patch_schema"])

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flowmend.engine import _operator as registry
-from flowmend.engine._operator import Applied, Invalid, Reason, Result, args_to_json, unified_diff
+from flowmend.engine._args import ArgsError, args_to_json
+from flowmend.engine._checks import unified_diff
+from flowmend.engine._library import OperatorLibrary, default_library
+from flowmend.engine._result import Applied, Invalid, Reason, Result
 from flowmend.engine._workflow import Workflow, WorkflowError, parse_workflow
 from flowmend.errors import UserError
 
@@ -62,11 +64,15 @@ class Patch:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, data: Any, *, where: str = "patch") -> "Patch":
-        """Check the shape of one patch object; `PatchError` names what is wrong and where.
+    def from_json(
+        cls, data: Any, *, where: str = "patch", library: OperatorLibrary | None = None
+    ) -> "Patch":
+        """Check one patch object; `PatchError` names what is wrong and where.
 
-        The operator's existence and its arguments are checked when the patch is applied (or by
-        `validate`), since they depend on the registry.
+        With a `library`, the operator must be in it and the arguments are checked now, once
+        (the patch carries them as the operator's dataclass). Without one only the shape is
+        checked here: the operator and its arguments depend on the library the patch is
+        applied with, and are checked then.
         """
         if not isinstance(data, dict):
             raise PatchError(f"a patch must be a JSON object, got {_json_type(data)}", where=where)
@@ -87,7 +93,17 @@ class Patch:
         args = data.get("args", {})
         if not isinstance(args, dict):
             raise PatchError(f'"args" must be an object, got {_json_type(args)}', where=where)
-        return cls(operator, dict(target), dict(args))
+        if library is None:
+            return cls(operator, dict(target), dict(args))
+        op = library.get(operator)
+        if op is None:
+            raise PatchError(
+                f"no operator {operator!r} (known: {', '.join(library.names())})", where=where
+            )
+        try:
+            return cls.of(operator, target, op.parse_args(args))
+        except ArgsError as err:
+            raise PatchError(f"{operator}: {err}", where=where) from None
 
 
 def _json_type(value: Any) -> str:
@@ -119,19 +135,20 @@ def read_patches(path: str | Path) -> list[Patch]:
     return loads_patches(text, where=str(path))
 
 
-def validate(patch: Patch) -> Invalid | None:
-    """Registry-level checks that need no workflow: a known operator, arguments that fit."""
-    checked = _checked(patch)
+def validate(patch: Patch, library: OperatorLibrary | None = None) -> Invalid | None:
+    """The checks that need no workflow: an operator of the library (default: the built-ins),
+    arguments that fit it."""
+    checked = _checked(patch, library or default_library())
     return checked if isinstance(checked, Invalid) else None
 
 
-def _checked(patch: Patch) -> tuple[type, Any] | Invalid:
+def _checked(patch: Patch, library: OperatorLibrary) -> tuple[type, Any] | Invalid:
     """The operator class and its argument dataclass, or why the patch names neither."""
-    cls = registry.get(patch.operator)
+    cls = library.get(patch.operator)
     if cls is None:
         return Invalid(
             Reason.UNKNOWN_OPERATOR,
-            f"no operator {patch.operator!r} (known: {', '.join(registry.names())})",
+            f"no operator {patch.operator!r} (known: {', '.join(library.names())})",
         )
     parsed = patch.parsed
     # `parsed` is trusted only while it still says what `args` says (a `dataclasses.replace`
@@ -140,20 +157,25 @@ def _checked(patch: Patch) -> tuple[type, Any] | Invalid:
         return cls, parsed
     try:
         return cls, cls.parse_args(patch.args)
-    except registry.ArgsError as err:
+    except ArgsError as err:
         return Invalid(Reason.BAD_ARGS, f"{patch.operator}: {err}")
 
 
-def apply_patch(wf: Workflow, patch: Patch) -> Result:
-    """Apply one patch to a parsed workflow (one transform and one codegen). Never raises.
+def apply_patch(wf: Workflow, patch: Patch, *, library: OperatorLibrary | None = None) -> Result:
+    """Apply one patch to a parsed workflow with the operators of `library` (default: the
+    built-ins). Never raises; an `Applied` result records the library's digest.
 
     The arguments are checked once, here (or not at all when the patch already carries the
     operator's argument dataclass, as a menu item's patch does)."""
-    checked = _checked(patch)
+    library = library or default_library()
+    checked = _checked(patch, library)
     if isinstance(checked, Invalid):
         return checked
     cls, args = checked
-    return cls().apply(wf, patch.target, args)
+    result = cls().apply(wf, patch.target, args)
+    if isinstance(result, Applied):
+        return replace(result, library_digest=library.digest)
+    return result
 
 
 def apply_patches(
@@ -163,6 +185,7 @@ def apply_patches(
     entry: str = "solve",
     step_callees: Sequence[str] = ("llm",),
     path: str | None = None,
+    library: OperatorLibrary | None = None,
 ) -> Result:
     """Apply `patches` in order; the result's diff is against the original source.
 
@@ -175,12 +198,13 @@ def apply_patches(
             workflow = parse_workflow(workflow, entry=entry, step_callees=step_callees, path=path)
         except WorkflowError as err:
             return Invalid(Reason.PARSE, str(err))
+    library = library or default_library()
     original, current = workflow, workflow
     if not patches:
-        return Applied(original.source, "", original)
+        return Applied(original.source, "", original, library.digest)
     result: Result | None = None
     for i, patch in enumerate(patches, 1):
-        result = apply_patch(current, patch)
+        result = apply_patch(current, patch, library=library)
         if not isinstance(result, Applied):
             if len(patches) > 1:
                 result = type(result)(result.reason, f"patch {i}: {result.detail}")

@@ -1,9 +1,10 @@
-"""The built-in typed operators, one module each; importing a module registers its operator.
+"""The built-in typed operators, one module each.
 
-The engine loads them through the registry (`flowmend.engine._operator.load_builtins`), which
-calls `load()` and checks that `__all__` and the registered operators agree. Importing this
-package alone imports nothing heavy, so the `flowmend` command starts fast; the classes are
-loaded on first access (`from flowmend.operators import WrapInRetry` works as usual).
+The engine loads them as a library (`flowmend.engine.load_library(["builtin"])`), which
+imports every module in `MODULES`, collects the operators each defines, and checks that they
+and `__all__` agree. Importing this package alone imports nothing heavy, so the `flowmend`
+command starts fast; the classes are loaded on first access (`from flowmend.operators import
+WrapInRetry` works as usual).
 """
 
 from __future__ import annotations
@@ -24,19 +25,19 @@ _MODULES = {
     "WrapInRetry": "wrap_in_retry",
 }
 
-__all__ = sorted(_MODULES)
+# The built-in operator modules, in the order the library loader imports them.
+MODULES = tuple(_MODULES.values())
+# The gate a library passes (`flowmend ops test`): not operators, loaded on first use too.
+_HELPERS = {"Failure": "_check", "check_library": "_check"}
 
-
-def load() -> None:
-    """Import every operator module, which registers its operator."""
-    for module in _MODULES.values():
-        importlib.import_module(f"{__name__}.{module}")
+__all__ = sorted([*_MODULES, *_HELPERS])
 
 
 def __getattr__(name: str):
-    if name not in _MODULES:
+    module = _MODULES.get(name) or _HELPERS.get(name)
+    if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
+from flowmend.engine._operator import Case, Reason, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -41,7 +41,6 @@ class AddStepArgs:
         check_bounds(self)
 
 
-@register
 class AddStep(_cst.StepStatementOperator):
     name = "add-step"
     kind = "structure"

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
+from flowmend.engine._operator import Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -27,7 +27,6 @@ class AppendInstructionArgs:
         check_bounds(self)
 
 
-@register
 class AppendInstruction(_cst.StepStatementOperator):
     name = "append-instruction"
     kind = "prompt"

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
+from flowmend.engine._operator import Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -39,7 +39,6 @@ class BranchOnCheckArgs:
         check_bounds(self)
 
 
-@register
 class BranchOnCheck(_cst.StepStatementOperator):
     name = "branch-on-check"
     kind = "structure"

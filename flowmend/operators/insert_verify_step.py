@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
+from flowmend.engine._operator import Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -23,7 +23,6 @@ class InsertVerifyStepArgs:
         check_bounds(self)
 
 
-@register
 class InsertVerifyStep(_cst.StepStatementOperator):
     name = "insert-verify-step"
     kind = "structure"

@@ -6,7 +6,7 @@ from typing import Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, NoArgs, register
+from flowmend.engine._operator import Case, NoArgs
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -14,7 +14,6 @@ from flowmend.operators import _cst
 _DYNAMIC = frozenset({"eval", "exec", "locals", "vars", "globals"})
 
 
-@register
 class RemoveStep(_cst.StepStatementOperator):
     name = "remove-step"
     kind = "structure"

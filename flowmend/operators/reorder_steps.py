@@ -6,12 +6,11 @@ from typing import Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, NoArgs, register
+from flowmend.engine._operator import Case, NoArgs
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 
-@register
 class ReorderSteps(_cst.StepStatementOperator):
     name = "reorder-steps"
     kind = "structure"

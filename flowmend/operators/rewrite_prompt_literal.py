@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
+from flowmend.engine._operator import Case, Reason, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -27,7 +27,6 @@ class RewritePromptLiteralArgs:
         check_bounds(self)
 
 
-@register
 class RewritePromptLiteral(_cst.StepStatementOperator):
     name = "rewrite-prompt-literal"
     kind = "prompt"

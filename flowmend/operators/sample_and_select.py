@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import Between, Case, check_bounds, register
+from flowmend.engine._operator import Between, Case, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -23,7 +23,6 @@ class SampleAndSelectArgs:
         check_bounds(self)
 
 
-@register
 class SampleAndSelect(_cst.StepStatementOperator):
     name = "sample-and-select"
     kind = "structure"

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import ArgsError, Between, Case, Text, check_bounds, register
+from flowmend.engine._operator import ArgsError, Between, Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -30,7 +30,6 @@ class SetCallParamsArgs:
             raise ArgsError("set at least one of temperature, max_tokens, n, model")
 
 
-@register
 class SetCallParams(_cst.StepStatementOperator):
     name = "set-call-params"
     kind = "prompt"

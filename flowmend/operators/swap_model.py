@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
+from flowmend.engine._operator import Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -21,7 +21,6 @@ class SwapModelArgs:
         check_bounds(self)
 
 
-@register
 class SwapModel(_cst.StepStatementOperator):
     name = "swap-model"
     kind = "structure"

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import libcst as cst
 
-from flowmend.engine._operator import Between, Case, check_bounds, register
+from flowmend.engine._operator import Between, Case, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -25,7 +25,6 @@ class WrapInRetryArgs:
         check_bounds(self)
 
 
-@register
 class WrapInRetry(_cst.StepStatementOperator):
     name = "wrap-in-retry"
     kind = "structure"

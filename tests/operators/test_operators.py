@@ -2,7 +2,7 @@
 
 import pytest
 
-from flowmend.engine import _operator as registry
+from flowmend.engine import default_library
 from flowmend.engine._operator import Applied, NotApplicable, Reason
 from flowmend.engine._workflow import parse_workflow
 from flowmend.engine.testing import assert_not_applicable, assert_operator, dedent, run_operator
@@ -80,7 +80,7 @@ def test_swap_model_presets_offer_the_other_models_of_the_workflow():
         code = llm(plan, model="small")
         return code
     """))
-    op = registry.get("swap-model")()
+    op = default_library().get("swap-model")()
     assert [a.model for a in op.presets(wf, {"step": "code"})] == ["big"]
 
 
@@ -130,7 +130,7 @@ def test_remove_step_follows_the_data_flow():
         return code
     """
     wf = parse_workflow(dedent(before))
-    op = registry.get("remove-step")()
+    op = default_library().get("remove-step")()
     # plan is read by code's prompt; code is returned; the bare call's value is unused.
     assert op.sites(wf) == [{"step": "step2"}]
     assert_operator("remove-step", before, {"step": "step2"}, {}, """
@@ -217,7 +217,7 @@ def test_rewrite_preset_is_a_real_edit_and_keeps_literal_braces():
         code = llm(f"Return JSON like {{}} for {task.prompt}")
         return code
     '''))
-    op = registry.get("rewrite-prompt-literal")()
+    op = default_library().get("rewrite-prompt-literal")()
     (preset,) = op.presets(wf, {"step": "code"})
     result = op.apply(wf, {"step": "code"}, preset)
     assert isinstance(result, Applied) and result.source != wf.source
@@ -227,7 +227,7 @@ def test_rewrite_preset_is_a_real_edit_and_keeps_literal_braces():
 
 def test_set_call_params_presets_skip_what_the_call_has():
     wf = parse_workflow('def solve(task):\n    return llm(task.prompt, temperature=0.0)\n')
-    presets = registry.get("set-call-params")().presets(wf, {"step": "step1"})
+    presets = default_library().get("set-call-params")().presets(wf, {"step": "step1"})
     assert all(p.temperature != 0.0 for p in presets) and len(presets) == 3
 
 
