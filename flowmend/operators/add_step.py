@@ -10,7 +10,7 @@ import libcst as cst
 
 from flowmend.engine._operator import Case, Reason, Text, check_bounds
 from flowmend.engine._workflow import Workflow
-from flowmend.operators import _cst
+from flowmend.operators import _cst, _quote
 
 INSTRUCTIONS = {
     ("plan", "before"): "Write a short numbered plan for solving the task below. Do not write code yet.",
@@ -132,7 +132,7 @@ class AddStep(_cst.StepStatementOperator):
         instruction = args.instruction or INSTRUCTIONS[(args.purpose, args.position)]
         label = LABELS[args.purpose]
         if args.position == "before":
-            prompt = f"{_cst.render_literal(instruction + chr(10) * 2)} + {_cst.code_of(wf, step.prompt.node)}"
+            prompt = f"{_quote.render_literal(instruction + chr(10) * 2)} + {_cst.code_of(wf, step.prompt.node)}"
             new = _cst.parse_statements(wf, f"{new_var} = {_cst.call_expr(step, wf, prompt)}\n")[0]
             threaded = step.statement.deep_replace(
                 step.prompt.node, _cst.thread(step.prompt.node, label, new_var)
@@ -145,7 +145,7 @@ class AddStep(_cst.StepStatementOperator):
             f"no later step in {step.function} reads {step.id}'s output ({var or 'unassigned'}) "
             "through a prompt the new step's output could join",
         )
-        prompt = f'f"{_cst.fstring_text(instruction)}\\n\\n{{{var}}}"'
+        prompt = f'f"{_quote.fstring_text(instruction)}\\n\\n{{{var}}}"'
         new = _cst.parse_statements(wf, f"{new_var} = {_cst.call_expr(step, wf, prompt)}\n")[0]
         return _cst.replace(wf, {
             step.statement: cst.FlattenSentinel([step.statement, new]),

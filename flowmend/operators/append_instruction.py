@@ -9,7 +9,7 @@ import libcst as cst
 
 from flowmend.engine._operator import Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
-from flowmend.operators import _cst
+from flowmend.operators import _cst, _quote
 
 PRESET_SENTENCES = (
     "Reply with a single Python code block and nothing else.",
@@ -87,7 +87,7 @@ class AppendInstruction(_cst.StepStatementOperator):
     def transform(self, wf: Workflow, target: dict, args: AppendInstructionArgs) -> cst.Module:
         node = wf.step(target["step"]).prompt.node
         addition = "\n" + args.sentence
-        new = _cst.append_to_string(node, addition)
+        new = _quote.append_to_string(node, addition)
         if new is None:
             left = node if _cst.binds_tighter_than_add(node) else node.with_changes(
                 lpar=[cst.LeftParen()], rpar=[cst.RightParen()]
@@ -95,7 +95,7 @@ class AppendInstruction(_cst.StepStatementOperator):
             new = cst.BinaryOperation(
                 left=left,
                 operator=cst.Add(cst.SimpleWhitespace(" "), cst.SimpleWhitespace(" ")),
-                right=cst.parse_expression(_cst.render_literal(addition)),
+                right=cst.parse_expression(_quote.render_literal(addition)),
             )
         return _cst.replace(wf, {node: new})
 

@@ -12,7 +12,7 @@ import libcst as cst
 
 from flowmend.engine._operator import Case, Reason, Text, check_bounds
 from flowmend.engine._workflow import Workflow
-from flowmend.operators import _cst
+from flowmend.operators import _cst, _quote
 
 REWRITABLE = ("literal", "fstring", "concat", "constant", "format")
 ROLE_LINE = "You are an expert Python programmer."
@@ -145,7 +145,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         prompt = wf.step(target["step"]).prompt
         text = prompt.text
         if not text or text.startswith(ROLE_LINE) or (prompt.kind != "format" and not all(
-            _cst.placeholder_ok(p) for p in prompt.placeholders
+            _quote.placeholder_ok(p) for p in prompt.placeholders
         )):
             return []
         if prompt.kind not in ("constant", "format"):
@@ -178,17 +178,17 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
                 len(uses) == 1, Reason.SHARED_CONSTANT,
                 f"constant {prompt.constant} is used {len(uses)} times, not by step {step.id} alone",
             )
-            new_value = cst.parse_expression(_cst.render_literal(args.text, like=value))
+            new_value = cst.parse_expression(_quote.render_literal(args.text, like=value))
             return _cst.replace(wf, {value: new_value})
         if prompt.kind == "format":
             # `"template".format(...)`: the template is rewritten, the arguments stay.
             receiver = prompt.node.func.value
-            new_receiver = cst.parse_expression(_cst.render_literal(args.text, like=receiver))
+            new_receiver = cst.parse_expression(_quote.render_literal(args.text, like=receiver))
             return _cst.replace(wf, {receiver: new_receiver})
         old = [p for p in prompt.placeholders if _reads_variable(wf, step, p)]
-        new = _cst.placeholders(args.text)
+        new = _quote.placeholders(args.text)
         dropped = [p for p in old if _norm(p) not in {_norm(n) for n in new}]
-        unwritable = [p for p in dropped if not _cst.placeholder_ok(p)]
+        unwritable = [p for p in dropped if not _quote.placeholder_ok(p)]
         _cst.require(
             not dropped, Reason.PLACEHOLDER,
             f"the new text drops placeholder(s) {', '.join('{' + p + '}' for p in dropped)} "
@@ -204,7 +204,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
                 f"placeholder {{{expr}}} reads {', '.join(sorted(unknown))}, which step "
                 f"{step.id}'s prompt could not read",
             )
-        rendered = _cst.render_template(args.text)
+        rendered = _quote.render_template(args.text)
         _cst.require(
             rendered is not None, Reason.PLACEHOLDER,
             "no one f-string quoting can hold every placeholder of the new text (mixed quotes)",
@@ -243,7 +243,7 @@ def _escape_literal_braces(text: str, placeholders: tuple[str, ...]) -> str:
     placeholders read as placeholders when the text comes back as an argument."""
     wanted = {_norm(p) for p in placeholders}
     out = []
-    for part in _cst.split_template(text):
+    for part in _quote.split_template(text):
         if isinstance(part, tuple) and _norm(part[0]) in wanted:
             out.append("{" + part[0] + "}")
         else:

@@ -10,7 +10,7 @@ import libcst as cst
 
 from flowmend.engine._operator import ArgsError, Between, Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
-from flowmend.operators import _cst
+from flowmend.operators import _cst, _quote
 
 
 @dataclass(frozen=True)
@@ -125,5 +125,5 @@ def _same(source: str | None, value: Any) -> bool:
 
 def _literal(value: Any) -> str:
     if isinstance(value, str):
-        return _cst.render_literal(value)
+        return _quote.render_literal(value)
     return repr(value)

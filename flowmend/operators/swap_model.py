@@ -9,7 +9,7 @@ import libcst as cst
 
 from flowmend.engine._operator import Case, Text, check_bounds
 from flowmend.engine._workflow import Workflow
-from flowmend.operators import _cst
+from flowmend.operators import _cst, _quote
 
 
 @dataclass(frozen=True)
@@ -76,5 +76,5 @@ class SwapModel(_cst.StepStatementOperator):
 
     def transform(self, wf: Workflow, target: dict, args: SwapModelArgs) -> cst.Module:
         call = wf.step(target["step"]).call
-        value = cst.parse_expression(_cst.render_literal(args.model))
+        value = cst.parse_expression(_quote.render_literal(args.model))
         return _cst.replace(wf, {call: _cst.set_keyword(call, "model", value)})
