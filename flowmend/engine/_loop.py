@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowmend.engine._library import OperatorLibrary, default_library
 from flowmend.engine._menu import MenuItem, menu
 from flowmend.engine._operator import Applied
 from flowmend.engine._optimizer import (
@@ -232,25 +233,29 @@ def repair(
     config: RepairConfig = RepairConfig(),
     trace_path: str | Path | None = None,
     on_event: Callable[[dict], None] | None = None,
+    library: OperatorLibrary | None = None,
 ) -> RepairResult:
     """Repair `seed_source` on `task` under `config.budget`; never raises for a workflow's faults.
 
     Errors in the seed itself (not Python, no entry function, a pre-patch that does not apply)
     come back as a result with status "error". Whatever happens, the trace holds every call,
-    proposal and verdict up to that point.
+    proposal and verdict up to that point. `library` holds the operators the optimizer may
+    use (default: the built-ins); the trace's start event names its digest.
     """
     started = time.monotonic()
     trace = _Trace(Path(trace_path) if trace_path is not None else None, on_event)
     meter = Meter(config.budget)
     try:
         return _Repair(seed_source, task, program, optimizer, sandbox, config, trace, meter,
-                       started).run()
+                       started, library or default_library()).run()
     finally:
         trace.close()
 
 
 class _Repair:
-    def __init__(self, seed_source, task, program, optimizer, sandbox, config, trace, meter, started):
+    def __init__(self, seed_source, task, program, optimizer, sandbox, config, trace, meter, started,
+                 library):
+        self.library = library
         self.seed_source = seed_source
         self.task = task
         self.program = program
@@ -268,13 +273,13 @@ class _Repair:
     def run(self) -> RepairResult:
         c = self.config
         self.trace("start", task=self.task.task_id, mode=c.mode, iterations=c.iterations,
-                   proposals=c.proposals, budget=c.budget.to_json())
+                   proposals=c.proposals, budget=c.budget.to_json(), library=self.library.digest)
         try:
             wf = parse_workflow(self.seed_source, entry=c.entry, step_callees=c.step_callees)
         except WorkflowError as err:
             return self._error(str(err))
         if c.pre_patches:
-            result = apply_patches(wf, list(c.pre_patches))
+            result = apply_patches(wf, list(c.pre_patches), library=self.library)
             if not isinstance(result, Applied):
                 return self._error(f"pre-patch does not apply: {result.detail}")
             wf = result.workflow
@@ -325,7 +330,7 @@ class _Repair:
 
     def _propose(self, current: _Evaluated, k: int) -> list[tuple[Workflow, dict, str]]:
         c = self.config
-        items = menu(current.workflow, kinds=MODES[c.mode])
+        items = menu(current.workflow, library=self.library, kinds=MODES[c.mode])
         if not items:
             self.trace("menu", iteration=k, size=0)
             return []
@@ -365,7 +370,7 @@ class _Repair:
                 except BudgetExhausted:
                     break
                 patch = with_text(item, text)
-            result = apply_patch(current.workflow, patch)
+            result = apply_patch(current.workflow, patch, library=self.library)
             verdict = type(result).__name__
             if isinstance(result, Applied) and result.source in seen:
                 self.counts = _bump(self.counts, duplicate=1)
