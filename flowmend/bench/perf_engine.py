@@ -52,7 +52,7 @@ def measure(path: Path, step_callees: tuple[str, ...], repeat: int, advance=lamb
     from flowmend.engine._operator import check_result
 
     source = path.read_text(encoding="utf-8")
-    bare = _median_s(lambda: cst.parse_module(source).code, repeat)
+    bare_alone = _median_s(lambda: cst.parse_module(source).code, repeat)
     advance()
     parse = _median_s(lambda: parse_workflow(source, step_callees=step_callees), repeat)
     advance()
@@ -63,10 +63,15 @@ def measure(path: Path, step_callees: tuple[str, ...], repeat: int, advance=lamb
     first_per_operator: dict[str, Any] = {}
     for item in items:
         first_per_operator.setdefault(item.patch.operator, item)
-    apply_samples, check_samples, model_samples, per_operator = [], [], [], {}
+    # Each apply sample sits next to a bare sample of the same source, so that load from
+    # elsewhere on the machine weighs on both sides of the ratio alike.
+    pair_bare, apply_samples, check_samples, model_samples, per_operator = [], [], [], [], {}
     for name, item in sorted(first_per_operator.items()):
         times = []
         for _ in range(repeat):
+            start = time.perf_counter()
+            cst.parse_module(source).code
+            pair_bare.append(time.perf_counter() - start)
             start = time.perf_counter()
             result = apply_patch(wf, item.patch)
             times.append(time.perf_counter() - start)
@@ -83,6 +88,7 @@ def measure(path: Path, step_callees: tuple[str, ...], repeat: int, advance=lamb
     apply_s = statistics.median(apply_samples) if apply_samples else float("nan")
     check_s = statistics.median(check_samples) if check_samples else float("nan")
     model_s = statistics.median(model_samples) if model_samples else float("nan")
+    bare = statistics.median(pair_bare) if pair_bare else bare_alone
     return {
         "workflow": path.name,
         "lines": source.count("\n"),

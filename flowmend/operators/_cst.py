@@ -4,6 +4,7 @@ and one identity-keyed replacement per application. Quoting prompt text is in `_
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
@@ -203,20 +204,41 @@ def parse_statements(wf: Workflow, code: str, slot: cst.BaseStatement | None = N
     A line holding only `STEP_SLOT` is replaced by the statement `slot` (the original node,
     its leading lines dropped), so its text, multi-line strings included, is never re-indented.
     """
-    body = list(cst.parse_module(code, config=wf.module.config_for_parsing).body)
+    # The module rebuilds its parser config on every access: build it once per workflow.
+    config = wf.cached("config for parsing", lambda: wf.module.config_for_parsing)
+    body = list(cst.parse_module(code, config=config).body)
     if slot is None:
         return body
     own = slot.with_changes(leading_lines=())
+    return [_fill_slot(stmt, own) for stmt in body]
 
-    class _Fill(cst.CSTTransformer):
-        def leave_SimpleStatementLine(self, original_node, updated_node):
-            small = updated_node.body
-            if len(small) == 1 and isinstance(small[0], cst.Expr) and \
-                    isinstance(small[0].value, cst.Name) and small[0].value.value == STEP_SLOT:
-                return own
-            return updated_node
 
-    return [stmt.visit(_Fill()) for stmt in body]
+# What may hold a statement; a slot is looked for in these only, not in every expression.
+_HOLDS_STATEMENTS = (cst.BaseCompoundStatement, cst.BaseSuite, cst.Else, cst.ExceptHandler,
+                     cst.ExceptStarHandler, cst.Finally, cst.MatchCase)
+
+
+def _fill_slot(node: cst.CSTNode, own: cst.BaseStatement) -> cst.CSTNode:
+    """`node` with every `STEP_SLOT` statement in it replaced by `own`."""
+    if isinstance(node, cst.SimpleStatementLine):
+        small = node.body
+        is_slot = len(small) == 1 and isinstance(small[0], cst.Expr) and \
+            isinstance(small[0].value, cst.Name) and small[0].value.value == STEP_SLOT
+        return own if is_slot else node
+    if not isinstance(node, _HOLDS_STATEMENTS):
+        return node
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, cst.CSTNode):
+            new = _fill_slot(value, own)
+            if new is not value:
+                changes[f.name] = new
+        elif isinstance(value, (tuple, list)) and any(isinstance(v, cst.CSTNode) for v in value):
+            items = [_fill_slot(v, own) if isinstance(v, cst.CSTNode) else v for v in value]
+            if any(a is not b for a, b in zip(items, value)):
+                changes[f.name] = type(value)(items)
+    return node.with_changes(**changes) if changes else node
 
 
 def with_leading(statements: list[cst.BaseStatement], leading: Any) -> list[cst.BaseStatement]:
