@@ -70,7 +70,8 @@ class Patch:
         """Check one patch object; `PatchError` names what is wrong and where.
 
         With a `library`, the operator must be in it and the arguments are checked now, once
-        (the patch carries them as the operator's dataclass). Without one only the shape is
+        (the patch carries them as the operator's dataclass, and as JSON with the defaults
+        written out). Without one only the shape is
         checked here: the operator and its arguments depend on the library the patch is
         applied with, and are checked then.
         """
