@@ -247,7 +247,7 @@ def repair(
     meter = Meter(config.budget)
     try:
         return _Repair(seed_source, task, program, optimizer, sandbox, config, trace, meter,
-                       started, library or default_library()).run()
+                       started, default_library() if library is None else library).run()
     finally:
         trace.close()
 

@@ -71,7 +71,7 @@ def menu(
     wanted_ops = None if operators is None else set(operators)
     items: list[MenuItem] = []
     seen: dict[str, int] = {}
-    for cls in (library or default_library()).operators():
+    for cls in (default_library() if library is None else library).operators():
         if cls.kind not in wanted_kinds or (wanted_ops is not None and cls.name not in wanted_ops):
             continue
         op = cls()

@@ -139,7 +139,7 @@ def read_patches(path: str | Path) -> list[Patch]:
 def validate(patch: Patch, library: OperatorLibrary | None = None) -> Invalid | None:
     """The checks that need no workflow: an operator of the library (default: the built-ins),
     arguments that fit it."""
-    checked = _checked(patch, library or default_library())
+    checked = _checked(patch, default_library() if library is None else library)
     return checked if isinstance(checked, Invalid) else None
 
 
@@ -168,7 +168,7 @@ def apply_patch(wf: Workflow, patch: Patch, *, library: OperatorLibrary | None =
 
     The arguments are checked once, here (or not at all when the patch already carries the
     operator's argument dataclass, as a menu item's patch does)."""
-    library = library or default_library()
+    library = default_library() if library is None else library
     checked = _checked(patch, library)
     if isinstance(checked, Invalid):
         return checked
@@ -199,7 +199,7 @@ def apply_patches(
             workflow = parse_workflow(workflow, entry=entry, step_callees=step_callees, path=path)
         except WorkflowError as err:
             return Invalid(Reason.PARSE, str(err))
-    library = library or default_library()
+    library = default_library() if library is None else library
     original, current = workflow, workflow
     if not patches:
         return Applied(original.source, "", original, library.digest)

@@ -34,7 +34,7 @@ def patch_schema(library: OperatorLibrary | None = None) -> dict[str, Any]:
     """A draft 2020-12 schema: one patch, or a list of them; `oneOf` per operator of `library`
     (default: the built-ins)."""
     variants = []
-    for cls in (library or default_library()).operators():
+    for cls in (default_library() if library is None else library).operators():
         variants.append(
             {
                 "title": cls.name,

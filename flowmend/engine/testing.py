@@ -23,7 +23,7 @@ def dedent(source: str) -> str:
 def _operator_class(op: str | type[Operator], library: OperatorLibrary | None = None) -> type[Operator]:
     """`op` itself, or the operator called `op` in `library` (default: the built-ins)."""
     if isinstance(op, str):
-        library = library or default_library()
+        library = default_library() if library is None else library
         cls = library.get(op)
         if cls is None:
             raise AssertionError(f"no operator {op!r} in the library (known: {', '.join(library.names())})")

@@ -83,7 +83,7 @@ def check_application(wf: Workflow, operator: str, target: dict, args: Any, *,
     `operator` is a name in `library` (default: the built-ins). Returns the result; raises
     `PropertyViolation` when a property fails.
     """
-    library = library or default_library()
+    library = default_library() if library is None else library
     op = library.get(operator)()
     shown = f"{operator} at {target} with {args!r}\n--- workflow\n{wf.source}"
     try:
@@ -200,7 +200,7 @@ def fuzz_operator(name: str, *, examples: int, seed: int, entry: str = "solve",
                   shrink: bool = True, library: OperatorLibrary | None = None) -> OperatorStats:
     """Run `examples` random workflows × random applications of one operator of `library`
     (default: the built-ins)."""
-    library = library or default_library()
+    library = default_library() if library is None else library
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
@@ -333,7 +333,7 @@ def fuzz(*, examples: int, seed: int, entry: str = "solve", callees: Sequence[st
     """Fuzz every (or the named) operators of `library` (default: the built-ins), then the
     parser; nothing here raises on a violation."""
     start = time.monotonic()
-    library = library or default_library()
+    library = default_library() if library is None else library
     names = list(operators or library.names())
     stats = [
         fuzz_operator(n, examples=examples, seed=seed, entry=entry, callees=callees,

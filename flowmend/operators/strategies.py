@@ -227,7 +227,7 @@ def patches(wf: Workflow, operators: tuple[str, ...] | None = None, *,
     """Operator × site × valid arguments; one draw in eight targets any step, site or not.
 
     The operators are those of `library` (default: the built-ins), or the named ones in it."""
-    library = library or default_library()
+    library = default_library() if library is None else library
     names = operators or tuple(library.names())
 
     # A closure, so that Hypothesis never builds the (large) repr of the workflow.

@@ -176,3 +176,13 @@ def test_a_library_is_a_frozen_value():
     with pytest.raises(AttributeError):
         library.digest = "x"  # type: ignore[misc]
     assert list(library) == library.operators() and "wrap-in-retry" in library
+
+
+def test_an_empty_library_is_a_library_not_the_default():
+    from flowmend.engine import Invalid, Reason
+
+    empty = default_library().without(*default_library().names())
+    wf = parse_workflow(SOURCE)
+    assert len(empty) == 0 and menu(wf, library=empty) == []
+    result = apply_patch(wf, Patch("swap-model", {"step": "code"}, {"model": "m"}), library=empty)
+    assert isinstance(result, Invalid) and result.reason is Reason.UNKNOWN_OPERATOR
