@@ -2,12 +2,6 @@
 
 __version__ = "0.1.0"
 
+from flowmend import _api  # noqa: E402 - the version first: _api imports nothing of ours
 
-def console() -> int:
-    """The `flowmend` command: a Ctrl-C while it is still starting is a quiet exit 130, not a
-    traceback from whichever import it interrupted."""
-    try:
-        from flowmend.cli import main
-    except KeyboardInterrupt:
-        return 130
-    return main()
+_api.public_api(__name__, globals(), {})

@@ -2,8 +2,8 @@
 first use, with `__all__` checked against them when the package is imported.
 
     # flowmend/llm/__init__.py
-    from flowmend._api import public_api
-    public_api(__name__, globals(), {"_broker": ("Broker", "BrokerClosed"), ...})
+    from flowmend import _api
+    _api.public_api(__name__, globals(), {"_broker": ("Broker", "BrokerClosed"), ...})
 
 Loading on first use keeps `flowmend --help` from importing libcst, vLLM or the sandbox. The
 check at import (as Hypothesis's `strategies/__init__.py` does with its own `__all__`) fails

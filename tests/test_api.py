@@ -7,7 +7,9 @@ import pytest
 
 from flowmend._api import HERE, public_api
 
-PACKAGES = ("flowmend.llm",)
+PACKAGES = ("flowmend", "flowmend.bench", "flowmend.cli", "flowmend.engine", "flowmend.llm",
+            "flowmend.meta", "flowmend.operators", "flowmend.sandbox", "flowmend.seeds",
+            "flowmend.verifier")
 
 
 @pytest.mark.parametrize("package", PACKAGES)

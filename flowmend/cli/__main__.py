@@ -1,5 +1,5 @@
 """`python -m flowmend.cli`: the same as the `flowmend` command."""
 
-from flowmend import console
+from flowmend.cli import main
 
-raise SystemExit(console())
+raise SystemExit(main())

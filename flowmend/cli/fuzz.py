@@ -35,7 +35,10 @@ def register(sub) -> None:
                    help="callee that makes a call a step (repeatable); the first, a plain dotted "
                         "name, is what generated workflows call (default: llm)")
     p.add_argument("--operator", action="append", default=None, metavar="NAME",
-                   help="fuzz only this operator (repeatable; default: all registered)")
+                   help="fuzz only this operator (repeatable; default: all in the library)")
+    p.add_argument("--library", action="append", default=None, metavar="SPEC",
+                   help="the operators to fuzz: builtin, a module name, a .py file or a .json "
+                        "operator (repeatable; default: builtin)")
     p.add_argument("--parser-examples", type=int, default=None, metavar="N",
                    help="hypothesmith modules for the parser check (default: --examples; 0 skips it)")
     p.add_argument("--no-shrink", action="store_true",
@@ -48,7 +51,7 @@ def run_fuzz(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flowmend.engine import _operator as registry
+    from flowmend.engine._library import load_library
     from flowmend.operators import _fuzz
 
     if args.examples < 1:
@@ -63,7 +66,8 @@ def run_fuzz(args) -> int:
             f"--step-callee: the first pattern must be a plain dotted name that generated "
             f"workflows can call, got {callees[0]!r}"
         )
-    known = registry.names()
+    library = load_library(args.library or ["builtin"])
+    known = library.names()
     unknown = [n for n in args.operator or () if n not in known]
     if unknown:
         raise UserError(f"--operator: unknown operator(s) {', '.join(unknown)} (known: {', '.join(known)})")
@@ -79,6 +83,7 @@ def run_fuzz(args) -> int:
             examples=args.examples, seed=args.seed, entry=args.entry, callees=callees,
             operators=operators, parser_examples=parser_examples,
             on_example=lambda: progress.advance(task), shrink=not args.no_shrink,
+            library=library,
         )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -22,6 +22,19 @@ def register(sub) -> None:
                     "in one run: the machines are shared and noisy.",
     )
     verbs = perf.add_subparsers(dest="perf_verb", metavar="WHAT", required=True)
+    engine = verbs.add_parser(
+        "engine", help="parse, menu and apply against a bare libcst parse + codegen",
+        description="Time the engine on every shipped seed (or --workflow): parse_workflow, the "
+                    "menu, and applying one patch per operator as the loop does (transform, "
+                    "checks, the new Workflow), each beside a bare libcst parse + codegen of "
+                    "the same source; medians.",
+    )
+    engine.add_argument("--repeat", type=int, default=7, help="samples per median (default 7)")
+    engine.add_argument("--json", action="store_true", help="print the figures as JSON")
+    engine.add_argument("--workflow", action="append", metavar="PATH",
+                        help="time this workflow instead of the seeds (repeatable; step "
+                             "callee: llm)")
+    engine.set_defaults(run=run_engine)
     llm = verbs.add_parser(
         "llm", help="raw batched throughput of the model engine on the 164 HumanEval prompts",
         description="Send the 164 HumanEval prompts to the engine as ONE batch (greedy, "
@@ -186,3 +199,65 @@ def run_sandbox(args: argparse.Namespace) -> int:
         write_atomically(args.json, text + "\n")
     print(text)
     return 0
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from flowmend.bench.perf_engine import default_targets, measure
+
+    if args.repeat < 1:
+        raise UserError("--repeat must be at least 1")
+    targets = [(Path(p), ("llm",)) for p in args.workflow] if args.workflow else default_targets()
+    for path, _ in targets:
+        if not path.is_file():
+            raise UserError("no such workflow file", where=str(path))
+    rows = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("timing the engine", total=len(targets) * 4)
+        for path, callees in targets:
+            rows.append(measure(path, callees, args.repeat, lambda: progress.advance(task)))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_engine_table(rows, args.repeat)
+    return 0
+
+
+def _print_engine_table(rows: list[dict], repeat: int) -> None:
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    ms = lambda s: f"{s * 1000:.1f}"  # noqa: E731
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    table = Table(
+        title=f"engine timings in ms, median of {repeat} (load average {load} on "
+        f"{os.cpu_count()} cores)",
+        title_justify="left",
+    )
+    columns = ("workflow", "lines", "steps", "items", "bare", "parse", "menu", "apply",
+               "checks", "apply/bare", "+model", "+model/bare")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "workflow" else "right")
+    for r in rows:
+        table.add_row(
+            r["workflow"].removesuffix(".py"), str(r["lines"]), str(r["steps"]),
+            str(r["menu_items"]), ms(r["bare_parse_codegen_s"]), ms(r["parse_workflow_s"]),
+            ms(r["menu_s"]), ms(r["apply_s"]), ms(r["apply_checks_s"]),
+            f"{r['apply_over_bare']:.2f}x", ms(r["apply_and_model_s"]),
+            f"{r['apply_and_model_over_bare']:.2f}x",
+        )
+    console = Console(width=max(Console().width, 130))  # a table this wide is no use wrapped
+    console.print(table)
+    console.print(
+        "bare: libcst parse + codegen; parse: parse_workflow (once per parent); menu: all "
+        "items; apply: apply_patch on the parsed parent as the loop calls it, median over one "
+        "patch per operator, ending in the new Workflow; checks: the post-application checks "
+        "inside apply (parse, compile, free names, diff, new Workflow); +model: apply, then "
+        "reading the new workflow's steps and data flow (done when the candidate first runs)."
+    )

@@ -25,7 +25,25 @@ def register(sub) -> None:
     ops.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     ops.add_argument("--doc", action="store_true", help="print each operator's examples as Markdown")
     ops.add_argument("--kind", choices=("prompt", "structure"), help="only operators of this kind")
+    ops.add_argument("--library", action="append", default=None, metavar="SPEC",
+                     help="list this library instead of the built-ins: builtin, a module name, "
+                          "a .py file or a .json operator (repeatable; specs add up)")
     ops.set_defaults(run=run_ops)
+    ops_verbs = ops.add_subparsers(dest="ops_verb", metavar="test")
+    test = ops_verbs.add_parser(
+        "test", help="gate a library: every operator's examples and fuzz properties",
+        description="Run every operator of the library that SPEC... names through the same "
+                    "example tests and fuzz properties the built-ins pass (parses, compiles, "
+                    "text outside the edit unchanged, idempotence, round trips). Prints what "
+                    "failed; exit code 1 if anything did, 0 if the library passes.",
+    )
+    test.add_argument("specs", nargs="+", metavar="SPEC",
+                      help="builtin, a module name, a .py file or a .json operator")
+    test.add_argument("--fuzz-examples", type=int, default=20, metavar="N",
+                      help="random applications per operator (default 20; 0: examples only)")
+    test.add_argument("--seed", type=int, default=0, help="the fuzzer's seed (default 0)")
+    test.add_argument("--json", action="store_true", help="print the failures as JSON")
+    test.set_defaults(run=run_ops_test)
 
     steps = sub.add_parser(
         "steps",
@@ -75,10 +93,11 @@ def register(sub) -> None:
 
 
 def run_ops(args: argparse.Namespace) -> int:
-    from flowmend.engine import _operator as registry
+    from flowmend.engine._library import load_library
     from flowmend.engine._schema import target_schema
 
-    operators = [c for c in registry.all_operators() if args.kind in (None, c.kind)]
+    library = load_library(args.library or ["builtin"])
+    operators = [c for c in library.operators() if args.kind in (None, c.kind)]
     if args.json:
         data = [
             {
@@ -100,7 +119,8 @@ def run_ops(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(operators)} operators", show_lines=True)
+    table = Table(title=f"{len(operators)} operators, library {library.digest[:12]}",
+                  show_lines=True)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("kind")
     table.add_column("description")
@@ -109,6 +129,43 @@ def run_ops(args: argparse.Namespace) -> int:
         table.add_row(c.name, c.kind, c.DESCRIPTION, _args_summary(c.args_schema()) or "-")
     Console().print(table)
     return 0
+
+
+def run_ops_test(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from flowmend.engine._library import load_library
+    from flowmend.operators import check_library
+
+    if args.fuzz_examples < 0:
+        raise UserError(f"--fuzz-examples must be 0 or more, got {args.fuzz_examples}")
+    library = load_library(args.specs)
+    err = Console(stderr=True)
+    with Progress(TextColumn("ops test {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("ops", total=len(library), name="")
+        failures = check_library(
+            library, fuzz_examples=args.fuzz_examples, seed=args.seed,
+            on_operator=lambda name: progress.update(task, advance=1, name=name))
+    if args.json:
+        print_json({"library": library.to_json(), "failures": [f.to_json() for f in failures]})
+        return 1 if failures else 0
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    if not failures:
+        out.print(f"[green]passed[/]: {len(library)} operator(s), library {library.digest[:12]} "
+                  f"({', '.join(library.names())})")
+        return 0
+    table = Table(title=f"{len(failures)} failure(s) in library {library.digest[:12]}",
+                  show_lines=True)
+    for column in ("operator", "case", "what failed"):
+        table.add_column(column, overflow="fold")
+    for f in failures:
+        table.add_row(f.operator, f.case, escape(f.detail))
+    out.print(table)
+    return 1
 
 
 def _args_summary(schema: dict) -> str:

@@ -1,4 +1,4 @@
-"""The workflow model, patches, the operator base class and registry, and the inner loop.
+"""The workflow model, patches, the operator base class and library, and the inner loop.
 
 Names load on first use (PEP 562): the workflow model pulls in libcst and the loop pulls in the
 model, sandbox and verifier packages, and `flowmend --help` or `flowmend evaluate` need none.
@@ -6,16 +6,27 @@ model, sandbox and verifier packages, and `flowmend --help` or `flowmend evaluat
 
 from __future__ import annotations
 
-import importlib
+from flowmend import _api
 
-_EXPORTS = {
+
+def patch_schema(library=None) -> dict:
+    """The JSON schema of patch files, generated from the operators of `library` (default:
+    the built-ins)."""
+    from flowmend.engine._schema import patch_schema as generate
+
+    return generate(library)
+
+
+_api.public_api(__name__, globals(), {
+    _api.HERE: ("patch_schema",),
     "_loop": ("Candidate", "Proposals", "RepairConfig", "RepairResult", "repair"),
     "_optimizer": ("OptimizerConfig",),
+    "_library": ("LibraryError", "OperatorLibrary", "default_library", "load_library"),
     "_menu": ("MenuItem", "menu"),
     "_operator": (
         "Applied", "ArgsError", "Between", "Case", "Identifier", "Invalid", "NoArgs",
-        "NotApplicable", "Operator", "Reason", "Refusal", "RegistryError", "Result", "Text",
-        "all_operators", "check_bounds", "get", "names", "register",
+        "NotApplicable", "Operator", "Reason", "Refusal", "Result", "Text",
+        "check_bounds",
     ),
     "_patch": (
         "PATCH_SCHEMA", "Patch", "PatchError", "apply_patch", "apply_patches", "diff",
@@ -30,28 +41,4 @@ _EXPORTS = {
         "Function", "Prompt", "Step", "Workflow", "WorkflowError", "dotted_name",
         "matches_callee", "parse_workflow",
     ),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flowmend.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"flowmend.engine.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-def patch_schema() -> dict:
-    """The JSON schema of patch files, generated from the registered operators."""
-    from flowmend.engine._schema import patch_schema as generate
-
-    return generate()
-
-
-__all__ = sorted([*_WHERE, "patch_schema"])
+})

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from flowmend.engine._library import OperatorLibrary, default_library, load_library
 from flowmend.engine._menu import MenuItem, menu
 from flowmend.engine._operator import Applied
 from flowmend.engine._optimizer import (
-    TEXT_OPERATORS,
     OptimizerConfig,
     choice_prompt,
     parse_choice,
@@ -89,6 +89,9 @@ class RepairConfig:
             `VerifyLimitExceeded` inside the workflow (a `verify` loop cannot run for ever).
         rng_seed: seeds the menu sampling, so a repair is reproducible.
         optimizer: how the optimizer is prompted.
+        library: the operators the optimizer may use; None means the built-ins. Its JSON form
+            is its digest and the specs it was loaded from, so a stored config names exactly
+            the operators it ran with and refuses to load against other ones.
     """
 
     iterations: int = 4
@@ -104,6 +107,7 @@ class RepairConfig:
     max_verify_calls: int = 32
     rng_seed: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    library: OperatorLibrary | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -135,6 +139,8 @@ class RepairConfig:
         if isinstance(params, Mapping):
             params = tuple(sorted(params.items()))
         object.__setattr__(self, "program_params", tuple(tuple(p) for p in params))
+        if self.library is not None and not isinstance(self.library, OperatorLibrary):
+            raise ValueError("library must be an OperatorLibrary (or None for the built-ins)")
         for name, kind in (("budget", Budget), ("weights", ScoreWeights),
                            ("optimizer", OptimizerConfig)):
             if not isinstance(getattr(self, name), kind):
@@ -156,7 +162,13 @@ class RepairConfig:
             "max_verify_calls": self.max_verify_calls,
             "rng_seed": self.rng_seed,
             "optimizer": self.optimizer.to_json(),
+            "library": {"digest": self.operators.digest, "specs": list(self.operators.specs)},
         }
+
+    @property
+    def operators(self) -> OperatorLibrary:
+        """The library this set-up repairs with: its own, or the built-ins."""
+        return default_library() if self.library is None else self.library
 
     @classmethod
     def from_json(cls, data: Any) -> "RepairConfig":
@@ -182,6 +194,7 @@ class RepairConfig:
                                            for i, p in enumerate(_json_list(v))),
             "step_callees": lambda v: tuple(_json_list(v)),
             "program_params": _json_object,
+            "library": _library_from_json,
         }
         values: dict[str, Any] = {}
         for name in names:
@@ -201,6 +214,21 @@ class RepairConfig:
         """sha256 of the canonical JSON: two configs that repair alike have one digest."""
         text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _library_from_json(value: Any) -> OperatorLibrary | None:
+    """The library a config names, loaded again from its specs; its digest must match, so a
+    config never runs against operators other than the ones it was made with."""
+    data = _json_object(value)
+    specs = _json_list(data.get("specs", ["builtin"]))
+    loaded = load_library([s for s in specs if not str(s).startswith("-")] or ["builtin"])
+    removed = [str(s)[1:] for s in specs if str(s).startswith("-")]
+    library = loaded.without(*removed) if removed else loaded
+    if "digest" in data and data["digest"] != library.digest:
+        raise ValueError(f"library digest {str(data['digest'])[:12]} does not match the "
+                         f"operators loaded from {', '.join(map(str, specs))} "
+                         f"({library.digest[:12]}): they changed since this config was written")
+    return None if library.digest == default_library().digest else library
 
 
 def _json_list(value: Any) -> list:
@@ -389,20 +417,23 @@ def repair(
 
     Errors in the seed itself (not Python, no entry function, a pre-patch that does not apply)
     come back as a result with status "error". Whatever happens, the trace holds every call,
-    proposal and verdict up to that point; `on_event` gets each event as it happens.
+    proposal and verdict up to that point; `on_event` gets each event as it happens. The
+    optimizer chooses among `config.operators`; the trace's start event names their digest.
     """
     started = time.monotonic()
     trace = Trace(Path(trace_path) if trace_path is not None else None, on_event)
     meter = Meter(config.budget)
     try:
         return _Repair(seed_source, task, program, optimizer, sandbox, config, trace, meter,
-                       started).run()
+                       started, config.operators).run()
     finally:
         trace.close()
 
 
 class _Repair:
-    def __init__(self, seed_source, task, program, optimizer, sandbox, config, trace, meter, started):
+    def __init__(self, seed_source, task, program, optimizer, sandbox, config, trace, meter, started,
+                 library):
+        self.library = library
         self.seed_source = seed_source
         self.task = task
         self.program = program
@@ -424,16 +455,16 @@ class _Repair:
         c = self.config
         self.trace(StartEvent(task=self.task.task_id, mode=c.mode, iterations=c.iterations,
                               proposals=c.proposals, budget=c.budget.to_json(),
-                              config_digest=c.digest))
+                              config_digest=c.digest, library=self.library.digest))
         try:
             wf = parse_workflow(self.seed_source, entry=c.entry, step_callees=c.step_callees)
         except WorkflowError as err:
             return self._error(str(err))
         if c.pre_patches:
-            result = apply_patches(wf, list(c.pre_patches))
+            result = apply_patches(wf, list(c.pre_patches), library=self.library)
             if not isinstance(result, Applied):
                 return self._error(f"pre-patch does not apply: {result.detail}")
-            wf = parse_workflow(result.source, entry=c.entry, step_callees=c.step_callees)
+            wf = result.workflow
         current = self._evaluate([wf], iteration=0)[0]
         self._record(current, parent=None, patch=None, label=None, selected=True)
         iterations = 0
@@ -478,7 +509,7 @@ class _Repair:
 
     def _propose(self, current: _Evaluated, k: int) -> list[tuple[Workflow, Patch, str]]:
         c = self.config
-        items = menu(current.workflow, kinds=MODES[c.mode])
+        items = menu(current.workflow, library=self.library, kinds=MODES[c.mode])
         if not items:
             self.trace(MenuEvent(iteration=k, size=0))
             return []
@@ -506,7 +537,7 @@ class _Repair:
         out: list[tuple[Workflow, Patch, str]] = []
         for item in picked:
             patch = item.patch
-            if item.patch.operator in TEXT_OPERATORS:
+            if item.text_arg is not None:
                 try:
                     text = self._optimizer_call(
                         Request(prompt=text_prompt(self.task, current.workflow, item, summary,
@@ -518,23 +549,15 @@ class _Repair:
                 except BudgetExhausted:
                     break
                 patch = with_text(item, text)
-            result = apply_patch(current.workflow, patch)
+            result = apply_patch(current.workflow, patch, library=self.library)
             verdict = type(result).__name__
             if isinstance(result, Applied) and result.source in seen:
                 self.counts = _bump(self.counts, duplicate=1)
                 verdict = "duplicate"
             elif isinstance(result, Applied):
-                try:
-                    wf = parse_workflow(result.source, entry=c.entry, step_callees=c.step_callees)
-                except WorkflowError as err:
-                    self.counts = _bump(self.counts, invalid=1)
-                    self.trace(ProposalEvent(iteration=k, label=item.label,
-                                             patch=patch.to_json(), verdict="invalid",
-                                             detail=str(err)))
-                    continue
                 seen.add(result.source)
                 self.counts = _bump(self.counts, applied=1)
-                out.append((wf, patch, item.label))
+                out.append((result.workflow, patch, item.label))
             elif verdict == "Invalid":
                 self.counts = _bump(self.counts, invalid=1)
             else:

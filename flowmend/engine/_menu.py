@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flowmend.engine import _operator as registry
+from flowmend.engine._args import args_to_json
+from flowmend.engine._library import OperatorLibrary, default_library
 from flowmend.engine._patch import Patch
 from flowmend.engine._workflow import Workflow
 
@@ -28,12 +29,15 @@ class MenuItem:
         patch: the patch that performs it.
         kind: the operator's kind, ``prompt`` or ``structure``.
         description: the operator's one-line description.
+        text_arg: the argument the optimizer writes as free text (the operator's `TEXT_ARG`),
+            or None.
     """
 
     label: str
     patch: Patch
     kind: str
     description: str
+    text_arg: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,12 +51,14 @@ class MenuItem:
 def menu(
     wf: Workflow,
     *,
+    library: OperatorLibrary | None = None,
     kinds: Iterable[str] | None = None,
     operators: Iterable[str] | None = None,
 ) -> list[MenuItem]:
     """Every operator × site × preset that the operators' preconditions admit on `wf`.
 
     Args:
+        library: the operators to offer (default: the built-ins).
         kinds: keep only operators of these kinds (``prompt``, ``structure``); None keeps all.
         operators: keep only these operator names; None keeps all.
 
@@ -65,21 +71,22 @@ def menu(
     wanted_ops = None if operators is None else set(operators)
     items: list[MenuItem] = []
     seen: dict[str, int] = {}
-    for cls in registry.all_operators():
+    for cls in (default_library() if library is None else library).operators():
         if cls.kind not in wanted_kinds or (wanted_ops is not None and cls.name not in wanted_ops):
             continue
         op = cls()
         defaults = _defaults(cls)
         for target in op.sites(wf):
             for args in op.presets(wf, target):
-                data = registry.args_to_json(args)
+                data = args_to_json(args)
                 label = _label(cls.name, target, data, defaults)
                 n = seen.get(label, 0) + 1
                 seen[label] = n
                 if n > 1:
                     label = f"{label}#{n}"
                 items.append(
-                    MenuItem(label, Patch(cls.name, dict(target), data), cls.kind, cls.DESCRIPTION)
+                    MenuItem(label, Patch(cls.name, dict(target), data, args), cls.kind,
+                             cls.DESCRIPTION, cls.TEXT_ARG)
                 )
     return items
 

@@ -18,10 +18,6 @@ from flowmend.engine._patch import Patch
 from flowmend.engine._workflow import Workflow
 from flowmend.task import Task
 
-# Operators whose menu items carry a text the optimizer writes itself.
-TEXT_OPERATORS = {"rewrite-prompt-literal": "text"}
-
-
 # The two prompts as str.format templates. Each names the fields it may use; a template is
 # checked when its config is built, so a learned set-up with a typo fails at once, not mid-run.
 CHOICE_TEMPLATE = (
@@ -178,8 +174,8 @@ def text_prompt(task: Task, wf: Workflow, item: MenuItem, summary: str,
 
 def with_text(item: MenuItem, text: str) -> Patch:
     """The item's patch with the optimizer's free text put into its text argument."""
-    arg = TEXT_OPERATORS[item.patch.operator]
-    return replace(item.patch, args={**item.patch.args, arg: text.strip()})
+    return Patch(item.patch.operator, dict(item.patch.target),
+                 {**item.patch.args, item.text_arg: text.strip()})
 
 
 def parse_choice(answer: str, count: int) -> int | None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flowmend.engine import _operator as registry
-from flowmend.engine._operator import Applied, Invalid, Reason, Result, unified_diff
+from flowmend.engine._args import ArgsError, args_to_json
+from flowmend.engine._checks import unified_diff
+from flowmend.engine._library import OperatorLibrary, default_library
+from flowmend.engine._result import Applied, Invalid, Reason, Result
 from flowmend.engine._workflow import Workflow, WorkflowError, parse_workflow
 from flowmend.errors import UserError
 
@@ -32,12 +34,20 @@ class Patch:
     Attributes:
         operator: the operator's kebab-case name (``wrap-in-retry``).
         target: the site, e.g. ``{"step": "code"}``.
-        args: the operator's arguments as JSON data (validated when applied).
+        args: the operator's arguments as JSON data.
+        parsed: the same arguments as the operator's frozen argument dataclass, when they were
+            checked already (a menu item's patch, `Patch.of`): applying it checks nothing again.
     """
 
     operator: str
     target: dict = field(default_factory=dict)
     args: dict = field(default_factory=dict)
+    parsed: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, operator: str, target: dict, args: Any) -> "Patch":
+        """A patch from an argument dataclass (checked when it was built)."""
+        return cls(operator, dict(target), args_to_json(args), args)
 
     def __hash__(self) -> int:
         return hash(self.dumps())
@@ -54,11 +64,16 @@ class Patch:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, data: Any, *, where: str = "patch") -> "Patch":
-        """Check the shape of one patch object; `PatchError` names what is wrong and where.
+    def from_json(
+        cls, data: Any, *, where: str = "patch", library: OperatorLibrary | None = None
+    ) -> "Patch":
+        """Check one patch object; `PatchError` names what is wrong and where.
 
-        The operator's existence and its arguments are checked when the patch is applied (or by
-        `validate`), since they depend on the registry.
+        With a `library`, the operator must be in it and the arguments are checked now, once
+        (the patch carries them as the operator's dataclass, and as JSON with the defaults
+        written out). Without one only the shape is
+        checked here: the operator and its arguments depend on the library the patch is
+        applied with, and are checked then.
         """
         if not isinstance(data, dict):
             raise PatchError(f"a patch must be a JSON object, got {_json_type(data)}", where=where)
@@ -79,7 +94,17 @@ class Patch:
         args = data.get("args", {})
         if not isinstance(args, dict):
             raise PatchError(f'"args" must be an object, got {_json_type(args)}', where=where)
-        return cls(operator, dict(target), dict(args))
+        if library is None:
+            return cls(operator, dict(target), dict(args))
+        op = library.get(operator)
+        if op is None:
+            raise PatchError(
+                f"no operator {operator!r} (known: {', '.join(library.names())})", where=where
+            )
+        try:
+            return cls.of(operator, target, op.parse_args(args))
+        except ArgsError as err:
+            raise PatchError(f"{operator}: {err}", where=where) from None
 
 
 def _json_type(value: Any) -> str:
@@ -111,27 +136,47 @@ def read_patches(path: str | Path) -> list[Patch]:
     return loads_patches(text, where=str(path))
 
 
-def validate(patch: Patch) -> Invalid | None:
-    """Registry-level checks that need no workflow: a known operator, arguments that fit."""
-    cls = registry.get(patch.operator)
+def validate(patch: Patch, library: OperatorLibrary | None = None) -> Invalid | None:
+    """The checks that need no workflow: an operator of the library (default: the built-ins),
+    arguments that fit it."""
+    checked = _checked(patch, default_library() if library is None else library)
+    return checked if isinstance(checked, Invalid) else None
+
+
+def _checked(patch: Patch, library: OperatorLibrary) -> tuple[type, Any] | Invalid:
+    """The operator class and its argument dataclass, or why the patch names neither."""
+    cls = library.get(patch.operator)
     if cls is None:
         return Invalid(
             Reason.UNKNOWN_OPERATOR,
-            f"no operator {patch.operator!r} (known: {', '.join(registry.names())})",
+            f"no operator {patch.operator!r} (known: {', '.join(library.names())})",
         )
+    parsed = patch.parsed
+    # `parsed` is trusted only while it still says what `args` says (a `dataclasses.replace`
+    # of the args leaves it behind); comparing is far cheaper than checking again.
+    if type(parsed) is cls.Args and args_to_json(parsed) == patch.args:
+        return cls, parsed
     try:
-        cls.parse_args(patch.args)
-    except registry.ArgsError as err:
+        return cls, cls.parse_args(patch.args)
+    except ArgsError as err:
         return Invalid(Reason.BAD_ARGS, f"{patch.operator}: {err}")
-    return None
 
 
-def apply_patch(wf: Workflow, patch: Patch) -> Result:
-    """Apply one patch to a parsed workflow (one transform and one codegen). Never raises."""
-    problem = validate(patch)
-    if problem is not None:
-        return problem
-    return registry.apply(wf, patch.operator, patch.target, patch.args)
+def apply_patch(wf: Workflow, patch: Patch, *, library: OperatorLibrary | None = None) -> Result:
+    """Apply one patch to a parsed workflow with the operators of `library` (default: the
+    built-ins). Never raises; an `Applied` result records the library's digest.
+
+    The arguments are checked once, here (or not at all when the patch already carries the
+    operator's argument dataclass, as a menu item's patch does)."""
+    library = default_library() if library is None else library
+    checked = _checked(patch, library)
+    if isinstance(checked, Invalid):
+        return checked
+    cls, args = checked
+    result = cls().apply(wf, patch.target, args)
+    if isinstance(result, Applied):
+        return replace(result, library_digest=library.digest)
+    return result
 
 
 def apply_patches(
@@ -141,37 +186,36 @@ def apply_patches(
     entry: str = "solve",
     step_callees: Sequence[str] = ("llm",),
     path: str | None = None,
+    library: OperatorLibrary | None = None,
 ) -> Result:
     """Apply `patches` in order; the result's diff is against the original source.
 
-    A later patch sees the workflow the earlier ones produced (re-parsed with the same entry
-    and step callees). The first patch that does not apply stops the run; its result says
-    which patch it was.
+    A later patch sees the workflow the earlier one produced (`Applied.workflow`: nothing is
+    parsed twice). The first patch that does not apply stops the run; its result says which
+    patch it was.
     """
     if isinstance(workflow, str):
         try:
             workflow = parse_workflow(workflow, entry=entry, step_callees=step_callees, path=path)
         except WorkflowError as err:
             return Invalid(Reason.PARSE, str(err))
-    original, current, source = workflow, workflow, workflow.source
+    library = default_library() if library is None else library
+    original, current = workflow, workflow
+    if not patches:
+        return Applied(original.source, "", original, library.digest)
+    result: Result | None = None
     for i, patch in enumerate(patches, 1):
-        if i > 1:
-            try:
-                current = parse_workflow(
-                    source, entry=original.entry, step_callees=original.step_callees,
-                    path=original.path,
-                )
-            except WorkflowError as err:
-                return Invalid(Reason.PARSE, f"patch {i}: after patch {i - 1}: {err}")
-        result = apply_patch(current, patch)
+        result = apply_patch(current, patch, library=library)
         if not isinstance(result, Applied):
             if len(patches) > 1:
                 result = type(result)(result.reason, f"patch {i}: {result.detail}")
             return result
-        source = result.source
+        current = result.workflow
     if len(patches) == 1:
         return result
-    return Applied(source, diff(original.source, source, original.path or "workflow.py"))
+    return replace(
+        result, diff=diff(original.source, current.source, original.path or "workflow.py")
+    )
 
 
 def diff(before: str, after: str, path: str = "workflow.py") -> str:

@@ -1,7 +1,7 @@
-"""The published JSON schema of patches, generated from the registered operators.
+"""The published JSON schema of patches, generated from the operators of a library.
 
 `python -m flowmend.engine._schema` rewrites `flowmend/schemas/patch.schema.json`; a test
-checks the committed file equals what the registry generates.
+checks the committed file equals what the built-in library generates.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flowmend.engine import _operator as registry
+from flowmend.engine._library import OperatorLibrary, default_library
 from flowmend.engine._patch import PATCH_SCHEMA
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "patch.schema.json"
@@ -30,10 +30,11 @@ def target_schema(cls: type) -> dict[str, Any]:
     return getattr(cls, "TARGET_SCHEMA", DEFAULT_TARGET_SCHEMA)
 
 
-def patch_schema() -> dict[str, Any]:
-    """A draft 2020-12 schema: one patch, or a list of them; `oneOf` per operator."""
+def patch_schema(library: OperatorLibrary | None = None) -> dict[str, Any]:
+    """A draft 2020-12 schema: one patch, or a list of them; `oneOf` per operator of `library`
+    (default: the built-ins)."""
     variants = []
-    for cls in registry.all_operators():
+    for cls in (default_library() if library is None else library).operators():
         variants.append(
             {
                 "title": cls.name,

@@ -53,6 +53,7 @@ class StartEvent(TraceEvent):
     proposals: int
     budget: dict[str, Any]
     config_digest: str
+    library: str = ""
     t: float = 0.0
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from flowmend.engine import _operator
-from flowmend.engine._operator import Applied, Case, NotApplicable, Operator, Result
+from flowmend.engine._library import OperatorLibrary, default_library
+from flowmend.engine._operator import Case, Operator
+from flowmend.engine._result import Applied, NotApplicable, Result
 
 
 def dedent(source: str) -> str:
@@ -19,11 +20,13 @@ def dedent(source: str) -> str:
     return text[1:] if text.startswith("\n") else text
 
 
-def _operator_class(op: str | type[Operator]) -> type[Operator]:
+def _operator_class(op: str | type[Operator], library: OperatorLibrary | None = None) -> type[Operator]:
+    """`op` itself, or the operator called `op` in `library` (default: the built-ins)."""
     if isinstance(op, str):
-        cls = _operator.get(op)
+        library = default_library() if library is None else library
+        cls = library.get(op)
         if cls is None:
-            raise AssertionError(f"no operator {op!r} is registered (known: {', '.join(_operator.names())})")
+            raise AssertionError(f"no operator {op!r} in the library (known: {', '.join(library.names())})")
         return cls
     return op
 

@@ -6,9 +6,9 @@ transformers, and replay of recorded completions. Heavy libraries load only when
 that needs them is opened.
 """
 
-from flowmend._api import public_api
+from flowmend import _api
 
-public_api(__name__, globals(), {
+_api.public_api(__name__, globals(), {
     "_broker": ("Broker", "BrokerClosed", "BrokerStats"),
     "_config": ("KINDS", "ModelConfig", "Models", "model_config", "open_backend", "open_models"),
     "_replay": ("RecordingBackend", "ReplayBackend", "ReplayMiss"),

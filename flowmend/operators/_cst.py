@@ -1,19 +1,20 @@
-"""libcst helpers shared by the operators: step-statement sites, fresh names, prompt rendering,
-prompt threading, and one identity-keyed replacement transform per application."""
+"""libcst helpers shared by the operators: step-statement sites, fresh names, prompt threading,
+and one identity-keyed replacement per application. Quoting prompt text is in `_quote.py`."""
 
 from __future__ import annotations
 
-import ast
 import bisect
-import json
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import ParentNodeProvider, ScopeProvider
+from libcst.metadata import ScopeProvider
 
 from flowmend.engine._operator import Operator, Reason, Refusal
+from flowmend.engine._workflow import Workflow
+from flowmend.operators._quote import fstring_text
 
 Replacement = Union[cst.CSTNode, cst.FlattenSentinel, cst.RemovalSentinel]
 
@@ -47,19 +48,17 @@ def assigned_name(step: Any) -> str | None:
     return None
 
 
-def assign_steps(wf: Any) -> list[Any]:
+def assign_steps(wf: Workflow) -> list[Any]:
     """Steps written as ``name = [await] call(...)``, alone on their line."""
     return [s for s in wf.steps if assigned_name(s) is not None]
 
 
-def parent(wf: Any, node: cst.CSTNode) -> cst.CSTNode | None:
+def parent(wf: Workflow, node: cst.CSTNode) -> cst.CSTNode | None:
     """The node's parent in the workflow's module (None for the module itself)."""
-    if hasattr(wf, "parent"):
-        return wf.parent(node)
-    return wf.metadata(ParentNodeProvider).get(node)
+    return wf.parent(node)
 
 
-def block_of(wf: Any, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
+def block_of(wf: Workflow, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
     """The block (`IndentedBlock` or `Module`) holding `statement`, and its index there."""
     parent_node = parent(wf, statement)
     for i, stmt in enumerate(parent_node.body):
@@ -68,21 +67,21 @@ def block_of(wf: Any, statement: cst.CSTNode) -> tuple[cst.CSTNode, int]:
     raise LookupError("statement not found in its parent block")
 
 
-def step_function(wf: Any, step: Any) -> cst.FunctionDef:
+def step_function(wf: Workflow, step: Any) -> cst.FunctionDef:
     return wf.function(step.function).node
 
 
 # --- regions -----------------------------------------------------------------------------------
 
 
-def node_lines(wf: Any, node: cst.CSTNode) -> tuple[int, int]:
+def node_lines(wf: Workflow, node: cst.CSTNode) -> tuple[int, int]:
     """Lines of a node; for a statement, its leading comment and blank lines included."""
     pos = wf.position(node)
     start = pos.start.line - len(getattr(node, "leading_lines", ()))
     return start, pos.end.line
 
 
-def step_statement_region(wf: Any, step_id: str) -> list[tuple[int, int]]:
+def step_statement_region(wf: Workflow, step_id: str) -> list[tuple[int, int]]:
     step = wf.step(step_id)
     return [node_lines(wf, step.statement if step.statement is not None else step.call)]
 
@@ -90,7 +89,7 @@ def step_statement_region(wf: Any, step_id: str) -> list[tuple[int, int]]:
 class StepStatementOperator(Operator):
     """An operator whose edit stays inside one step's statement (or call, when it has none)."""
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return step_statement_region(wf, target["step"])
 
 
@@ -109,7 +108,7 @@ def used_names(module: cst.Module) -> set[str]:
     return names
 
 
-def fresh_name(wf: Any, base: str, taken: Iterable[str] = ()) -> str:
+def fresh_name(wf: Workflow, base: str, taken: Iterable[str] = ()) -> str:
     """`base`, or `base2`, `base3`, ... : the first that appears nowhere in the module."""
     taken = set(taken) | cached(wf, "used names", lambda: used_names(wf.module))
     if base not in taken:
@@ -120,17 +119,17 @@ def fresh_name(wf: Any, base: str, taken: Iterable[str] = ()) -> str:
     return f"{base}{n}"
 
 
-def reads_in(wf: Any, node: cst.CSTNode, name: str) -> list[cst.Name]:
+def reads_in(wf: Workflow, node: cst.CSTNode, name: str) -> list[cst.Name]:
     """The `Name` nodes inside `node` that read variable `name` (nested scopes included)."""
     return [n for n in _reads_within(wf, node) if n.value == name]
 
 
-def names_read(wf: Any, node: cst.CSTNode) -> set[str]:
+def names_read(wf: Workflow, node: cst.CSTNode) -> set[str]:
     """Every variable name read inside `node`."""
     return {n.value for n in _reads_within(wf, node)}
 
 
-def _reads_within(wf: Any, node: cst.CSTNode) -> list[cst.Name]:
+def _reads_within(wf: Workflow, node: cst.CSTNode) -> list[cst.Name]:
     positions, names = _read_index(wf)
     span = wf.position(node)
     lo = bisect.bisect_left(positions, (span.start.line, span.start.column))
@@ -138,7 +137,7 @@ def _reads_within(wf: Any, node: cst.CSTNode) -> list[cst.Name]:
     return names[lo:hi]
 
 
-def _read_index(wf: Any) -> tuple[list[tuple[int, int]], list[cst.Name]]:
+def _read_index(wf: Workflow) -> tuple[list[tuple[int, int]], list[cst.Name]]:
     """Every name read in the module (scope analysis, once), sorted by position."""
 
     def build():
@@ -151,7 +150,7 @@ def _read_index(wf: Any) -> tuple[list[tuple[int, int]], list[cst.Name]]:
     return cached(wf, "read index", build)
 
 
-def accesses(wf: Any) -> list:
+def accesses(wf: Workflow) -> list:
     """Every access (read of a name) the scope analysis finds in the module."""
 
     def build():
@@ -190,58 +189,56 @@ def module_names(module: cst.Module) -> set[str]:
 # --- the one transform -------------------------------------------------------------------------
 
 
-class _Replace(cst.CSTTransformer):
-    def __init__(self, mapping: Mapping[cst.CSTNode, Replacement]):
-        super().__init__()
-        self.mapping = {id(k): v for k, v in mapping.items()}
-        self.keep = list(mapping)  # keep keys alive so their ids stay unique during the walk
-        self.done: set[int] = set()
-
-    def on_leave(self, original_node, updated_node):
-        replacement = self.mapping.get(id(original_node))
-        if replacement is None:
-            return updated_node
-        self.done.add(id(original_node))
-        return replacement
-
-
-def replace(wf: Any, mapping: Mapping[cst.CSTNode, Replacement]) -> cst.Module:
+def replace(wf: Workflow, mapping: Mapping[cst.CSTNode, Replacement]) -> cst.Module:
     """One edit of the workflow's module, replacing nodes by identity (a node, several
-    statements, or none). Uses `Workflow.replace`, which rebuilds only the edited nodes'
-    ancestors, when the workflow model has it; a full transform otherwise."""
-    if hasattr(wf, "replace"):
-        return wf.replace(mapping)
-    transformer = _Replace(mapping)
-    new = wf.module.visit(transformer)
-    missing = len(transformer.mapping) - len(transformer.done)
-    if missing:
-        raise RuntimeError(f"{missing} node(s) to replace were not found in the module")
-    return new
+    statements, or none); only the edited nodes' ancestors are rebuilt."""
+    return wf.replace(mapping)
 
 
 STEP_SLOT = "__flowmend_step__"
 
 
-def parse_statements(wf: Any, code: str, slot: cst.BaseStatement | None = None) -> list[cst.BaseStatement]:
+def parse_statements(wf: Workflow, code: str, slot: cst.BaseStatement | None = None) -> list[cst.BaseStatement]:
     """Statements from source text, indented like the workflow's module.
 
     A line holding only `STEP_SLOT` is replaced by the statement `slot` (the original node,
     its leading lines dropped), so its text, multi-line strings included, is never re-indented.
     """
-    body = list(cst.parse_module(code, config=wf.module.config_for_parsing).body)
+    # The module rebuilds its parser config on every access: build it once per workflow.
+    config = wf.cached("config for parsing", lambda: wf.module.config_for_parsing)
+    body = list(cst.parse_module(code, config=config).body)
     if slot is None:
         return body
     own = slot.with_changes(leading_lines=())
+    return [_fill_slot(stmt, own) for stmt in body]
 
-    class _Fill(cst.CSTTransformer):
-        def leave_SimpleStatementLine(self, original_node, updated_node):
-            small = updated_node.body
-            if len(small) == 1 and isinstance(small[0], cst.Expr) and \
-                    isinstance(small[0].value, cst.Name) and small[0].value.value == STEP_SLOT:
-                return own
-            return updated_node
 
-    return [stmt.visit(_Fill()) for stmt in body]
+# What may hold a statement; a slot is looked for in these only, not in every expression.
+_HOLDS_STATEMENTS = (cst.BaseCompoundStatement, cst.BaseSuite, cst.Else, cst.ExceptHandler,
+                     cst.ExceptStarHandler, cst.Finally, cst.MatchCase)
+
+
+def _fill_slot(node: cst.CSTNode, own: cst.BaseStatement) -> cst.CSTNode:
+    """`node` with every `STEP_SLOT` statement in it replaced by `own`."""
+    if isinstance(node, cst.SimpleStatementLine):
+        small = node.body
+        is_slot = len(small) == 1 and isinstance(small[0], cst.Expr) and \
+            isinstance(small[0].value, cst.Name) and small[0].value.value == STEP_SLOT
+        return own if is_slot else node
+    if not isinstance(node, _HOLDS_STATEMENTS):
+        return node
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, cst.CSTNode):
+            new = _fill_slot(value, own)
+            if new is not value:
+                changes[f.name] = new
+        elif isinstance(value, (tuple, list)) and any(isinstance(v, cst.CSTNode) for v in value):
+            items = [_fill_slot(v, own) if isinstance(v, cst.CSTNode) else v for v in value]
+            if any(a is not b for a, b in zip(items, value)):
+                changes[f.name] = type(value)(items)
+    return node.with_changes(**changes) if changes else node
 
 
 def with_leading(statements: list[cst.BaseStatement], leading: Any) -> list[cst.BaseStatement]:
@@ -249,11 +246,11 @@ def with_leading(statements: list[cst.BaseStatement], leading: Any) -> list[cst.
     return [statements[0].with_changes(leading_lines=leading), *statements[1:]]
 
 
-def code_of(wf: Any, node: cst.CSTNode) -> str:
+def code_of(wf: Workflow, node: cst.CSTNode) -> str:
     return wf.module.code_for_node(node)
 
 
-def call_expr(step: Any, wf: Any, prompt_code: str, *, drop: Iterable[str] = ("n",),
+def call_expr(step: Any, wf: Workflow, prompt_code: str, *, drop: Iterable[str] = ("n",),
               overrides: Mapping[str, str] | None = None) -> str:
     """Source of a new call to the step's model: same callee and keyword arguments, new prompt.
 
@@ -304,194 +301,9 @@ def keyword_value(call: cst.Call, key: str) -> cst.BaseExpression | None:
     return None
 
 
-# --- prompt text -------------------------------------------------------------------------------
+# --- threading step outputs into prompts ----------------------------------------------------
 
 
-def split_template(text: str) -> list[str | tuple[str]]:
-    """A template's literal pieces and ``(expression,)`` placeholders.
-
-    ``{expr}`` is a placeholder when `expr` (braces and quotes inside it balanced) is a Python
-    expression that some f-string quoting can hold (no backslash, no conversion or format spec);
-    ``{{`` and ``}}`` are literal braces; any other brace is literal text.
-    """
-    parts: list[str | tuple[str]] = []
-    buf: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch in "{}" and text[i : i + 2] in ("{{", "}}"):
-            buf.append(ch)
-            i += 2
-            continue
-        if ch == "{":
-            end = _closing_brace(text, i)
-            expr = text[i + 1 : end] if end != -1 else ""
-            if end != -1 and placeholder_ok(expr):
-                if buf:
-                    parts.append("".join(buf))
-                    buf = []
-                parts.append((expr.strip(),))
-                i = end + 1
-                continue
-        buf.append(ch)
-        i += 1
-    if buf:
-        parts.append("".join(buf))
-    return parts
-
-
-_QUOTES = ('"', "'", '"""', "'''")
-
-
-def _closing_brace(text: str, start: int) -> int:
-    """Index of the `}` closing the `{` at `start`, skipping nested braces and string literals."""
-    depth, i = 0, start
-    while i < len(text):
-        ch = text[i]
-        if ch in "'\"":
-            quote = text[i : i + 3] if text[i : i + 3] in _QUOTES else ch
-            close = text.find(quote, i + len(quote))
-            if close == -1:
-                return -1
-            i = close + len(quote)
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return -1
-
-
-def _quotes_for(expr: str) -> list[str]:
-    """The f-string quotes that can hold ``{expr}`` as one plain placeholder (Python 3.10+:
-    no backslash, no comment, no conversion or format spec)."""
-    if "\\" in expr or "\n" in expr or "\r" in expr:
-        return []
-    usable = []
-    for quote in _QUOTES:
-        try:
-            tree = ast.parse("f" + quote + "{" + expr + "}" + quote, mode="eval")
-        except (SyntaxError, ValueError):
-            continue
-        node = tree.body
-        if (
-            isinstance(node, ast.JoinedStr)
-            and len(node.values) == 1
-            and isinstance(node.values[0], ast.FormattedValue)
-            and node.values[0].conversion == -1
-            and node.values[0].format_spec is None
-        ):
-            usable.append(quote)
-    return usable
-
-
-def placeholder_ok(expr: str) -> bool:
-    return bool(expr.strip()) and bool(_quotes_for(expr.strip()))
-
-
-def placeholders(text: str) -> list[str]:
-    return [p[0] for p in split_template(text) if isinstance(p, tuple)]
-
-
-def _escape(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)[1:-1]
-
-
-def render_template(text: str) -> str | None:
-    """Source of a string expression for a template: an f-string when it has placeholders.
-
-    None when no one quoting can hold every placeholder (one uses ``"``, another ``'``).
-    """
-    parts = split_template(text)
-    exprs = [p[0] for p in parts if isinstance(p, tuple)]
-    if not exprs:
-        return '"' + _escape("".join(p for p in parts if isinstance(p, str))) + '"'
-    common = [q for q in _QUOTES if all(q in _quotes_for(e) for e in exprs)]
-    if not common:
-        return None
-    quote = common[0]
-    body = "".join(
-        "{" + p[0] + "}" if isinstance(p, tuple)
-        else _escape_quote(p, quote).replace("{", "{{").replace("}", "}}")
-        for p in parts
-    )
-    return "f" + quote + body + quote
-
-
-def _escape_quote(text: str, quote: str) -> str:
-    """`text` as the inside of a one-line string literal delimited by `quote`."""
-    body = _escape(text)  # the body of a double-quoted literal: " and control characters escaped
-    if quote[0] == "'":
-        body = body.replace('\\"', '"').replace("'", "\\'")
-    return body
-
-
-def render_literal(text: str, like: cst.CSTNode | None = None) -> str:
-    """Source of a plain string literal holding `text` verbatim.
-
-    When the literal it replaces (`like`) is triple-quoted and the text spans lines, the new
-    one is triple-quoted too, with real line breaks, so a long prompt stays readable.
-    """
-    quote = _triple_quote_of(like)
-    if quote and "\n" in text and "\r" not in text:
-        body = text.replace("\\", "\\\\").replace(quote[0], "\\" + quote[0])
-        if all(c.isprintable() or c in "\n\t" for c in body):
-            return quote + body + quote
-    return '"' + _escape(text) + '"'
-
-
-def _triple_quote_of(node: cst.CSTNode | None) -> str | None:
-    if isinstance(node, cst.ConcatenatedString):
-        return _triple_quote_of(node.left)
-    if isinstance(node, cst.SimpleString) and len(node.quote) == 3 and not node.prefix:
-        return node.quote
-    return None
-
-
-def fstring_text(text: str) -> str:
-    """`text` escaped for the literal part of a double-quoted f-string."""
-    return _escape(text).replace("{", "{{").replace("}", "}}")
-
-
-def append_to_string(node: cst.BaseExpression, text: str) -> cst.BaseExpression | None:
-    """A string literal with `text` added at its end, keeping its quotes; None if not possible."""
-    if isinstance(node, cst.ConcatenatedString):
-        right = append_to_string(node.right, text)
-        return None if right is None else node.with_changes(right=right)
-    if isinstance(node, cst.SimpleString):
-        prefix = node.prefix.lower()
-        if "b" in prefix or "r" in prefix:
-            return None
-        quote = node.quote
-        body = _escape_for(text, quote)
-        return node.with_changes(value=node.value[: -len(quote)] + body + quote)
-    if isinstance(node, cst.FormattedString):
-        prefix = node.prefix.lower()
-        if "b" in prefix or "r" in prefix:
-            return None
-        body = _escape_for(text, node.end).replace("{", "{{").replace("}", "}}")
-        parts = list(node.parts)
-        if parts and isinstance(parts[-1], cst.FormattedStringText):
-            parts[-1] = parts[-1].with_changes(value=parts[-1].value + body)
-        else:
-            parts.append(cst.FormattedStringText(body))
-        return node.with_changes(parts=parts)
-    return None
-
-
-def _escape_for(text: str, quote: str) -> str:
-    body = text.replace("\\", "\\\\")
-    if len(quote) == 3:
-        body = body.replace(quote[0], "\\" + quote[0])
-        return body
-    body = body.replace(quote, "\\" + quote)
-    return body.replace("\n", "\\n").replace("\r", "\\r")
-
-
-# Operators whose precedence is at least that of `+`: `expr + "..."` needs no parentheses.
 _TIGHT_BINARY = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo,
                  cst.MatrixMultiply, cst.Power)
 
@@ -547,20 +359,18 @@ def require(condition: bool, reason: Reason, detail: str) -> None:
 _CODE_WORDS = ("code", "solution", "program", "impl", "completion", "answer", "draft", "src")
 
 
-def cached(wf: Any, key: Any, compute) -> Any:
-    """A value derived from the workflow, computed once per workflow when the model caches."""
-    if hasattr(wf, "cached"):
-        return wf.cached(("flowmend.operators", key), compute)
-    return compute()
+def cached(wf: Workflow, key: Any, compute) -> Any:
+    """A value derived from the workflow, computed once per workflow."""
+    return wf.cached(("flowmend.operators", key), compute)
 
 
-def yields_code(wf: Any, step: Any) -> bool:
+def yields_code(wf: Workflow, step: Any) -> bool:
     """Whether a step's output is code: its name says so, or the function returns it as is or
     hands it to ``extract_code``/``verify``."""
     return cached(wf, ("yields_code", step.id), lambda: _yields_code(wf, step))
 
 
-def _yields_code(wf: Any, step: Any) -> bool:
+def _yields_code(wf: Workflow, step: Any) -> bool:
     name = assigned_name(step)
     if name is None:
         return False
@@ -574,7 +384,7 @@ RETURNED = m.Return(value=m.Name())
 CHECKED = m.Call(func=m.Name("extract_code") | m.Name("verify"))
 
 
-def _code_names(wf: Any, step: Any) -> set[str]:
+def _code_names(wf: Workflow, step: Any) -> set[str]:
     """Names a function returns as is or passes to ``extract_code``/``verify`` (one pass)."""
     names: set[str] = set()
 
@@ -591,12 +401,12 @@ def _code_names(wf: Any, step: Any) -> set[str]:
     return names
 
 
-def next_statement(wf: Any, statement: cst.CSTNode) -> cst.CSTNode | None:
+def next_statement(wf: Workflow, statement: cst.CSTNode) -> cst.CSTNode | None:
     block, i = block_of(wf, statement)
     return block.body[i + 1] if i + 1 < len(block.body) else None
 
 
-def verified_right_after(wf: Any, step: Any) -> bool:
+def verified_right_after(wf: Workflow, step: Any) -> bool:
     """Whether the statement after the step already calls ``verify`` on its output."""
     nxt = next_statement(wf, step.statement)
     if nxt is None:
@@ -611,7 +421,7 @@ def plain_call(step: Any) -> bool:
     return step.prompt is not None and len(positional) <= 1 and not any(a.star for a in step.call.args)
 
 
-def code_step_sites(wf: Any) -> list[dict]:
+def code_step_sites(wf: Workflow) -> list[dict]:
     """Steps that yield code and are not already checked by the statement after them."""
     return [
         {"step": s.id}
@@ -638,7 +448,7 @@ def find(node: cst.CSTNode, *types: type) -> list:
     return _find(node, types)
 
 
-def indent(wf: Any) -> str:
+def indent(wf: Workflow) -> str:
     """One level of the workflow's own indentation."""
     return wf.module.default_indent
 

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
-from flowmend.operators import _cst
+from flowmend.engine._operator import Case, Reason, Text, check_bounds
+from flowmend.engine._workflow import Workflow
+from flowmend.operators import _cst, _quote
 
 INSTRUCTIONS = {
     ("plan", "before"): "Write a short numbered plan for solving the task below. Do not write code yet.",
@@ -40,7 +41,6 @@ class AddStepArgs:
         check_bounds(self)
 
 
-@register
 class AddStep(_cst.StepStatementOperator):
     name = "add-step"
     kind = "structure"
@@ -102,7 +102,7 @@ class AddStep(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [
             {"step": s.id}
             for s in wf.steps
@@ -111,13 +111,13 @@ class AddStep(_cst.StepStatementOperator):
             and _cst.binds_tighter_than_add(s.prompt.node)
         ]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         presets = [self.Args("plan", "before"), self.Args("tests", "before")]
         if _consumer(wf, wf.step(target["step"])) is not None:
             presets.append(self.Args("critique", "after"))
         return presets
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         step = wf.step(target["step"])
         regions = [_cst.node_lines(wf, step.statement)]
         if args.position == "after":
@@ -126,13 +126,13 @@ class AddStep(_cst.StepStatementOperator):
                 regions.append(_cst.node_lines(wf, consumer.prompt.node))
         return regions
 
-    def transform(self, wf: Any, target: dict, args: AddStepArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: AddStepArgs) -> cst.Module:
         step = wf.step(target["step"])
         new_var = _cst.fresh_name(wf, args.purpose)
         instruction = args.instruction or INSTRUCTIONS[(args.purpose, args.position)]
         label = LABELS[args.purpose]
         if args.position == "before":
-            prompt = f"{_cst.render_literal(instruction + chr(10) * 2)} + {_cst.code_of(wf, step.prompt.node)}"
+            prompt = f"{_quote.render_literal(instruction + chr(10) * 2)} + {_cst.code_of(wf, step.prompt.node)}"
             new = _cst.parse_statements(wf, f"{new_var} = {_cst.call_expr(step, wf, prompt)}\n")[0]
             threaded = step.statement.deep_replace(
                 step.prompt.node, _cst.thread(step.prompt.node, label, new_var)
@@ -145,7 +145,7 @@ class AddStep(_cst.StepStatementOperator):
             f"no later step in {step.function} reads {step.id}'s output ({var or 'unassigned'}) "
             "through a prompt the new step's output could join",
         )
-        prompt = f'f"{_cst.fstring_text(instruction)}\\n\\n{{{var}}}"'
+        prompt = f'f"{_quote.fstring_text(instruction)}\\n\\n{{{var}}}"'
         new = _cst.parse_statements(wf, f"{new_var} = {_cst.call_expr(step, wf, prompt)}\n")[0]
         return _cst.replace(wf, {
             step.statement: cst.FlattenSentinel([step.statement, new]),
@@ -153,13 +153,13 @@ class AddStep(_cst.StepStatementOperator):
         })
 
 
-def _consumer(wf: Any, step: Any) -> Any | None:
+def _consumer(wf: Workflow, step: Any) -> Any | None:
     """The first later step whose prompt reads the step's output and that a new variable
     assigned right after the step reaches (same block, or nested in a later statement of it)."""
     return _cst.cached(wf, ("add-step consumer", step.id), lambda: _find_consumer(wf, step))
 
 
-def _find_consumer(wf: Any, step: Any) -> Any | None:
+def _find_consumer(wf: Workflow, step: Any) -> Any | None:
     var = _cst.assigned_name(step)
     if var is None:
         return None

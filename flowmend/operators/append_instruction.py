@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
-from flowmend.operators import _cst
+from flowmend.engine._operator import Case, Text, check_bounds
+from flowmend.engine._workflow import Workflow
+from flowmend.operators import _cst, _quote
 
 PRESET_SENTENCES = (
     "Reply with a single Python code block and nothing else.",
@@ -26,7 +27,6 @@ class AppendInstructionArgs:
         check_bounds(self)
 
 
-@register
 class AppendInstruction(_cst.StepStatementOperator):
     name = "append-instruction"
     kind = "prompt"
@@ -71,23 +71,23 @@ class AppendInstruction(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [
             {"step": s.id}
             for s in wf.steps
             if s.prompt is not None and s.prompt.node is not None and not _is_bytes(s.prompt.node)
         ]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         return [self.Args(sentence=s) for s in PRESET_SENTENCES]
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return [_cst.node_lines(wf, wf.step(target["step"]).prompt.node)]
 
-    def transform(self, wf: Any, target: dict, args: AppendInstructionArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: AppendInstructionArgs) -> cst.Module:
         node = wf.step(target["step"]).prompt.node
         addition = "\n" + args.sentence
-        new = _cst.append_to_string(node, addition)
+        new = _quote.append_to_string(node, addition)
         if new is None:
             left = node if _cst.binds_tighter_than_add(node) else node.with_changes(
                 lpar=[cst.LeftParen()], rpar=[cst.RightParen()]
@@ -95,7 +95,7 @@ class AppendInstruction(_cst.StepStatementOperator):
             new = cst.BinaryOperation(
                 left=left,
                 operator=cst.Add(cst.SimpleWhitespace(" "), cst.SimpleWhitespace(" ")),
-                right=cst.parse_expression(_cst.render_literal(addition)),
+                right=cst.parse_expression(_quote.render_literal(addition)),
             )
         return _cst.replace(wf, {node: new})
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
+from flowmend.engine._operator import Case, Text, check_bounds
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 # The kinds `verify(code).kind` reports besides "ok", in the order the branches test them.
@@ -38,7 +39,6 @@ class BranchOnCheckArgs:
         check_bounds(self)
 
 
-@register
 class BranchOnCheck(_cst.StepStatementOperator):
     name = "branch-on-check"
     kind = "structure"
@@ -82,10 +82,10 @@ class BranchOnCheck(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return _cst.code_step_sites(wf)
 
-    def transform(self, wf: Any, target: dict, args: BranchOnCheckArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: BranchOnCheckArgs) -> cst.Module:
         step = wf.step(target["step"])
         var = _cst.assigned_name(step)
         check = _cst.fresh_name(wf, "check")

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
+from flowmend.engine._operator import Case, Text, check_bounds
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 DEFAULT_INSTRUCTION = "The code below failed a check. Fix it and return the complete corrected code."
@@ -22,7 +23,6 @@ class InsertVerifyStepArgs:
         check_bounds(self)
 
 
-@register
 class InsertVerifyStep(_cst.StepStatementOperator):
     name = "insert-verify-step"
     kind = "structure"
@@ -89,16 +89,16 @@ class InsertVerifyStep(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return _cst.code_step_sites(wf)
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         return [
             self.Args(),
             self.Args(instruction="Fix the bug described by the feedback. Return only the corrected code."),
         ]
 
-    def transform(self, wf: Any, target: dict, args: InsertVerifyStepArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: InsertVerifyStepArgs) -> cst.Module:
         step = wf.step(target["step"])
         var = _cst.assigned_name(step)
         check = _cst.fresh_name(wf, "check")

@@ -6,14 +6,14 @@ from typing import Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, NoArgs, register
+from flowmend.engine._operator import Case, NoArgs
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 # Calls that read or write variables by name, which a syntactic data-flow check cannot follow.
 _DYNAMIC = frozenset({"eval", "exec", "locals", "vars", "globals"})
 
 
-@register
 class RemoveStep(_cst.StepStatementOperator):
     name = "remove-step"
     kind = "structure"
@@ -78,15 +78,15 @@ class RemoveStep(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [{"step": s.id} for s in wf.steps if _removal(wf, s) is not None]
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         step = wf.step(target["step"])
         threads = _removal(wf, step) or []
         return [_cst.node_lines(wf, step.statement)] + [_cst.node_lines(wf, t) for t in threads]
 
-    def transform(self, wf: Any, target: dict, args: Any) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: Any) -> cst.Module:
         step = wf.step(target["step"])
         threads = _removal(wf, step)
         mapping: dict = {step.statement: cst.RemovalSentinel.REMOVE}
@@ -94,12 +94,12 @@ class RemoveStep(_cst.StepStatementOperator):
         return _cst.replace(wf, mapping)
 
 
-def _removal(wf: Any, step: Any) -> list[cst.BinaryOperation] | None:
+def _removal(wf: Workflow, step: Any) -> list[cst.BinaryOperation] | None:
     """The thread suffixes to strip when removing `step`, or None when it cannot be removed."""
     return _cst.cached(wf, ("remove-step", step.id), lambda: _find_removal(wf, step))
 
 
-def _find_removal(wf: Any, step: Any) -> list[cst.BinaryOperation] | None:
+def _find_removal(wf: Workflow, step: Any) -> list[cst.BinaryOperation] | None:
     if _cst.assigned_call(step.statement, step.call) is None:
         return None
     block, _ = _cst.block_of(wf, step.statement)
@@ -134,7 +134,7 @@ def _dynamic(fn: cst.FunctionDef, var: str) -> bool:
     )
 
 
-def _bound_before(wf: Any, fn: cst.FunctionDef, statement: cst.CSTNode, var: str) -> bool:
+def _bound_before(wf: Workflow, fn: cst.FunctionDef, statement: cst.CSTNode, var: str) -> bool:
     """Whether `var` is surely bound when `statement` runs: a parameter, or a plain assignment
     earlier in the same block or in an enclosing block of the function."""
     params = fn.params

@@ -6,11 +6,11 @@ from typing import Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, NoArgs, register
+from flowmend.engine._operator import Case, NoArgs
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 
-@register
 class ReorderSteps(_cst.StepStatementOperator):
     name = "reorder-steps"
     kind = "structure"
@@ -49,7 +49,7 @@ class ReorderSteps(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         sites = []
         steps = [s for s in wf.steps if _cst.assigned_call(s.statement, s.call) is not None]
         by_statement = {id(s.statement): s for s in steps}
@@ -60,17 +60,17 @@ class ReorderSteps(_cst.StepStatementOperator):
                 sites.append({"step": first.id, "with": second.id})
         return sites
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         first, second = wf.step(target["step"]), wf.step(target["with"])
         return [(_cst.node_lines(wf, first.statement)[0], _cst.node_lines(wf, second.statement)[1])]
 
-    def transform(self, wf: Any, target: dict, args: Any) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: Any) -> cst.Module:
         first, second = wf.step(target["step"]), wf.step(target["with"])
         return _cst.replace(wf, {first.statement: second.statement,
                                         second.statement: first.statement})
 
 
-def _independent(wf: Any, first: Any, second: Any) -> bool:
+def _independent(wf: Workflow, first: Any, second: Any) -> bool:
     writes_first = {_cst.assigned_name(first)} - {None}
     writes_second = {_cst.assigned_name(second)} - {None}
     reads_first = _cst.names_read(wf, first.statement)

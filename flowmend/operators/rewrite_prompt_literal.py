@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Reason, Text, check_bounds, register
-from flowmend.operators import _cst
+from flowmend.engine._operator import Case, Reason, Text, check_bounds
+from flowmend.engine._workflow import Workflow
+from flowmend.operators import _cst, _quote
 
 REWRITABLE = ("literal", "fstring", "concat", "constant", "format")
 ROLE_LINE = "You are an expert Python programmer."
@@ -26,11 +27,11 @@ class RewritePromptLiteralArgs:
         check_bounds(self)
 
 
-@register
 class RewritePromptLiteral(_cst.StepStatementOperator):
     name = "rewrite-prompt-literal"
     kind = "prompt"
     Args = RewritePromptLiteralArgs
+    TEXT_ARG = "text"
     DESCRIPTION = (
         "Replace the text of a step's prompt; every placeholder that reads a variable must stay."
     )
@@ -130,21 +131,21 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [
             {"step": s.id}
             for s in wf.steps
             if s.prompt is not None and s.prompt.kind in REWRITABLE and s.prompt.node is not None
         ]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         # The optimizer writes the text itself (the engine replaces `text`); the preset is a
         # real edit of its own, the current text under a role line, so that it is never a
         # no-op. Offered only when the text can be written back (placeholders fit an f-string).
         prompt = wf.step(target["step"]).prompt
         text = prompt.text
         if not text or text.startswith(ROLE_LINE) or (prompt.kind != "format" and not all(
-            _cst.placeholder_ok(p) for p in prompt.placeholders
+            _quote.placeholder_ok(p) for p in prompt.placeholders
         )):
             return []
         if prompt.kind not in ("constant", "format"):
@@ -154,13 +155,13 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         except ValueError:
             return []
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         step = wf.step(target["step"])
         if step.prompt.constant is not None:
             return [_cst.node_lines(wf, _constant_statement(wf, step.prompt.constant)[0])]
         return [_cst.node_lines(wf, step.prompt.node)]
 
-    def transform(self, wf: Any, target: dict, args: RewritePromptLiteralArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: RewritePromptLiteralArgs) -> cst.Module:
         step = wf.step(target["step"])
         prompt = step.prompt
         if prompt.kind == "format":
@@ -177,17 +178,17 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
                 len(uses) == 1, Reason.SHARED_CONSTANT,
                 f"constant {prompt.constant} is used {len(uses)} times, not by step {step.id} alone",
             )
-            new_value = cst.parse_expression(_cst.render_literal(args.text, like=value))
+            new_value = cst.parse_expression(_quote.render_literal(args.text, like=value))
             return _cst.replace(wf, {value: new_value})
         if prompt.kind == "format":
             # `"template".format(...)`: the template is rewritten, the arguments stay.
             receiver = prompt.node.func.value
-            new_receiver = cst.parse_expression(_cst.render_literal(args.text, like=receiver))
+            new_receiver = cst.parse_expression(_quote.render_literal(args.text, like=receiver))
             return _cst.replace(wf, {receiver: new_receiver})
         old = [p for p in prompt.placeholders if _reads_variable(wf, step, p)]
-        new = _cst.placeholders(args.text)
+        new = _quote.placeholders(args.text)
         dropped = [p for p in old if _norm(p) not in {_norm(n) for n in new}]
-        unwritable = [p for p in dropped if not _cst.placeholder_ok(p)]
+        unwritable = [p for p in dropped if not _quote.placeholder_ok(p)]
         _cst.require(
             not dropped, Reason.PLACEHOLDER,
             f"the new text drops placeholder(s) {', '.join('{' + p + '}' for p in dropped)} "
@@ -203,7 +204,7 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
                 f"placeholder {{{expr}}} reads {', '.join(sorted(unknown))}, which step "
                 f"{step.id}'s prompt could not read",
             )
-        rendered = _cst.render_template(args.text)
+        rendered = _quote.render_template(args.text)
         _cst.require(
             rendered is not None, Reason.PLACEHOLDER,
             "no one f-string quoting can hold every placeholder of the new text (mixed quotes)",
@@ -242,7 +243,7 @@ def _escape_literal_braces(text: str, placeholders: tuple[str, ...]) -> str:
     placeholders read as placeholders when the text comes back as an argument."""
     wanted = {_norm(p) for p in placeholders}
     out = []
-    for part in _cst.split_template(text):
+    for part in _quote.split_template(text):
         if isinstance(part, tuple) and _norm(part[0]) in wanted:
             out.append("{" + part[0] + "}")
         else:
@@ -271,7 +272,7 @@ def _names_in(expr: str) -> set[str]:
     return names
 
 
-def _visible_names(wf: Any, step: Any, prompt: Any) -> set[str]:
+def _visible_names(wf: Workflow, step: Any, prompt: Any) -> set[str]:
     """Names a new placeholder may read: what the prompt read, parameters, module-level names."""
     fn = wf.function(step.function).node
     params = {p.name.value for p in _all_params(fn.params)}
@@ -287,14 +288,14 @@ def _all_params(params: cst.Parameters) -> list[cst.Param]:
     return out
 
 
-def _reads_variable(wf: Any, step: Any, placeholder: str) -> bool:
+def _reads_variable(wf: Workflow, step: Any, placeholder: str) -> bool:
     """Whether a placeholder reads a local variable or parameter (not only globals/builtins)."""
     names = _names_in(placeholder)
     module_level = _cst.module_names(wf.module) | set(dir(builtins))
     return bool(names - module_level) or bool(names & set(step.reads))
 
 
-def _constant_statement(wf: Any, name: str) -> tuple[cst.SimpleStatementLine, cst.BaseExpression]:
+def _constant_statement(wf: Workflow, name: str) -> tuple[cst.SimpleStatementLine, cst.BaseExpression]:
     for stmt in wf.module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
@@ -305,7 +306,7 @@ def _constant_statement(wf: Any, name: str) -> tuple[cst.SimpleStatementLine, cs
     raise LookupError(f"constant {name} not found")
 
 
-def _is_module_binding(wf: Any, access: Any) -> bool:
+def _is_module_binding(wf: Workflow, access: Any) -> bool:
     from libcst.metadata import GlobalScope
 
     return any(isinstance(getattr(r, "scope", None), GlobalScope) for r in access.referents)

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import Between, Case, check_bounds, register
+from flowmend.engine._operator import Between, Case, check_bounds
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 
@@ -22,7 +23,6 @@ class SampleAndSelectArgs:
         check_bounds(self)
 
 
-@register
 class SampleAndSelect(_cst.StepStatementOperator):
     name = "sample-and-select"
     kind = "structure"
@@ -77,13 +77,13 @@ class SampleAndSelect(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [{"step": s.id} for s in _cst.assign_steps(wf) if _cst.plain_call(s) and _cst.yields_code(wf, s)]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         return [self.Args(n=3), self.Args(n=5)]
 
-    def transform(self, wf: Any, target: dict, args: SampleAndSelectArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: SampleAndSelectArgs) -> cst.Module:
         step = wf.step(target["step"])
         var = _cst.assigned_name(step)
         samples = _cst.fresh_name(wf, "samples")

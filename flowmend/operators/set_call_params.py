@@ -8,8 +8,9 @@ from typing import Annotated, Any, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import ArgsError, Between, Case, Text, check_bounds, register
-from flowmend.operators import _cst
+from flowmend.engine._operator import ArgsError, Between, Case, Text, check_bounds
+from flowmend.engine._workflow import Workflow
+from flowmend.operators import _cst, _quote
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,6 @@ class SetCallParamsArgs:
             raise ArgsError("set at least one of temperature, max_tokens, n, model")
 
 
-@register
 class SetCallParams(_cst.StepStatementOperator):
     name = "set-call-params"
     kind = "prompt"
@@ -82,10 +82,10 @@ class SetCallParams(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         # A preset that sets what the call already has would change nothing: leave it out.
         current = dict(wf.step(target["step"]).params)
         presets = [
@@ -100,10 +100,10 @@ class SetCallParams(_cst.StepStatementOperator):
                        if getattr(p, f.name) is not None)
         ]
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return [_cst.node_lines(wf, wf.step(target["step"]).call)]
 
-    def transform(self, wf: Any, target: dict, args: SetCallParamsArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: SetCallParamsArgs) -> cst.Module:
         call = wf.step(target["step"]).call
         new = call
         for f in fields(args):
@@ -125,5 +125,5 @@ def _same(source: str | None, value: Any) -> bool:
 
 def _literal(value: Any) -> str:
     if isinstance(value, str):
-        return _cst.render_literal(value)
+        return _quote.render_literal(value)
     return repr(value)

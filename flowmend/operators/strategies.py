@@ -14,8 +14,9 @@ from typing import Any, Literal
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from flowmend.engine import _operator as registry
-from flowmend.engine._operator import ArgsError, Between, Identifier, Text
+from flowmend.engine._args import ArgsError, Between, Identifier, Text
+from flowmend.engine._library import OperatorLibrary, default_library
+from flowmend.engine._workflow import Workflow
 
 STEP_NAMES = ("plan", "draft", "code", "critique", "tests", "answer", "notes", "solution")
 MODELS = ("smollm2", "gemma3-270m", "local/model-a")
@@ -221,15 +222,19 @@ class DrawnPatch:
     args: Any
 
 
-def patches(wf: Any, operators: tuple[str, ...] | None = None) -> st.SearchStrategy[DrawnPatch]:
-    """Operator × site × valid arguments; one draw in eight targets any step, site or not."""
-    names = operators or tuple(registry.names())
+def patches(wf: Workflow, operators: tuple[str, ...] | None = None, *,
+            library: OperatorLibrary | None = None) -> st.SearchStrategy[DrawnPatch]:
+    """Operator × site × valid arguments; one draw in eight targets any step, site or not.
+
+    The operators are those of `library` (default: the built-ins), or the named ones in it."""
+    library = default_library() if library is None else library
+    names = operators or tuple(library.names())
 
     # A closure, so that Hypothesis never builds the (large) repr of the workflow.
     @st.composite
     def draw_patch(draw) -> DrawnPatch:
         name = draw(st.sampled_from(names))
-        op = registry.get(name)()
+        op = library.get(name)()
         sites = op.sites(wf)
         if sites and draw(st.integers(0, 7)) != 0:
             target = draw(st.sampled_from(sites))

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds, register
-from flowmend.operators import _cst
+from flowmend.engine._operator import Case, Text, check_bounds
+from flowmend.engine._workflow import Workflow
+from flowmend.operators import _cst, _quote
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,6 @@ class SwapModelArgs:
         check_bounds(self)
 
 
-@register
 class SwapModel(_cst.StepStatementOperator):
     name = "swap-model"
     kind = "structure"
@@ -55,10 +55,10 @@ class SwapModel(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         # Operators know no model store: offer the other models this workflow already names.
         current = dict(wf.step(target["step"]).params).get("model")
         names = []
@@ -71,10 +71,10 @@ class SwapModel(_cst.StepStatementOperator):
                     names.append(text)
         return [self.Args(model=n) for n in names]
 
-    def edit_region(self, wf: Any, target: dict, args: Any) -> list[tuple[int, int]]:
+    def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return [_cst.node_lines(wf, wf.step(target["step"]).call)]
 
-    def transform(self, wf: Any, target: dict, args: SwapModelArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: SwapModelArgs) -> cst.Module:
         call = wf.step(target["step"]).call
-        value = cst.parse_expression(_cst.render_literal(args.model))
+        value = cst.parse_expression(_quote.render_literal(args.model))
         return _cst.replace(wf, {call: _cst.set_keyword(call, "model", value)})

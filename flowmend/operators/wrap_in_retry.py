@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 import libcst as cst
 
-from flowmend.engine._operator import Between, Case, check_bounds, register
+from flowmend.engine._operator import Between, Case, check_bounds
+from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
 UNTIL = ("no-exception", "extracts", "compiles", "verify")
@@ -24,7 +25,6 @@ class WrapInRetryArgs:
         check_bounds(self)
 
 
-@register
 class WrapInRetry(_cst.StepStatementOperator):
     name = "wrap-in-retry"
     kind = "structure"
@@ -115,17 +115,17 @@ class WrapInRetry(_cst.StepStatementOperator):
         ),
     ]
 
-    def sites(self, wf: Any) -> list[dict]:
+    def sites(self, wf: Workflow) -> list[dict]:
         return [{"step": s.id} for s in _cst.assign_steps(wf)]
 
-    def presets(self, wf: Any, target: dict) -> list[Any]:
+    def presets(self, wf: Workflow, target: dict) -> list[Any]:
         step = wf.step(target["step"])
         presets = [self.Args(max_attempts=2), self.Args(max_attempts=3)]
         if _cst.yields_code(wf, step):
             presets += [self.Args(max_attempts=3, until="compiles"), self.Args(max_attempts=3, until="verify")]
         return presets
 
-    def transform(self, wf: Any, target: dict, args: WrapInRetryArgs) -> cst.Module:
+    def transform(self, wf: Workflow, target: dict, args: WrapInRetryArgs) -> cst.Module:
         step = wf.step(target["step"])
         var = _cst.assigned_name(step)
         i = _cst.fresh_name(wf, "attempt")

@@ -11,32 +11,12 @@ caller passed; the handler's time counts against the run's timeout except where 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
-__all__ = [
-    "STATUSES", "TEST_STATUSES", "CheckResult", "ExecResult", "Limits", "RpcHandler", "Sandbox",
-    "SandboxError", "TestResult", "model_wait",
-]
+from flowmend import _api
 
 # Loaded on first use, so that `flowmend --help` and the CLI's verb registration stay fast.
-_HOME = {
-    "RpcHandler": "_types", "Sandbox": "_supervisor", "SandboxError": "_types",
-    "STATUSES": "_types", "TEST_STATUSES": "_types", "CheckResult": "_types",
-    "ExecResult": "_types", "Limits": "_types", "TestResult": "_types", "model_wait": "_run",
-}
-
-if TYPE_CHECKING:
-    from flowmend.sandbox._run import model_wait
-    from flowmend.sandbox._supervisor import Sandbox
-    from flowmend.sandbox._types import (
-        STATUSES, TEST_STATUSES, CheckResult, ExecResult, Limits, RpcHandler, SandboxError,
-        TestResult)
-
-
-def __getattr__(name: str):
-    if name in _HOME:
-        value = getattr(importlib.import_module(f"flowmend.sandbox.{_HOME[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'flowmend.sandbox' has no attribute {name!r}")
+_api.public_api(__name__, globals(), {
+    "_run": ("model_wait",),
+    "_supervisor": ("Sandbox",),
+    "_types": ("STATUSES", "TEST_STATUSES", "CheckResult", "ExecResult", "Limits", "RpcHandler",
+               "SandboxError", "TestResult"),
+})

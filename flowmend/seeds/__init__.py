@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from flowmend import _api
 from flowmend.errors import UserError
-
-__all__ = ["ids", "load"]
 
 
 def ids() -> tuple[str, ...]:
@@ -28,3 +27,6 @@ def load(seed_id: str) -> str:
     if seed_id not in known:
         raise UserError(f"unknown seed workflow {seed_id!r}; known: {', '.join(known)}")
     return resources.files(__name__).joinpath(f"{seed_id}.py").read_text(encoding="utf-8")
+
+
+_api.public_api(__name__, globals(), {_api.HERE: ("ids", "load")})

@@ -4,39 +4,13 @@ Nothing here reads ground truth: the verifier sees a `Task` (prompt, entry point
 checks), the workflow's output and its trace, and runs code only through a `Sandbox`.
 """
 
-from flowmend.verifier._feedback import (
-    CheckCache,
-    CheckOutcome,
-    Cost,
-    Feedback,
-    SyntaxProblem,
-    feedback,
-    instrument_check,
-)
-from flowmend.verifier._measure import Estimate, Iteration, Scored, gamma, kappa
-from flowmend.verifier._score import ScoreWeights, score
-from flowmend.verifier._visible import Example, docstring_examples, visible_checks_from_docstring
-from flowmend.verifier.runtime_helpers import CHECK_KINDS, Check, extract_code
+from flowmend import _api
 
-__all__ = [
-    "CHECK_KINDS",
-    "Check",
-    "CheckCache",
-    "CheckOutcome",
-    "Cost",
-    "Estimate",
-    "Example",
-    "Feedback",
-    "Iteration",
-    "ScoreWeights",
-    "Scored",
-    "SyntaxProblem",
-    "docstring_examples",
-    "extract_code",
-    "feedback",
-    "gamma",
-    "instrument_check",
-    "kappa",
-    "score",
-    "visible_checks_from_docstring",
-]
+_api.public_api(__name__, globals(), {
+    "_feedback": ("CheckCache", "CheckOutcome", "Cost", "Feedback", "SyntaxProblem", "feedback",
+                  "instrument_check"),
+    "_measure": ("Estimate", "Iteration", "Scored", "gamma", "kappa"),
+    "_score": ("ScoreWeights", "score"),
+    "_visible": ("Example", "docstring_examples", "visible_checks_from_docstring"),
+    "runtime_helpers": ("CHECK_KINDS", "Check", "extract_code"),
+})

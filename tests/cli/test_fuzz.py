@@ -5,8 +5,6 @@ import json
 import pytest
 
 from flowmend.cli import main
-from flowmend.engine import _operator as registry
-from flowmend.operators.swap_model import SwapModel
 
 
 def test_fuzz_json_report(capsys):
@@ -45,25 +43,43 @@ def test_fuzz_bad_arguments_are_one_line_errors(argv, message, capsys):
 
 
 @pytest.fixture
-def lying_operator():
-    """An operator whose declared edit region is wrong: the fuzzer must catch it."""
-
-    class LyingSwap(SwapModel):
-        name = "lying-swap"
-
-        def edit_region(self, wf, target, args):
-            return [(1, 1)]
-
-    registry._REGISTRY[LyingSwap.name] = LyingSwap
-    yield LyingSwap
-    registry._REGISTRY.pop(LyingSwap.name)
+def lying_operator(tmp_path):
+    """An operator whose declared edit region is wrong, in a file of its own: the fuzzer and
+    `ops test` must catch it."""
+    path = tmp_path / "lying.py"
+    path.write_text(
+        "from flowmend.operators import SwapModel\n\n\n"
+        "class LyingSwap(SwapModel):\n"
+        "    name = 'lying-swap'\n\n"
+        "    def edit_region(self, wf, target, args):\n"
+        "        return [(1, 1)]\n"
+    )
+    return path
 
 
 def test_fuzz_exits_1_and_prints_the_falsifying_example(lying_operator, capsys):
-    code = main(["fuzz", "--examples", "20", "--operator", "lying-swap", "--parser-examples", "0",
+    code = main(["fuzz", "--examples", "20", "--library", "builtin", "--library",
+                 str(lying_operator), "--operator", "lying-swap", "--parser-examples", "0",
                  "--no-shrink"])
     out = capsys.readouterr().out
     assert code == 1
     assert "falsifying example: lying-swap" in out
     assert "text after the edit region changed" in out
     assert "--- workflow" in out and "--- result" in out
+
+
+def test_ops_test_gates_a_library(lying_operator, capsys):
+    assert main(["ops", "test", "builtin", "--fuzz-examples", "0"]) == 0
+    assert "passed" in capsys.readouterr().out
+    assert main(["ops", "test", str(lying_operator), "--fuzz-examples", "20"]) == 1
+    out = capsys.readouterr().out
+    assert "lying-swap" in out and "fuzz" in out
+    assert main(["ops", "--library", "builtin", "--library", str(lying_operator), "--json"]) == 0
+    names = [o["name"] for o in json.loads(capsys.readouterr().out)]
+    assert "lying-swap" in names and "swap-model" in names
+
+
+def test_ops_with_a_library_that_does_not_load_is_one_line(tmp_path, capsys):
+    assert main(["ops", "--library", str(tmp_path / "missing.py")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.py" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

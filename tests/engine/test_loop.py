@@ -16,7 +16,7 @@ import pytest
 from flowmend.engine import Budget, RepairConfig, parse_workflow, repair
 from flowmend.engine._loop import MODES
 from flowmend.engine._runtime import Meter, RunContext, run_workflow
-from flowmend.engine import get as get_operator
+from flowmend.engine import default_library
 from flowmend.llm import Broker, Completion, ModelConfig, Request, open_backend
 from flowmend.sandbox import Sandbox
 from flowmend.task import Task
@@ -143,7 +143,7 @@ def test_prompt_mode_menu_holds_prompt_edits_only():
     from flowmend.engine import menu
 
     items = menu(wf, kinds=MODES["prompt"])
-    assert items and all(get_operator(i.patch.operator).kind == "prompt" for i in items)
+    assert items and all(default_library().get(i.patch.operator).kind == "prompt" for i in items)
 
 
 RECORDED = [
@@ -185,7 +185,7 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
     answered = [e for e in trace if e["event"] == "llm" and "prompt_tokens" in e]
     assert sum(e["prompt_tokens"] + e["completion_tokens"] for e in answered) == result.tokens
     if options.get("mode") == "prompt":
-        kinds = {get_operator(c.patch.operator).kind for c in result.candidates if c.patch}
+        kinds = {default_library().get(c.patch.operator).kind for c in result.candidates if c.patch}
         assert kinds <= {"prompt"}
 
 

@@ -22,8 +22,12 @@ WF = parse_workflow(seeds.load("plan_then_code"))
 
 
 def item(operator="append-instruction", step="code", label=None, **args):
+    """A menu item as `menu` builds it: the operator's free-text argument named by the library."""
+    from flowmend.engine import default_library
+
     return MenuItem(label or f"{operator}@{step}", Patch(operator, {"step": step}, args),
-                    "prompt", f"what {operator} does")
+                    "prompt", f"what {operator} does",
+                    text_arg=default_library().get(operator).TEXT_ARG)
 
 
 def test_the_default_choice_prompt_is_the_shipped_text():

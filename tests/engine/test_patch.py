@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -122,3 +123,29 @@ def test_a_failing_patch_in_a_list_says_which():
 def test_unparseable_source_is_an_invalid_result_not_an_exception():
     result = apply_patches("def solve(:\n", [Patch("set-call-params", {"step": "a"}, {"n": 2})])
     assert isinstance(result, Invalid) and result.reason is Reason.PARSE
+
+
+def test_with_a_library_a_patch_checks_its_arguments_once_at_the_boundary(monkeypatch):
+    from flowmend.engine import default_library, parse_workflow
+
+    library = default_library()
+    data = {"schema": PATCH_SCHEMA, "operator": "wrap-in-retry", "target": {"step": "code"},
+            "args": {"max_attempts": 2}}
+    patch = Patch.from_json(data, library=library)
+    assert patch.parsed == library.get("wrap-in-retry").Args(max_attempts=2)
+    # Checked, its arguments are complete: the defaults are written out.
+    assert patch.args == {"max_attempts": 2, "until": "no-exception"}
+    assert patch == Patch.from_json({**data, "args": patch.args})
+    with pytest.raises(PatchError, match="max_attempts must be between 2 and 5"):
+        Patch.from_json({**data, "args": {"max_attempts": 9}}, library=library)
+    with pytest.raises(PatchError, match="no operator 'nope'"):
+        Patch.from_json({**data, "operator": "nope"}, library=library)
+    # Applying it checks nothing again...
+    wf = parse_workflow("def solve(task):\n    code = llm(task.prompt)\n    return code\n")
+    cls = library.get("wrap-in-retry")
+    monkeypatch.setattr(cls, "parse_args", classmethod(lambda c, d: pytest.fail("checked twice")))
+    assert "range(2)" in apply_patch(wf, patch).source
+    # ...unless its JSON arguments no longer say what the checked ones do.
+    changed = dataclasses.replace(patch, args={"max_attempts": 3})
+    with pytest.raises(pytest.fail.Exception, match="checked twice"):
+        apply_patch(wf, changed)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flowmend.engine import PATCH_SCHEMA, all_operators, patch_schema
+from flowmend.engine import PATCH_SCHEMA, default_library, patch_schema
 from flowmend.engine._schema import SCHEMA_PATH, render
 
 
@@ -21,8 +21,8 @@ def test_schema_has_one_variant_per_operator_with_its_args_schema():
     schema = patch_schema()
     variants = schema["$defs"]["patch"]["oneOf"]
     by_name = {v["properties"]["operator"]["const"]: v for v in variants}
-    assert sorted(by_name) == sorted(c.name for c in all_operators())
-    for cls in all_operators():
+    assert sorted(by_name) == sorted(c.name for c in default_library().operators())
+    for cls in default_library().operators():
         variant = by_name[cls.name]
         assert variant["properties"]["schema"] == {"const": PATCH_SCHEMA}
         assert variant["properties"]["args"] == cls.args_schema()

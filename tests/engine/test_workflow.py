@@ -405,3 +405,25 @@ def test_replace_refuses_nodes_of_another_tree():
     wf = seed("plan_then_code.py")
     with pytest.raises(ValueError, match="not a node of this workflow"):
         wf.replace({cst.Name("x"): cst.Name("y")})
+
+
+def test_parse_workflow_takes_an_already_parsed_module():
+    source = "def solve(task):\n    code = llm(task.prompt)\n    return code\n"
+    module = cst.parse_module(source)
+    wf = parse_workflow(source, module=module)
+    assert wf.module is module and wf.step_ids == ("code",)
+    with pytest.raises(WorkflowError, match="byte-identical"):
+        parse_workflow(source + "\n", module=module)  # the module must be that source's
+
+
+def test_an_edited_workflow_reads_its_model_on_first_use_and_may_lose_every_step():
+    from flowmend.engine import Applied, Patch, apply_patch
+    from flowmend.engine._workflow import _MODEL
+
+    wf = parse_workflow("def solve(task):\n    llm(task.prompt)\n    return 1\n")
+    result = apply_patch(wf, Patch("remove-step", {"step": "step1"}, {}))
+    assert isinstance(result, Applied)
+    assert _MODEL not in result.workflow._cache  # nothing read yet
+    assert result.workflow.steps == ()  # an edit may remove the last step: no error, no steps
+    with pytest.raises(WorkflowError, match="makes no step call"):
+        parse_workflow(result.source)  # a workflow read from source must have one

@@ -1,18 +1,18 @@
-"""Every registered operator passes its own examples: one parametrised test for the library."""
+"""Every operator of the built-in library passes its own examples: one parametrised test."""
 
 import pytest
 
-from flowmend.engine import _operator as registry
+from flowmend.engine import default_library
 from flowmend.engine.testing import check_case
 
 EXAMPLES = [
     pytest.param(cls, case, id=f"{cls.name}-{i}")
-    for cls in registry.all_operators()
+    for cls in default_library().operators()
     for i, case in enumerate(cls.EXAMPLES)
 ]
 NOT_APPLICABLE = [
     pytest.param(cls, case, id=f"{cls.name}-na{i}")
-    for cls in registry.all_operators()
+    for cls in default_library().operators()
     for i, case in enumerate(cls.NOT_APPLICABLE)
 ]
 
@@ -27,6 +27,6 @@ def test_not_applicable(cls, case):
     check_case(cls, case, applicable=False)
 
 
-@pytest.mark.parametrize("cls", registry.all_operators(), ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", default_library().operators(), ids=lambda c: c.name)
 def test_every_operator_has_a_refusal_example(cls):
     assert cls.NOT_APPLICABLE, f"{cls.name} shows no case where it does not apply"

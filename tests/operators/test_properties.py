@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowmend.engine import _operator as registry
+from flowmend.engine import default_library
 from flowmend.engine._workflow import WorkflowError, parse_workflow
 from flowmend.operators._fuzz import check_application, check_roundtrip, outside_unchanged
 from flowmend.operators.strategies import patches, workflow_sources
@@ -26,7 +26,7 @@ def test_generated_workflows_round_trip_and_parse(source):
     assert wf.steps
 
 
-@pytest.mark.parametrize("operator", registry.names())
+@pytest.mark.parametrize("operator", default_library().names())
 def test_operator_properties(operator):
     @settings(max_examples=PER_OPERATOR, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.data())

@@ -1,0 +1,545 @@
+"""Reading a workflow's steps and prompts: which functions the entry reaches, which calls are
+steps, what each step's prompt says and reads, and the steps' stable ids."""
+
+from __future__ import annotations
+
+import builtins
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from flowmend.engine._cstutil import (
+    assignments, bound_names, dedupe, dotted_name, matches_callee, names_read, param_names,
+    self_param,
+)
+from flowmend.engine._dataflow import DataFlow, origin_step
+from flowmend.engine._workflow import Function, Prompt, Step, Workflow, WorkflowError, _Model
+
+_BUILTINS = frozenset(dir(builtins))
+# Calls whose presence makes a function's data flow impossible to follow by reading it.
+_DYNAMIC_CALLS = frozenset({"eval", "exec", "locals", "globals", "vars", "setattr", "getattr"})
+
+
+class Modeller:
+    def __init__(self, wf: Workflow, where: str):
+        self.where = where
+        self.module: cst.Module = wf.module
+        self.positions = wf.positions
+        self.entry = wf.entry
+        self.callees = wf.step_callees
+        self.functions: dict[str, tuple[cst.FunctionDef, str | None]] = {}
+        self.classes: dict[str, cst.ClassDef] = {}
+        self.class_bases: dict[str, tuple[str, ...]] = {}
+        self.constants: dict[str, str] = {}
+        self.constant_nodes: dict[str, cst.BaseExpression] = {}
+        self._facts: dict[str, Facts] = {}
+        self._index_module()
+
+    def facts(self, qualname: str) -> Facts:
+        if qualname not in self._facts:
+            self._facts[qualname] = function_facts(self.functions[qualname][0])
+        return self._facts[qualname]
+
+    def instances(self, qualname: str) -> dict[str, str]:
+        """Local variables that hold an instance of a module class (``flow = Flow()``)."""
+        found: dict[str, str] = {}
+        for target, value in self.facts(qualname).assignments:
+            if isinstance(target, cst.Name) and isinstance(value, cst.Call):
+                ctor = dotted_name(value.func)
+                if ctor in self.classes:
+                    found[target.value] = ctor
+        return found
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self.positions[node].start.line
+
+    def _index_module(self) -> None:
+        assigned: dict[str, int] = {}
+        for stmt in self.module.body:
+            if isinstance(stmt, cst.FunctionDef):
+                self.functions[stmt.name.value] = (stmt, None)
+            elif isinstance(stmt, cst.ClassDef):
+                name = stmt.name.value
+                self.classes[name] = stmt
+                self.class_bases[name] = tuple(
+                    b for b in (dotted_name(a.value) for a in stmt.bases) if b
+                )
+                for item in stmt.body.body if isinstance(stmt.body, cst.IndentedBlock) else ():
+                    if isinstance(item, cst.FunctionDef):
+                        self.functions[f"{name}.{item.name.value}"] = (item, name)
+            elif isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    for target, value in assignments(small):
+                        if isinstance(target, cst.Name):
+                            assigned[target.value] = assigned.get(target.value, 0) + 1
+                            text = _string_value(value)
+                            if text is not None:
+                                self.constants[target.value] = text
+                                self.constant_nodes[target.value] = value
+        # A name assigned twice at module level is not a constant.
+        for name, count in assigned.items():
+            if count > 1:
+                self.constants.pop(name, None)
+                self.constant_nodes.pop(name, None)
+
+    # -- reachability ---------------------------------------------------------------------------
+
+    def _method(self, cls: str, name: str, seen: frozenset = frozenset()) -> str | None:
+        if f"{cls}.{name}" in self.functions:
+            return f"{cls}.{name}"
+        for base in self.class_bases.get(cls, ()):
+            if base in self.classes and base not in seen:
+                found = self._method(base, name, seen | {cls})
+                if found:
+                    return found
+        return None
+
+    def _resolve_calls(self, qualname: str) -> list[str]:
+        """Module functions/methods a function may call (over-approximated; steps excluded)."""
+        node, cls = self.functions[qualname]
+        self_name = self_param(node) if cls else None
+        instances = self.instances(qualname)
+        found: list[str] = []
+        for call in self.facts(qualname).calls:
+            name = dotted_name(call.func)
+            if matches_callee(name, self.callees):
+                continue  # a step is a leaf: its callee's body is the model, not the workflow
+            callee = self._resolve_one(call.func, cls, self_name, instances)
+            for c in callee:
+                if c not in found:
+                    found.append(c)
+        return found
+
+    def _resolve_one(self, func, cls, self_name, instances) -> list[str]:
+        if isinstance(func, cst.Name):
+            if func.value in self.functions and self.functions[func.value][1] is None:
+                return [func.value]
+            if func.value in self.classes:
+                init = self._method(func.value, "__init__")
+                return [init] if init else []
+            return []
+        if not isinstance(func, cst.Attribute):
+            return []
+        attr = func.attr.value
+        owner = func.value
+        if isinstance(owner, cst.Name):
+            if cls and owner.value == self_name:
+                hit = self._method(cls, attr)
+                return [hit] if hit else []
+            if owner.value in instances:
+                hit = self._method(instances[owner.value], attr)
+                return [hit] if hit else []
+            if owner.value in self.classes:
+                hit = self._method(owner.value, attr)
+                return [hit] if hit else []
+        if isinstance(owner, cst.Call) and dotted_name(owner.func) in self.classes:
+            hit = self._method(dotted_name(owner.func), attr)  # type: ignore[arg-type]
+            return [hit] if hit else []
+        # Unknown receiver: a method name only one module class defines is that method.
+        owners = [c for c in self.classes if f"{c}.{attr}" in self.functions]
+        return [f"{owners[0]}.{attr}"] if len(owners) == 1 else []
+
+    def _reachable(self) -> list[str]:
+        order = [self.entry]
+        i = 0
+        while i < len(order):
+            for callee in self._resolve_calls(order[i]):
+                if callee not in order:
+                    order.append(callee)
+            i += 1
+        return order
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def build(self, *, strict: bool) -> _Model:
+        if self.entry not in self.functions:
+            raise WorkflowError(
+                f"no entry function {self.entry!r} (define it, or name another with --entry)",
+                where=self.where,
+            )
+        reachable = self._reachable()
+        raw: list[RawStep] = []
+        for qualname in reachable:
+            node, cls = self.functions[qualname]
+            raw.extend(self._steps_in(qualname, node, cls))
+        if not raw and strict:
+            node = self.functions[self.entry][0]
+            raise WorkflowError(
+                f"entry function {self.entry!r} makes no step call (callee patterns: "
+                f"{', '.join(self.callees)}; name others with --step-callee)",
+                where=f"{self.where}:{self.line(node)}",
+            )
+        raw.sort(key=lambda r: (self.positions[r.call].start.line, self.positions[r.call].start.column))
+        ids = _assign_ids(raw)
+        flow = DataFlow(self, reachable, raw).run()
+        steps = []
+        consumed = [{origin_step(o) for o in flow.consumes[i]} for i in range(len(raw))]
+        for i, r in enumerate(raw):
+            consumes = tuple(ids[j] for j in sorted(consumed[i]))
+            feeds = tuple(ids[j] for j in range(len(raw)) if i in consumed[j])
+            steps.append(
+                Step(
+                    id=ids[i],
+                    line=self.line(r.call),
+                    callee=r.callee,
+                    function=r.function,
+                    awaited=r.awaited,
+                    target=r.target,
+                    prompt=r.prompt,
+                    params=r.params,
+                    reads=r.reads,
+                    feeds=feeds,
+                    consumes=consumes,
+                    flow_caveat=flow.caveat(i),
+                    call=r.call,
+                    statement=r.statement,
+                )
+            )
+        functions = tuple(
+            Function(q, self.functions[q][0], self.functions[q][1],
+                     self.functions[q][0].asynchronous is not None)
+            for q in reachable
+        )
+        return _Model(tuple(steps), functions, dict(self.constants), self.positions)
+
+    def _steps_in(self, qualname: str, node: cst.FunctionDef, cls: str | None) -> list[RawStep]:
+        finder = _StepFinder(self, qualname, cls, self_param(node) if cls else None)
+        node.body.visit(finder)
+        return finder.found
+
+
+@dataclass
+class RawStep:
+    call: cst.Call
+    callee: str
+    function: str
+    awaited: bool
+    target: str | None
+    prompt: Prompt | None
+    params: tuple[tuple[str, str], ...]
+    reads: tuple[str, ...]
+    statement: cst.BaseStatement | None
+    self_name: str | None
+    in_lambda: bool = False
+
+
+class _StepFinder(cst.CSTVisitor):
+    """Collects the step calls of one function body, with the statement and assignment of each."""
+
+    def __init__(self, modeller: Modeller, qualname: str, cls: str | None, self_name: str | None):
+        self.mod = modeller
+        self.qualname = qualname
+        self.self_name = self_name
+        self.found: list[RawStep] = []
+        self._statement: list[cst.BaseStatement | None] = []
+        self._awaited: set[int] = set()
+        self._targets: dict[int, str] = {}
+        self._lambdas = 0
+        self._locals = modeller.facts(qualname).local_names
+        module_level = {q for q, (_, c) in modeller.functions.items() if c is None}
+        self._excluded = frozenset(
+            (_BUILTINS | module_level | set(modeller.classes)) - self._locals
+        )
+
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+        self._statement.append(node)
+        for small in node.body:
+            for target, value in assignments(small):
+                inner = value.expression if isinstance(value, cst.Await) else value
+                name = dotted_name(target)
+                if isinstance(inner, cst.Call) and name and name.count(".") <= 1:
+                    self._targets[id(inner)] = name
+
+    def leave_SimpleStatementLine(self, original_node: cst.SimpleStatementLine) -> None:
+        self._statement.pop()
+
+    def _enter_compound(self, node) -> None:
+        self._statement.append(None)
+
+    def _leave_compound(self, node) -> None:
+        self._statement.pop()
+
+    # The header of a compound statement (an `if llm(...)`) has no simple statement of its own.
+    visit_If = visit_While = visit_For = visit_With = visit_Try = _enter_compound  # type: ignore[assignment]
+    leave_If = leave_While = leave_For = leave_With = leave_Try = _leave_compound  # type: ignore[assignment]
+
+    def visit_Await(self, node: cst.Await) -> None:
+        self._awaited.add(id(node.expression))
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        inner = node.value.expression if isinstance(node.value, cst.Await) else node.value
+        if isinstance(inner, cst.Call) and isinstance(node.target, cst.Name):
+            self._targets[id(inner)] = node.target.value
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        self._lambdas += 1
+
+    def leave_Lambda(self, original_node: cst.Lambda) -> None:
+        self._lambdas -= 1
+
+    def visit_Call(self, node: cst.Call) -> None:
+        callee = dotted_name(node.func)
+        if not matches_callee(callee, self.mod.callees):
+            return
+        prompt_arg, params = _split_args(node, self.mod.module)
+        target = self._targets.get(id(node))
+        if target and "." in target and not target.startswith(f"{self.self_name}."):
+            target = None  # obj.attr = llm(...) on some other object: no id from it
+        self.found.append(
+            RawStep(
+                call=node,
+                callee=callee,  # type: ignore[arg-type]
+                function=self.qualname,
+                awaited=id(node) in self._awaited,
+                target=target,
+                prompt=self._prompt(prompt_arg) if prompt_arg is not None else None,
+                params=params,
+                reads=_reads(node.args, self.self_name, self._exclude()),
+                statement=self._statement[-1] if self._statement else None,
+                self_name=self.self_name,
+                in_lambda=self._lambdas > 0,
+            )
+        )
+
+    def _exclude(self) -> frozenset[str]:
+        """Names that are not variables: builtins and module-level functions and classes."""
+        return self._excluded
+
+    def _prompt(self, expr: cst.BaseExpression) -> Prompt:
+        code = self.mod.module.code_for_node
+        if isinstance(expr, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
+            parts = _string_parts(expr, code)
+            if parts is not None:
+                has_fields = any(isinstance(p, tuple) for p in parts)
+                return _prompt_from_parts("fstring" if has_fields or _has_fstring(expr) else "literal", parts, expr)
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
+            parts = []
+            for operand in _flatten_add(expr):
+                sub = _string_parts(operand, code) if _is_string(operand) else None
+                if sub is None:
+                    if isinstance(operand, cst.Name) and operand.value in self.mod.constants \
+                            and operand.value not in self._locals:
+                        sub = [self.mod.constants[operand.value]]
+                    else:
+                        sub = [(code(operand),)]
+                parts.extend(sub)
+            return _prompt_from_parts("concat", parts, expr)
+        if (
+            isinstance(expr, cst.Call)
+            and isinstance(expr.func, cst.Attribute)
+            and expr.func.attr.value == "format"
+        ):
+            template, constant = None, None
+            owner = expr.func.value
+            if _is_string(owner):
+                template = _string_value(owner)
+            elif isinstance(owner, cst.Name) and owner.value in self.mod.constants \
+                    and owner.value not in self._locals:
+                template, constant = self.mod.constants[owner.value], owner.value
+            if template is not None:
+                try:
+                    fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+                except ValueError:
+                    fields = None
+                if fields is not None:
+                    names = dedupe(f or str(i) for i, f in enumerate(fields))
+                    return Prompt("format", template, tuple(names), constant, expr)
+        if isinstance(expr, cst.Name) and expr.value in self.mod.constants \
+                and expr.value not in self._locals:
+            return Prompt("constant", self.mod.constants[expr.value], (), expr.value, expr)
+        return Prompt("opaque", None, _reads([cst.Arg(expr)], self.self_name, self._exclude()), None, expr)
+
+
+def _prompt_from_parts(kind: str, parts: list, node: cst.BaseExpression) -> Prompt:
+    text = "".join(p if isinstance(p, str) else "{" + p[0] + "}" for p in parts)
+    return Prompt(kind, text, tuple(dedupe(p[0] for p in parts if isinstance(p, tuple))), None, node)
+
+
+def _is_string(node: cst.CSTNode) -> bool:
+    return isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString))
+
+
+def _has_fstring(node: cst.CSTNode) -> bool:
+    if isinstance(node, cst.FormattedString):
+        return True
+    if isinstance(node, cst.ConcatenatedString):
+        return _has_fstring(node.left) or _has_fstring(node.right)
+    return False
+
+
+def _string_value(node: cst.CSTNode) -> str | None:
+    """The value of a plain (non-f) string literal, implicit concatenation included."""
+    if isinstance(node, cst.SimpleString):
+        try:
+            value = node.evaluated_value
+        except Exception:  # noqa: BLE001 - a literal libcst cannot evaluate is not a constant
+            return None
+        return value if isinstance(value, str) else None
+    if isinstance(node, cst.ConcatenatedString):
+        left, right = _string_value(node.left), _string_value(node.right)
+        return left + right if left is not None and right is not None else None
+    return None
+
+
+def _string_parts(node: cst.CSTNode, code) -> list | None:
+    """A string literal as text pieces and ``(expr_source,)`` placeholders; None if bytes."""
+    if isinstance(node, cst.SimpleString):
+        value = _string_value(node)
+        return None if value is None else [value]
+    if isinstance(node, cst.ConcatenatedString):
+        left, right = _string_parts(node.left, code), _string_parts(node.right, code)
+        return left + right if left is not None and right is not None else None
+    if isinstance(node, cst.FormattedString):
+        prefix = node.prefix.lower().replace("f", "")
+        if "b" in prefix:
+            return None
+        parts: list = []
+        for part in node.parts:
+            if isinstance(part, cst.FormattedStringText):
+                parts.append(_decode_fstring_text(part.value, prefix, node.quote))
+            else:
+                parts.append((code(part.expression).strip(),))
+        return parts
+    return None
+
+
+def _decode_fstring_text(raw: str, prefix: str, quote: str) -> str:
+    import ast
+
+    try:
+        text = ast.literal_eval(f"{prefix}{quote}{raw}{quote}")
+    except (SyntaxError, ValueError):
+        text = raw
+    return text.replace("{{", "{").replace("}}", "}")
+
+
+def _flatten_add(node: cst.BaseExpression) -> list[cst.BaseExpression]:
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+        return _flatten_add(node.left) + _flatten_add(node.right)
+    return [node]
+
+
+def _split_args(call: cst.Call, module: cst.Module):
+    prompt = None
+    params: list[tuple[str, str]] = []
+    positional = 0
+    for arg in call.args:
+        if arg.keyword is None and not arg.star:
+            if positional == 0:
+                prompt = arg.value
+            else:
+                params.append((f"#{positional}", module.code_for_node(arg.value)))
+            positional += 1
+        elif arg.keyword is not None and arg.keyword.value == "prompt":
+            prompt = arg.value
+        else:
+            key = arg.keyword.value if arg.keyword is not None else arg.star
+            params.append((key, module.code_for_node(arg.value)))
+    return prompt, tuple(params)
+
+
+@dataclass
+class Facts:
+    """What one pass over a function collects; every analysis reads these, none re-walks."""
+
+    calls: list[cst.Call] = field(default_factory=list)
+    assignments: list[tuple[cst.BaseExpression, cst.BaseExpression]] = field(default_factory=list)
+    local_names: set[str] = field(default_factory=set)
+    dynamic: str | None = None
+
+
+class _FactsCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.facts = Facts()
+
+    def _dynamic(self, why: str) -> None:
+        if self.facts.dynamic is None:
+            self.facts.dynamic = why
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.facts.calls.append(node)
+        if isinstance(node.func, cst.Name) and node.func.value in _DYNAMIC_CALLS:
+            self._dynamic(f"calls {node.func.value}()")
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.facts.assignments.extend(assignments(node))
+        for t in node.targets:
+            self.facts.local_names.update(bound_names(t.target))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.facts.assignments.extend(assignments(node))
+        self.facts.local_names.update(bound_names(node.target))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.facts.local_names.update(bound_names(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.facts.local_names.update(bound_names(node.target))
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self.facts.local_names.update(bound_names(node.target))
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self.facts.local_names.update(bound_names(node.target))
+
+    def visit_AsName(self, node: cst.AsName) -> None:
+        self.facts.local_names.update(bound_names(node.name))
+
+    def visit_MatchAs(self, node: cst.MatchAs) -> None:
+        if node.name is not None:
+            self.facts.local_names.add(node.name.value)
+
+    def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+        if node.asname is None:
+            self.facts.local_names.add((dotted_name(node.name) or "").split(".")[0])
+
+    def visit_Global(self, node: cst.Global) -> None:
+        self._dynamic("uses global/nonlocal")
+
+    visit_Nonlocal = visit_Global  # type: ignore[assignment]
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._dynamic("defines a nested function or class")
+        self.facts.local_names.add(node.name.value)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._dynamic("defines a nested function or class")
+        self.facts.local_names.add(node.name.value)
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self._dynamic("deletes variables")
+
+
+def function_facts(fn: cst.FunctionDef) -> Facts:
+    collector = _FactsCollector()
+    fn.body.visit(collector)
+    collector.facts.local_names.update(param_names(fn.params))
+    return collector.facts
+
+
+def _reads(args: Sequence[cst.Arg], self_name: str | None, exclude: frozenset[str]) -> tuple[str, ...]:
+    names: list[str] = []
+    for arg in args:
+        names.extend(names_read(arg.value, self_name))
+    return tuple(n for n in dedupe(names) if n not in exclude)
+
+
+def _assign_ids(raw: list[RawStep]) -> list[str]:
+    """Ids in source order: the target's last name part, else ``step<N>``; repeats get ``_2``..."""
+    wanted = [
+        (r.target.rsplit(".", 1)[-1] if r.target else f"step{i + 1}") for i, r in enumerate(raw)
+    ]
+    taken: set[str] = set()
+    ids: list[str] = []
+    # Reserve every first-wanted name first, so a later `code_2 = llm(...)` keeps its own name
+    # only if no earlier `code` needed the suffix.
+    for want in wanted:
+        candidate, n = want, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{want}_{n}"
+        taken.add(candidate)
+        ids.append(candidate)
+    return ids
