@@ -179,7 +179,7 @@ def plot_cost_accuracy(runs: Sequence[Run], summaries: Sequence[Sequence[metrics
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -227,7 +227,7 @@ def plot_gamma_kappa(run: Run, summaries: Sequence[metrics.MethodSummary], path:
         right.text(0.5, 0.5, "no loop iterations in this run", ha="center", va="center",
                    transform=right.transAxes, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -332,3 +332,12 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
     path = out / "REPORT.md"
     write_atomically(path, "\n".join(parts))
     return path, list(zip(runs, sums))
+
+
+def _save(fig, path: Path) -> None:
+    """A plot written all or nothing, like every other file of a report."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png")
+    write_atomically(path, buffer.getvalue())

@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     SCHEMA_PATH.parent.mkdir(parents=True, exist_ok=True)
-    tmp = SCHEMA_PATH.with_suffix(".json.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(SCHEMA_PATH)
+    from flowmend._files import write_atomically
+
+    write_atomically(SCHEMA_PATH, text)
     print(f"wrote {SCHEMA_PATH}")
     return 0
 
