@@ -15,7 +15,7 @@ from flowmend.llm._config import KINDS, model_config
 __all__ = [
     "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "add_model_options",
     "add_workflow_options", "clip", "escape", "load_workflow", "model_configs", "print_json",
-    "read_text", "workflow_options",
+    "read_text", "run_alone", "workflow_options",
 ]
 
 DEFAULT_ENTRY = "solve"
@@ -122,6 +122,18 @@ def escape(text: str) -> str:
 
 
 
+
+
+def run_alone(register, verb: str, argv: list[str] | None, prog: str) -> int:
+    """One verb group run without building every other verb's parser (`python -m ...`)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    register(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args([verb, *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.run(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def print_json(data: Any) -> None:

@@ -6,14 +6,12 @@ verbs' parsers.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 
 from flowmend._files import write_jsonl_atomically
 from flowmend.bench.evaluate import DEFAULT_TIMEOUT_S
+from flowmend.cli._common import run_alone
 from flowmend.errors import UserError
-
 
 
 def register(sub) -> None:
@@ -84,14 +82,7 @@ def _progress(total: int):
 
 def main(argv: list[str] | None = None) -> int:
     """The `evaluate` verb alone, without building every other verb's parser."""
-    parser = argparse.ArgumentParser(prog="python -m flowmend.cli.evaluate")
-    register(parser.add_subparsers(dest="verb"))
-    args = parser.parse_args(["evaluate", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.run(args) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_alone(register, "evaluate", argv, "python -m flowmend.cli.evaluate")
 
 
 if __name__ == "__main__":

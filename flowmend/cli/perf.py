@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from flowmend._files import write_atomically
+from flowmend.cli._common import run_alone
 from flowmend.errors import UserError
 
 
@@ -77,14 +77,7 @@ def register(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m flowmend.bench.perf_X`: the `perf` verb alone."""
-    parser = argparse.ArgumentParser(prog="flowmend")
-    register(parser.add_subparsers(dest="verb"))
-    args = parser.parse_args(["perf", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.run(args) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_alone(register, "perf", argv, "flowmend")
 
 
 def add_llm_perf_arguments(parser: argparse.ArgumentParser) -> None:
