@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from flowmend.engine._checks import RUNTIME_NAMES
 from flowmend.engine._workflow import Workflow
 from flowmend.llm import Broker, Completion, Request
 from flowmend.sandbox import ExecResult, Limits, Sandbox, model_wait
@@ -358,6 +359,10 @@ class RunContext:
     program_params: dict[str, Any] = field(default_factory=dict)
     on_call: Callable[[CallRecord], None] | None = None
     checks: CheckCache | None = None
+
+
+# The names the harness gives a workflow are the names an edit may read without defining them.
+assert all(f'"{name}": ' in _HARNESS for name in RUNTIME_NAMES), "harness and RUNTIME_NAMES disagree"
 
 
 def harness(workflow: Workflow, task: Task) -> str:
