@@ -16,6 +16,7 @@ import itertools
 import os
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import Future
 from typing import Any, Sequence
 
@@ -90,7 +91,7 @@ class VLLMBackend(Backend):
         self.max_model_len = self._llm.llm_engine.model_config.max_model_len
         self._closed = False
         self._render_lock = threading.Lock()  # the tokenizer is not safe across threads
-        self._loop = _EngineLoop(self._llm.llm_engine)
+        self._loop = _EngineLoop(self._llm.llm_engine, _engine_processes())
         self._workload: list[tuple[dict, Any]] | None = None  # see record_workload
 
     def check(self, request: Request) -> None:
@@ -230,11 +231,16 @@ class VLLMBackend(Backend):
             return
         self._closed = True
         self._loop.close()
+        shutdown = threading.Thread(target=self._shutdown_engine, daemon=True)
+        shutdown.start()
+        shutdown.join(timeout=10 if self._loop.dead else 120)  # a dead engine may not answer
+        del self._llm
+
+    def _shutdown_engine(self) -> None:
         try:
             self._llm.llm_engine.engine_core.shutdown()
         except Exception:  # already gone (interpreter shutdown, dead engine process)
             pass
-        del self._llm
 
 
 def _first_line(err: BaseException) -> str:
@@ -242,11 +248,30 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+def _engine_processes() -> dict[int, int]:
+    """vLLM's own processes below this one (its engine core and workers name themselves
+    ``VLLM::...``), by pid with their start times."""
+    from flowmend import _lifeline
+
+    found = {}
+    for pid, start in _lifeline._descendants(os.getpid()).items():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"VLLM::"):
+                found[pid] = start
+        except OSError:
+            continue
+    return found
+
+
 class _EngineLoop:
     """The thread that drives a vLLM engine: adds what was submitted, steps while anything is
-    unfinished, and hands each finished output to its future."""
+    unfinished, and hands each finished output to its future.
 
-    def __init__(self, engine: Any):
+    A watchdog thread looks at vLLM's engine processes twice a second: if one has died (killed
+    from outside, out of memory), a step may block for ever, so every caller is failed at once
+    and new calls are refused."""
+
+    def __init__(self, engine: Any, processes: dict[int, int] | None = None):
         self._engine = engine
         self._cond = threading.Condition()
         self._incoming: list[tuple[str, Any, Any, Future]] = []
@@ -258,13 +283,17 @@ class _EngineLoop:
         self.running_s = 0.0  # the integral over step time of the requests running
         self._thread = threading.Thread(target=self._run, name="flowmend-vllm", daemon=True)
         self._thread.start()
+        self.dead: str | None = None  # why the engine is gone, once it is
+        self._processes = dict(processes or {})
+        if self._processes:
+            threading.Thread(target=self._watch, name="flowmend-vllm-watch", daemon=True).start()
 
     def submit(self, items: list[tuple[Any, Any]]) -> list[Future]:
         """Queue (prompt, sampling params) pairs; each future gets vLLM's RequestOutput."""
         futures = [Future() for _ in items]
         with self._cond:
             if self._closed:
-                raise ModelError("the vLLM engine is closed")
+                raise ModelError(self.dead or "the vLLM engine is closed")
             for (prompt, params), future in zip(items, futures):
                 self._incoming.append((f"flowmend-{next(self._ids)}", prompt, params, future))
             self._cond.notify_all()
@@ -275,7 +304,22 @@ class _EngineLoop:
             self._closed = True
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=60)
+            # A dead engine may hold the loop in a step for ever: do not wait for it then.
+            self._thread.join(timeout=1 if self.dead else 60)
+
+    def _watch(self) -> None:
+        from flowmend import _lifeline
+
+        while not self._closed:
+            gone = [p for p, start in self._processes.items() if _lifeline._start_time(p) != start]
+            if gone:
+                self.dead = f"the vLLM engine process {gone[0]} ended"
+                with self._cond:
+                    self._closed = True
+                    self._cond.notify_all()
+                self._fail_all(ModelError(self.dead))
+                return
+            time.sleep(0.5)
 
     def _run(self) -> None:
         try:
