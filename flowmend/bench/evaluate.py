@@ -12,7 +12,6 @@ import os
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import as_completed
-from pathlib import Path
 
 from flowmend.errors import UserError
 

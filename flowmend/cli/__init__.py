@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import importlib
 import signal
-import sys
 import threading
 
 from rich.console import Console

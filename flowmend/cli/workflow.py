@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from flowmend._files import write_atomically
 from flowmend.cli._common import (add_workflow_options, clip, escape, workflow_options,
-                                  load_workflow, print_json, read_text)
+                                  load_workflow, print_json)
 from flowmend.errors import UserError
 
 def register(sub) -> None:

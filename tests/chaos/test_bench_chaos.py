@@ -84,16 +84,6 @@ def wait_for_records(proc: subprocess.Popen, out: Path, count: int, timeout: flo
         time.sleep(0.05)
 
 
-def sandbox_started(proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        pids = _lifeline._descendants(proc.pid)
-        if any(b"bwrap" in Path(f"/proc/{p}/cmdline").read_bytes() for p in pids
-               if Path(f"/proc/{p}/cmdline").exists()):
-            return
-        time.sleep(0.05)
-
-
 def survivors(before: dict[int, int], timeout: float = 10.0) -> list[int]:
     """Which of `before` (pid → start time) are still the same live process after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from flowmend.bench import perf_engine
 
