@@ -130,6 +130,9 @@ def read_seed_workflow(spec: str) -> tuple[str, str]:
     if not path.exists() and path.parent.as_posix().endswith("examples/workflows") \
             and path.stem in seeds.ids():
         return seeds.load(path.stem), f"seed:{path.stem}"
+    if not path.exists() and path.suffix != ".py":
+        raise UserError(f"no seed workflow {spec!r} (seeds: {', '.join(seeds.ids())}) and no "
+                        "such file", where="--seed-workflow")
     try:
         return path.read_text(), str(path)
     except OSError as err:

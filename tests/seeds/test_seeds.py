@@ -40,3 +40,5 @@ def test_the_bench_reads_a_seed_by_id_or_path_from_any_folder(tmp_path, monkeypa
     assert read_seed_workflow(str(mine)) == (mine.read_text(), str(mine))
     with pytest.raises(UserError, match="cannot read the seed workflow"):
         read_seed_workflow(str(tmp_path / "missing.py"))
+    with pytest.raises(UserError, match="no seed workflow 'plan_then_cod'.*single_shot"):
+        read_seed_workflow("plan_then_cod")
