@@ -172,6 +172,11 @@ def _start_time(pid: int) -> int | None:
     return None if stat is None else stat[1]
 
 
+def alive(pid: int, start: int) -> bool:
+    """Whether `pid` still names the process that started at `start` (clock ticks since boot)."""
+    return _start_time(pid) == start
+
+
 def _all_processes() -> dict[int, tuple[int, int]]:
     out = {}
     for entry in os.listdir("/proc"):
@@ -180,6 +185,22 @@ def _all_processes() -> dict[int, tuple[int, int]]:
             if stat is not None:
                 out[int(entry)] = stat
     return out
+
+
+def descendants(root: int, *, cmdline_prefix: bytes | None = None) -> dict[int, int]:
+    """The live processes below `root` (not this one), by pid with their start times; only
+    those whose command line starts with `cmdline_prefix` when one is given."""
+    found = _descendants(root)
+    if cmdline_prefix is None:
+        return found
+    named = {}
+    for pid, start in found.items():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(cmdline_prefix):
+                named[pid] = start
+        except OSError:
+            continue
+    return named
 
 
 def _descendants(root: int) -> dict[int, int]:

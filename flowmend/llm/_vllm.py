@@ -253,14 +253,7 @@ def _engine_processes() -> dict[int, int]:
     ``VLLM::...``), by pid with their start times."""
     from flowmend import _lifeline
 
-    found = {}
-    for pid, start in _lifeline._descendants(os.getpid()).items():
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"VLLM::"):
-                found[pid] = start
-        except OSError:
-            continue
-    return found
+    return _lifeline.descendants(os.getpid(), cmdline_prefix=b"VLLM::")
 
 
 class _EngineLoop:
@@ -311,7 +304,7 @@ class _EngineLoop:
         from flowmend import _lifeline
 
         while not self._closed:
-            gone = [p for p, start in self._processes.items() if _lifeline._start_time(p) != start]
+            gone = [p for p, start in self._processes.items() if not _lifeline.alive(p, start)]
             if gone:
                 self.dead = f"the vLLM engine process {gone[0]} ended"
                 with self._cond:

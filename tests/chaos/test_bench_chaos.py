@@ -88,7 +88,7 @@ def survivors(before: dict[int, int], timeout: float = 10.0) -> list[int]:
     """Which of `before` (pid → start time) are still the same live process after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [p for p, t in before.items() if _lifeline._start_time(p) == t]
+        left = [p for p, t in before.items() if _lifeline.alive(p, t)]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
@@ -119,7 +119,7 @@ def test_kill_9_at_20_random_moments_loses_and_repeats_nothing(tmp_path, replay,
         else:  # a moment in the work: after this attempt's first record, inside the next job
             wait_for_records(proc, out, lines(out) + 1)
             time.sleep(rng.uniform(0.0, 0.8))
-        started = _lifeline._descendants(proc.pid)
+        started = _lifeline.descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
@@ -140,7 +140,7 @@ def test_sigterm_and_ctrl_c_at_random_moments_exit_cleanly_with_no_leftovers(tmp
     for _ in range(3):
         proc = start(out, tmp_path, replay, "--concurrency", "1")
         time.sleep(rng.uniform(0.5, 5.0))
-        started = _lifeline._descendants(proc.pid)
+        started = _lifeline.descendants(proc.pid)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         text = err.decode()

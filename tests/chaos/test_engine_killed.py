@@ -33,13 +33,8 @@ def bench(out: Path, tmp_path: Path) -> subprocess.Popen:
 
 
 def engine_core(proc: subprocess.Popen) -> int | None:
-    for pid in _lifeline._descendants(proc.pid):
-        try:
-            if b"EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        except OSError:
-            continue
-    return None
+    found = _lifeline.descendants(proc.pid, cmdline_prefix=b"VLLM::EngineCore")
+    return min(found, default=None)
 
 
 def test_killing_the_engine_mid_bench_stops_it_cleanly_and_a_resume_completes(tmp_path):

@@ -32,16 +32,16 @@ def test_kill_9_of_a_command_with_a_vllm_engine_leaves_no_engine_core(tmp_path):
         deadline = time.monotonic() + 300
         engine = []
         while time.monotonic() < deadline and proc.poll() is None and not engine:
-            engine = [p for p in _lifeline._descendants(proc.pid) if b"EngineCore" in _cmdline(p)]
+            engine = _lifeline.descendants(proc.pid, cmdline_prefix=b"VLLM::EngineCore")
             time.sleep(0.5)
         assert engine, "the engine core never started"
         time.sleep(1)  # one lifeline scan sees it
-        started = _lifeline._descendants(proc.pid)
+        started = _lifeline.descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            left = [p for p, t in started.items() if _lifeline._start_time(p) == t]
+            left = [p for p, t in started.items() if _lifeline.alive(p, t)]
             if not left:
                 break
             time.sleep(0.2)
