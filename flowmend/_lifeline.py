@@ -84,7 +84,7 @@ def start() -> Lifeline | None:
     os.environ[TOKEN_VARIABLE] = token  # inherited by every child that keeps our environment
     directory = records_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    record = directory / f"{os.getpid()}-{_start_time(os.getpid())}.json"
+    record = directory / f"{os.getpid()}-{start_time(os.getpid())}.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "flowmend._lifeline", str(os.getpid()), token, str(record)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -106,7 +106,7 @@ def reap_stale(directory: Path | None = None) -> StaleReport:
             watched = {int(p): int(t) for p, t in data["processes"].items()}
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or not ours: a later command will look again
-        if _start_time(owner) == owner_start:
+        if start_time(owner) == owner_start:
             continue  # its command is alive, and so, presumably, its lifeline
         records += 1
         ended.extend(_kill(watched))
@@ -119,7 +119,7 @@ def reap_stale(directory: Path | None = None) -> StaleReport:
 
 def _watch(parent: int, token: str, record: Path) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the command's own, normal stop
-    parent_start = _start_time(parent)
+    parent_start = start_time(parent)
     try:
         pidfd = os.pidfd_open(parent)
     except OSError:
@@ -128,7 +128,7 @@ def _watch(parent: int, token: str, record: Path) -> None:
     written = None
     while True:
         watched.update(_descendants(parent))
-        watched = {p: t for p, t in watched.items() if _start_time(p) == t}
+        watched = {p: t for p, t in watched.items() if start_time(p) == t}
         if watched != written:
             _write_record(record, parent, parent_start, watched)
             written = dict(watched)
@@ -167,14 +167,15 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
-def _start_time(pid: int) -> int | None:
+def start_time(pid: int) -> int | None:
+    """The start time of a live process (clock ticks since boot), or None."""
     stat = _stat(pid)
     return None if stat is None else stat[1]
 
 
 def alive(pid: int, start: int) -> bool:
     """Whether `pid` still names the process that started at `start` (clock ticks since boot)."""
-    return _start_time(pid) == start
+    return start_time(pid) == start
 
 
 def _all_processes() -> dict[int, tuple[int, int]]:
@@ -239,7 +240,7 @@ def _kill(watched: dict[int, int]) -> list[int]:
     """SIGKILL each process that is still the one recorded (same start time)."""
     ended = []
     for pid, start in watched.items():
-        if _start_time(pid) != start:
+        if start_time(pid) != start:
             continue  # gone, or the pid now names another process
         try:
             os.kill(pid, signal.SIGKILL)

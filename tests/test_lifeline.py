@@ -39,7 +39,7 @@ COMMAND = textwrap.dedent("""
 
 
 def _alive(pid: int) -> bool:
-    return _lifeline._start_time(pid) is not None
+    return _lifeline.start_time(pid) is not None
 
 
 def _start_command(tmp_path: Path) -> tuple[subprocess.Popen, list[int], int]:
@@ -98,13 +98,13 @@ def test_when_the_lifeline_dies_too_the_next_command_ends_what_its_record_names(
 def test_a_record_never_kills_a_reused_pid_or_a_live_commands_processes(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        start = _lifeline._start_time(sleeper.pid)
+        start = _lifeline.start_time(sleeper.pid)
         # A dead owner whose record names our sleeper's pid with another start time: reused pid.
         (tmp_path / "1-1.json").write_text(json.dumps(
             {"pid": 999_999_999, "start": 1, "processes": {str(sleeper.pid): start + 1}}))
         # A live owner (this test process): its processes are its own business.
         (tmp_path / "2-2.json").write_text(json.dumps(
-            {"pid": os.getpid(), "start": _lifeline._start_time(os.getpid()),
+            {"pid": os.getpid(), "start": _lifeline.start_time(os.getpid()),
              "processes": {str(sleeper.pid): start}}))
         report = _lifeline.reap_stale(tmp_path)
         assert report == _lifeline.StaleReport(records=1, ended=())

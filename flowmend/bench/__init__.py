@@ -13,6 +13,7 @@ Public modules (imported on demand, so `flowmend --help` stays fast):
 from flowmend import _api
 
 _api.public_api(__name__, globals(), {
-    "_bench": ("BenchOutcome", "BenchPlan", "make_plan", "pass_counts", "run_bench"),
-    "_runner": ("BenchProgress",),
+    "_bench": ("BenchOutcome", "BenchPlan", "broker_stats", "make_plan", "models_for",
+               "pass_counts", "run_bench"),
+    "_runner": ("BenchProgress", "build_record", "error_result", "hidden_utility_with"),
 })

@@ -154,16 +154,24 @@ def check_pre_patches(methods, seed_source: str, where: str) -> None:
 
 def open_models(plan: BenchPlan):
     """The program and optimizer brokers (one engine when they name the same model)."""
+    return models_for(backend=plan.backend, model=plan.model,
+                      optimizer_model=plan.optimizer_model, seed=plan.seed,
+                      base_url=plan.base_url, replay=plan.replay, record=plan.record)
+
+
+def models_for(*, backend: str, model: str, optimizer_model: str | None, seed: int,
+               base_url: str | None = None, replay: str | None = None,
+               record: str | None = None):
+    """The program and optimizer brokers of a batch run (the bench's or the meta loop's)."""
     from flowmend.llm import open_models as _open
     from flowmend.llm._config import model_config
 
-    def config(model: str):
-        return model_config(model, backend=plan.backend, seed=plan.seed,
-                            base_urls=(plan.base_url,) if plan.base_url else (),
-                            replay=plan.replay if plan.backend == "replay" else None,
-                            record=plan.record)
+    def config(name: str):
+        return model_config(name, backend=backend, seed=seed,
+                            base_urls=(base_url,) if base_url else (),
+                            replay=replay if backend == "replay" else None, record=record)
 
-    return _open(config(plan.model), config(plan.optimizer_model))
+    return _open(config(model), config(optimizer_model or model))
 
 
 def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):

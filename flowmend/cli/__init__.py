@@ -29,6 +29,7 @@ _VERB_MODULES = (
     "flowmend.cli.evaluate",
     "flowmend.cli.verify",
     "flowmend.cli.perf",
+    "flowmend.cli.meta",  # meta train, meta report
 )
 
 

@@ -13,7 +13,7 @@ from flowmend.errors import UserError
 from flowmend.llm._config import KINDS, model_config
 
 __all__ = [
-    "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "add_model_options",
+    "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "LiveBar", "add_model_options",
     "add_workflow_options", "clip", "escape", "load_workflow", "model_configs", "print_json",
     "read_text", "run_alone", "workflow_options",
 ]
@@ -138,3 +138,31 @@ def run_alone(register, verb: str, argv: list[str] | None, prog: str) -> int:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+class LiveBar:
+    """A rich progress bar with the columns a verb names, status lines printed above it, and
+    one task whose total, completion and fields `show` sets."""
+
+    def __init__(self, console, columns, *, disable: bool):
+        from rich.progress import Progress
+
+        self.console = console
+        self.progress = Progress(*columns, console=console, disable=disable, transient=False)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def status(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def show(self, *, total: int, completed: int, **fields) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("", total=total, completed=completed, **fields)
+        else:
+            self.progress.update(self.task, total=total, completed=completed, **fields)

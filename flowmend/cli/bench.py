@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from flowmend.cli._common import LiveBar
 from flowmend.llm._config import KINDS as BACKENDS
 
 SUITES = ("humaneval", "mbpp", "mbpp-sanitized")
@@ -154,42 +155,23 @@ def _check_flags(args) -> None:
                         "--backend vllm")
 
 
-class _ProgressBar:
-    """The bench's rich bar: jobs done, pass@1 so far, tokens/s and ETA; status lines above it."""
+class _ProgressBar(LiveBar):
+    """The bench's bar: jobs done, pass@1 so far, tokens/s and ETA; status lines above it."""
 
     def __init__(self, console, *, disable: bool):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+        from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        self.console = console
-        self.progress = Progress(
+        super().__init__(console, (
             TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
             TextColumn("pass@1 {task.fields[pass_at_1]}"), TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, disable=disable, transient=False,
-        )
-        self.task = None
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def status(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()), disable=disable)
 
     def update(self, progress) -> None:
-        fields = {
-            "pass_at_1": "–" if progress.pass_at_1 is None else f"{100 * progress.pass_at_1:.1f}%",
-            "tps": "–" if progress.tokens_per_s is None else f"{progress.tokens_per_s:,.0f}",
-        }
-        if self.task is None:
-            self.task = self.progress.add_task("bench", total=progress.total,
-                                               completed=progress.completed, **fields)
-        else:
-            self.progress.update(self.task, completed=progress.completed, **fields)
+        self.show(
+            total=progress.total, completed=progress.completed,
+            pass_at_1="–" if progress.pass_at_1 is None else f"{100 * progress.pass_at_1:.1f}%",
+            tps="–" if progress.tokens_per_s is None else f"{progress.tokens_per_s:,.0f}")
 
 
 def _run_report(args) -> int:

@@ -1,0 +1,237 @@
+"""The `flowmend meta train` and `flowmend meta report` verbs: the offline outer loop that
+learns the inner loop's set-up on train, and its one report on test."""
+
+from __future__ import annotations
+
+import argparse
+
+from flowmend.llm._config import KINDS as BACKENDS
+
+SUITES = ("humaneval", "mbpp", "mbpp-sanitized")
+DEFAULT_SEEDS = "single_shot,plan_then_code,generate_then_review"
+
+
+def register(sub) -> None:
+    """Add `meta train` and `meta report` to the `flowmend` parser."""
+    meta = sub.add_parser(
+        "meta", help="learn the inner loop's set-up offline (Optuna), report it on test",
+        description="The offline outer loop. `train` searches set-ups (seed workflow, loop "
+                    "shape, mode, menu, verifier weights) with Optuna on train tasks, using "
+                    "their hidden tests; `report` evaluates the learned set-up against the "
+                    "default on the test split, once.")
+    verbs = meta.add_subparsers(dest="meta_verb", metavar="VERB")
+    train = verbs.add_parser(
+        "train", help="search set-ups; resumable, several workers may share one study",
+        description="Run Optuna trials (ask/tell) until the study holds --trials of them. "
+                    "Each trial is scored by mean hidden utility on a fixed minibatch of the "
+                    "train-search split, task by task, and pruned when it is worse than the "
+                    "best trial on the same tasks (Wilcoxon). A new best is re-evaluated on "
+                    "train-confirm. At the end the top trials and the default are compared on "
+                    "val and the winner goes to DIR/learned.json. Killed (even -9) and started "
+                    "again with the same arguments, it resumes: no finished trial runs again "
+                    "and the evaluation cache re-evaluates nothing it has.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_plan_options(train)
+    train.add_argument("--trials", type=int, default=20,
+                       help="trials the study holds in all (a resume adds the missing ones)")
+    train.add_argument("--workers", type=int, default=1,
+                       help="processes working on the study at once (each loads its models)")
+    train.add_argument("--concurrency", type=int, default=8,
+                       help="tasks one worker evaluates at once (their model calls batch)")
+    train.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=_run_train, starts_processes=True)
+    report = verbs.add_parser(
+        "report", help="evaluate the learned set-up and the default on test, once",
+        description="Evaluate DIR/learned.json's set-up and the default set-up on every task "
+                    "of the test split, keep every record in DIR/test.json and write "
+                    "DIR/REPORT.md: pass@1 with intervals, the paired difference, spend, γ and "
+                    "κ. Test is touched once: later calls re-render from test.json, and a "
+                    "set-up learned after that is refused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_plan_options(report)
+    report.add_argument("--concurrency", type=int, default=8, help="tasks evaluated at once")
+    report.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    report.set_defaults(run=_run_report, starts_processes=True)
+    meta.set_defaults(run=lambda _args: meta.print_help() or 2)
+
+
+def _add_plan_options(parser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="the study folder")
+    parser.add_argument("--suite", choices=SUITES, default="mbpp", help="benchmark suite")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="Optuna storage: an RDB URL (sqlite:///f.db, postgresql://...) or "
+                             "a journal file (default: DIR/study.journal)")
+    parser.add_argument("--budget-calls", type=int, default=8, help="LLM calls per task")
+    parser.add_argument("--budget-tokens", type=int, default=4000, help="tokens per task")
+    parser.add_argument("--budget-wall-s", type=float, default=600.0,
+                        help="wall seconds per task")
+    parser.add_argument("--max-tokens-per-task", type=float, default=None,
+                        help="cost constraint: a set-up spending more tokens per task on "
+                             "average is infeasible (default: the token budget)")
+    parser.add_argument("--seeds", default=DEFAULT_SEEDS,
+                        help="the seed workflows searched over, comma-separated ids; the first "
+                             "is the default set-up's")
+    parser.add_argument("--minibatch", type=int, default=16,
+                        help="train-search tasks each trial is scored on")
+    parser.add_argument("--confirm-top", type=int, default=3,
+                        help="top trials re-evaluated on train-confirm and compared on val")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="rng seed of the repairs, the sampler and the task order")
+    parser.add_argument("--backend", choices=BACKENDS, default="vllm", help="model backend")
+    parser.add_argument("--model", default="smollm2", help="program model")
+    parser.add_argument("--optimizer-model", default=None,
+                        help="optimizer model (default: the program model)")
+    parser.add_argument("--replay", default=None, metavar="FILE",
+                        help="recorded completions for --backend replay")
+    parser.add_argument("--base-url", default=None, help="server URL for --backend openai")
+
+
+def _plan(args):
+    from pathlib import Path
+
+    from flowmend import seeds
+    from flowmend.engine import Budget
+    from flowmend.errors import UserError
+    from flowmend.meta import TrainPlan
+
+    for flag, value in (("--budget-calls", args.budget_calls),
+                        ("--budget-tokens", args.budget_tokens),
+                        ("--minibatch", args.minibatch), ("--confirm-top", args.confirm_top),
+                        ("--concurrency", args.concurrency),
+                        ("--trials", getattr(args, "trials", 1)),
+                        ("--workers", getattr(args, "workers", 1))):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, not {value}")
+    if args.budget_wall_s <= 0:
+        raise UserError(f"--budget-wall-s must be positive, not {args.budget_wall_s}")
+    if args.backend == "replay" and not args.replay:
+        raise UserError("--backend replay needs --replay FILE (recorded completions)")
+    if args.replay and not Path(args.replay).is_file():
+        raise UserError("no such file", where=f"--replay {args.replay}")
+    if args.backend == "openai" and not args.base_url:
+        raise UserError("--backend openai needs --base-url URL")
+    ids = [s.strip() for s in args.seeds.split(",") if s.strip()]
+    if not ids:
+        raise UserError("--seeds names no seed workflow")
+    return TrainPlan(
+        suite=args.suite, out=Path(args.out), storage=args.storage,
+        trials=getattr(args, "trials", 1),
+        budget=Budget(calls=args.budget_calls, tokens=args.budget_tokens,
+                      wall_s=args.budget_wall_s),
+        model=args.model, optimizer_model=args.optimizer_model, backend=args.backend,
+        replay=str(Path(args.replay).resolve()) if args.replay else None,
+        base_url=args.base_url, seed=args.seed,
+        seeds={s: seeds.load(s) for s in ids}, minibatch=args.minibatch,
+        confirm_top=args.confirm_top, max_tokens_per_task=args.max_tokens_per_task,
+        concurrency=args.concurrency)
+
+
+def _run_train(args) -> int:
+    import os
+    import subprocess
+    import sys
+
+    from rich.console import Console
+
+    from flowmend.meta import train
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    plan = _plan(args)
+    console = Console(stderr=True)
+    others = []
+    if not args.worker:
+        argv = [a for a in sys.argv[1:] if a != "--worker"]
+        argv = _without_option(argv, "--workers")
+        for _ in range(args.workers - 1):
+            others.append(subprocess.Popen([sys.executable, "-m", "flowmend", *argv,
+                                            "--worker", "--no-progress"]))
+    def wait_for_others() -> None:
+        failed = [p.wait() for p in others]
+        if any(failed):
+            console.print(f"{sum(1 for r in failed if r)} other worker(s) failed; the next run "
+                          "retries their trials")
+
+    try:
+        with _MetaBar(console, disable=args.no_progress or args.worker) as bar:
+            learned = train(plan, finalize=not args.worker, before_finalize=wait_for_others,
+                            on_progress=bar.update)
+    finally:
+        for p in others:
+            if p.poll() is None:
+                p.terminate()
+    if args.worker:
+        return 0
+    chosen = learned["chosen"]
+    console.print(f"learned set-up: trial {chosen['trial']} (val U {chosen['val']:.3f}, "
+                  f"used to choose); written to {plan.out / 'learned.json'}. "
+                  f"`flowmend meta report --out {plan.out}` evaluates it on test, once.")
+    return 0
+
+
+def _without_option(argv: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = True
+            continue
+        if a.startswith(flag + "="):
+            continue
+        out.append(a)
+    return out
+
+
+def _run_report(args) -> int:
+    import os
+
+    from rich.console import Console
+
+    from flowmend.errors import UserError
+    from flowmend.meta import report
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    if args.resamples < 100:
+        raise UserError(f"--resamples must be at least 100, not {args.resamples}")
+    console = Console(stderr=True)
+    path = report(_plan(args), resamples=args.resamples, on_progress=console.print)
+    console.print(f"wrote {path}")
+    return 0
+
+
+class _MetaBar:
+    """Trials done, best so far on train-confirm, tokens spent, elapsed and time left."""
+
+    def __init__(self, console, *, disable: bool):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]meta"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("best confirm U {task.fields[best]}"),
+            TextColumn("{task.fields[tokens]} tokens"), TimeElapsedColumn(),
+            TextColumn("left {task.fields[eta]}"), TextColumn("{task.fields[stage]}"),
+            console=console, disable=disable, transient=False)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def update(self, p) -> None:
+        eta = p.eta_s
+        fields = {"best": "–" if p.best_confirm is None else f"{p.best_confirm:.3f}",
+                  "tokens": f"{p.tokens:,}", "stage": p.stage,
+                  "eta": "–" if eta is None else f"{int(eta // 60)}:{int(eta % 60):02d}"}
+        if self.task is None:
+            self.task = self.progress.add_task("meta", total=p.trials_total,
+                                               completed=p.trials_done, **fields)
+        else:
+            self.progress.update(self.task, total=p.trials_total, completed=p.trials_done,
+                                 **fields)

@@ -1,0 +1,226 @@
+"""The meta loop on a small real study: real Optuna storage, the real sandbox, a scripted
+model (tests/meta/oracle.py) that knows half of the tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from flowmend.bench.splits import split_of
+from flowmend.engine import RepairConfig
+from flowmend.errors import UserError
+from flowmend.meta import EvalCache, SearchSpace, cache_key, meta_split, report, train
+from flowmend.meta._study import RETRY_OF, STUDY_NAME, storage_for
+from flowmend.meta._train import TrainPlan
+from tests.meta import oracle
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_meta_splits_are_disjoint_cut_train_and_keep_the_benchs_val_and_test():
+    ids = [p.task.task_id for p in oracle.PROBLEMS] + [f"HumanEval/{i}" for i in range(164)]
+    for tid in ids:
+        split = meta_split(tid)
+        bench = split_of(tid)
+        assert split == bench or (bench == "train" and split in ("train-search", "train-confirm"))
+    counts = Counter(meta_split(t) for t in ids)
+    assert counts["train-search"] > counts["train-confirm"] > 0
+
+
+def test_the_default_set_up_is_the_base_config_and_every_suggestion_is_a_valid_config():
+    space = SearchSpace(seeds={"a": "def solve(task):\n    return llm(task.prompt)\n"},
+                        base=RepairConfig())
+    default = space.suggest(optuna.trial.FixedTrial(space.default_params()))
+    assert default.config.digest == RepairConfig().digest
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    digests = set()
+    for _ in range(20):
+        setup = space.suggest(study.ask())
+        assert RepairConfig.from_json(setup.config.to_json()).digest == setup.config.digest
+        digests.add(setup.digest())
+    assert len(digests) == 20
+
+
+def test_cache_keys_name_every_part_and_records_round_trip(tmp_path):
+    parts = dict(setup="s", library="l", task_id="Mbpp/1", rng_seed=0, model="m")
+    key = cache_key(**parts)
+    assert len({cache_key(**{**parts, k: v}) for k, v in
+                [("setup", "t"), ("library", "k"), ("task_id", "Mbpp/2"), ("rng_seed", 1),
+                 ("model", "n")]} | {key}) == 6
+    cache = EvalCache(tmp_path)
+    assert cache.get(key) is None
+    cache.put(key, {"hidden": 0.5})
+    assert cache.get(key) == {"hidden": 0.5} and len(cache) == 1
+
+
+def test_a_study_learns_on_val_and_a_rerun_evaluates_nothing_again(tmp_path):
+    plan = oracle.plan(tmp_path)
+    learned = train(plan, problems=oracle.PROBLEMS, models=oracle.models())
+    assert learned == json.loads((tmp_path / "learned.json").read_text())
+    rows = learned["finalists"]
+    assert any(r["default"] and r["trial"] == 0 for r in rows)
+    chosen = max(rows, key=lambda r: (r["val"], -r["tokens_per_task"]))
+    assert learned["chosen"] == chosen
+    trials = _trials(tmp_path)
+    assert len(trials) == plan.trials
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    cached = len(EvalCache(tmp_path / "cache"))
+    assert cached > 0
+
+    backend_models = oracle.models()
+    again = train(plan, problems=oracle.PROBLEMS, models=backend_models)
+    assert backend_models.program.backend.requests == 0  # every evaluation came from the cache
+    assert len(_trials(tmp_path)) == plan.trials and len(EvalCache(tmp_path / "cache")) == cached
+    assert again["chosen"] == learned["chosen"]
+
+
+def test_a_study_made_with_other_settings_is_refused_in_one_line(tmp_path):
+    train(oracle.plan(tmp_path, trials=1), problems=oracle.PROBLEMS, models=oracle.models(),
+          finalize=False)
+    with pytest.raises(UserError, match=r"other settings \(minibatch\)"):
+        train(oracle.plan(tmp_path, trials=1, minibatch=3), problems=oracle.PROBLEMS,
+              models=oracle.models(), finalize=False)
+
+
+def test_the_report_touches_test_once(tmp_path):
+    plan = oracle.plan(tmp_path, trials=2)
+    train(plan, problems=oracle.PROBLEMS, models=oracle.models())
+    first = oracle.models()
+    path = report(plan, problems=oracle.PROBLEMS, models=first, resamples=200)
+    text = path.read_text()
+    assert "Held-out test split" in text and "| learned" in text and "| default" in text
+    kept = json.loads((tmp_path / "test.json").read_text())
+    tests = [p.task.task_id for p in oracle.PROBLEMS if meta_split(p.task.task_id) == "test"]
+    assert sorted(r["task_id"] for r in kept["records"]) == sorted(tests * 2)
+    assert first.program.backend.requests > 0
+
+    second = oracle.models()
+    assert report(plan, problems=oracle.PROBLEMS, models=second, resamples=200).read_text() == text
+    assert second.program.backend.requests == 0
+
+    learned = json.loads((tmp_path / "learned.json").read_text())
+    learned["setup"]["config"]["iterations"] = 1
+    learned["setup"].pop("digest")
+    (tmp_path / "learned.json").write_text(json.dumps(learned))
+    with pytest.raises(UserError, match="test was already used"):
+        report(plan, problems=oracle.PROBLEMS, models=oracle.models(), resamples=200)
+
+
+def test_two_workers_share_one_study(tmp_path):
+    workers = [_worker(tmp_path, "--trials", "6") for _ in range(2)]
+    for w in workers:
+        assert w.wait(timeout=300) == 0, w.stderr.read()
+    trials = _trials(tmp_path)
+    assert len(trials) == 6 and len({t.number for t in trials}) == 6
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    owners = {t.system_attrs["flowmend_owner"]["pid"] for t in trials}
+    assert owners == {w.pid for w in workers}
+    learned = train(oracle.plan(tmp_path, trials=6), problems=oracle.PROBLEMS,
+                    models=oracle.models())
+    assert learned["chosen"]["trial"] in {t.number for t in trials}
+
+
+def test_a_worker_killed_with_9_is_resumed_without_rerunning_what_finished(tmp_path):
+    proc = _worker(tmp_path, "--trials", "3", "--slow", "0.3")
+    deadline = time.monotonic() + 240
+    running = None
+    while time.monotonic() < deadline and running is None:
+        time.sleep(0.5)
+        trials = _trials(tmp_path, missing_ok=True)
+        running = next((t for t in trials if t.state == TrialState.RUNNING and t.number >= 1
+                        and len(t.intermediate_values) >= 1), None)
+    assert running is not None, "no trial got under way"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.state, t.value) for t in _trials(tmp_path)
+              if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*/*.json")}
+    assert before and written
+
+    resumed = _worker(tmp_path, "--trials", "3")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    trials = _trials(tmp_path)
+    for number, (state, value) in before.items():  # finished trials stand as they were
+        assert (trials[number].state, trials[number].value) == (state, value)
+    killed = trials[running.number]
+    assert killed.state == TrialState.FAIL
+    retry = [t for t in trials if t.user_attrs.get(RETRY_OF) == running.number]
+    assert len(retry) == 1 and retry[0].params == killed.params
+    assert retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    for path, mtime in written.items():  # nothing evaluated before the kill was evaluated again
+        assert path.stat().st_mtime_ns == mtime
+
+
+def test_meta_train_refuses_bad_flags_in_one_line(tmp_path):
+    from flowmend.cli import main
+
+    for argv, message in ((["--trials", "0"], "--trials must be at least 1"),
+                          (["--seeds", "nosuch"], "unknown seed workflow 'nosuch'"),
+                          (["--backend", "replay"], "--backend replay needs --replay FILE")):
+        result = subprocess.run([sys.executable, "-m", "flowmend", "meta", "train", "--out",
+                                 str(tmp_path / "x"), *argv], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert main(["meta"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def _worker(out: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "tests.meta.oracle", str(out), *args],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _trials(out: Path, *, missing_ok: bool = False):
+    if missing_ok and not (out / "study.journal").exists():
+        return []
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage_for(None, out))
+    except KeyError:  # the worker has not created the study yet
+        if missing_ok:
+            return []
+        raise
+    return study.get_trials(deepcopy=False)
+
+
+def _feedback(passed: int, failed: int, *, error: str | None = None) -> dict:
+    from flowmend.verifier import CheckOutcome, Feedback
+
+    checks = tuple(CheckOutcome(f"t{i}", "passed" if i < passed else "failed")
+                   for i in range(passed + failed))
+    return Feedback(task_id="t", code="x = 1", compiled=True, runtime_error=error,
+                    checks=checks).to_json()
+
+
+def test_verifier_weights_are_fitted_from_stored_candidates_alone():
+    from flowmend.meta._weights import fit_weights
+    from flowmend.verifier import ScoreWeights
+
+    # Per task: a candidate that passes half its visible checks but crashes on one is right
+    # (hidden 1), one that passes a fifth cleanly is wrong (hidden 0). β = 0.5 ranks them the
+    # wrong way round; a small β ranks them right.
+    records = [{"task_id": f"T/{i}", "setup": "s",
+                "candidates": [{"hidden": 1.0}, {"hidden": 0.0}],
+                "candidate_feedback": [_feedback(5, 5, error="ValueError"), _feedback(2, 8)]}
+               for i in range(6)]
+    fit = fit_weights(records, ScoreWeights(), trials=60)
+    assert fit.pairs == 6
+    assert fit.gamma_before == -0.5 and fit.gamma_after == 0.5
+    assert fit.weights.beta < 0.3
+    assert fit_weights([{"task_id": "T", "candidates": [{"hidden": 1.0}],
+                         "candidate_feedback": [_feedback(1, 0)]}], ScoreWeights()) is None
