@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from flowmend.cli._common import LiveBar
 from flowmend.llm._config import KINDS as BACKENDS
 
 SUITES = ("humaneval", "mbpp", "mbpp-sanitized")
@@ -201,37 +202,22 @@ def _run_report(args) -> int:
     return 0
 
 
-class _MetaBar:
+class _MetaBar(LiveBar):
     """Trials done, best so far on train-confirm, tokens spent, elapsed and time left."""
 
     def __init__(self, console, *, disable: bool):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-        self.console = console
-        self.progress = Progress(
+        super().__init__(console, (
             TextColumn("[bold]meta"), BarColumn(), MofNCompleteColumn(),
             TextColumn("best confirm U {task.fields[best]}"),
             TextColumn("{task.fields[tokens]} tokens"), TimeElapsedColumn(),
-            TextColumn("left {task.fields[eta]}"), TextColumn("{task.fields[stage]}"),
-            console=console, disable=disable, transient=False)
-        self.task = None
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
+            TextColumn("left {task.fields[eta]}"), TextColumn("{task.fields[stage]}")),
+            disable=disable)
 
     def update(self, p) -> None:
         eta = p.eta_s
-        fields = {"best": "–" if p.best_confirm is None else f"{p.best_confirm:.3f}",
-                  "tokens": f"{p.tokens:,}", "stage": p.stage,
-                  "eta": "–" if eta is None else f"{int(eta // 60)}:{int(eta % 60):02d}"}
-        if self.task is None:
-            self.task = self.progress.add_task("meta", total=p.trials_total,
-                                               completed=p.trials_done, **fields)
-        else:
-            self.progress.update(self.task, total=p.trials_total, completed=p.trials_done,
-                                 **fields)
+        self.show(total=p.trials_total, completed=p.trials_done,
+                  best="–" if p.best_confirm is None else f"{p.best_confirm:.3f}",
+                  tokens=f"{p.tokens:,}", stage=p.stage,
+                  eta="–" if eta is None else f"{int(eta // 60)}:{int(eta % 60):02d}")

@@ -49,8 +49,8 @@ def open_study(storage, identity: dict[str, Any], *, seed: int):
     """Create the study or load it; a study made with another identity is refused.
 
     The sampler is TPE; cost is a constraint each trial sets (`Trial.set_constraint`): a trial
-    whose mean spend per task passes the cap is infeasible. The pruner is Wilcoxon's signed-rank test on per-task utility, paired
-    with the best trial on the same tasks.
+    whose mean spend per task passes the cap is infeasible. The pruner is Wilcoxon's
+    signed-rank test on per-task utility, paired with the best trial on the same tasks.
     """
     import optuna
 

@@ -70,9 +70,10 @@ def models(delay_s: float = 0.0) -> Models:
 
 
 def plan(out: Path, **overrides) -> TrainPlan:
-    values = dict(suite="mbpp", out=out, trials=4, budget=Budget(calls=4, tokens=3000, wall_s=60),
-                  model="oracle", backend="replay", seeds={"single_shot": seeds.load("single_shot"),
-                                                            "plan_then_code": seeds.load("plan_then_code")},
+    values = dict(suite="mbpp", out=out, trials=4,
+                  budget=Budget(calls=4, tokens=3000, wall_s=60), model="oracle",
+                  backend="replay",
+                  seeds={s: seeds.load(s) for s in ("single_shot", "plan_then_code")},
                   minibatch=4, confirm_top=2, concurrency=4, stale_after_s=600)
     values.update(overrides)
     return TrainPlan(**values)
