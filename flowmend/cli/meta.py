@@ -54,6 +54,14 @@ def register(sub) -> None:
     report.add_argument("--concurrency", type=int, default=8, help="tasks evaluated at once")
     report.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     report.set_defaults(run=_run_report, starts_processes=True)
+    show = verbs.add_parser(
+        "show", help="the learned set-up against the default, side by side",
+        description="Print a learned set-up directory (DIR/learned, or any `LearnedSetup.save` "
+                    "directory) against the default it started from: loop shape, mode, "
+                    "optimizer, verifier weights, the seed, the optimizer's templates as "
+                    "diffs, the operator library, and how it was chosen.")
+    show.add_argument("setup", metavar="DIR", help="a learned set-up directory")
+    show.set_defaults(run=_run_show)
     meta.set_defaults(run=lambda _args: meta.print_help() or 2)
 
 
@@ -163,10 +171,11 @@ def _run_train(args) -> int:
                 p.terminate()
     if args.worker:
         return 0
-    chosen = learned["chosen"]
+    chosen = learned.search["chosen"]
     console.print(f"learned set-up: trial {chosen['trial']} (val U {chosen['val']:.3f}, "
-                  f"used to choose); written to {plan.out / 'learned.json'}. "
-                  f"`flowmend meta report --out {plan.out}` evaluates it on test, once.")
+                  f"used to choose); written to {plan.out / 'learned'}. `flowmend meta show "
+                  f"{plan.out / 'learned'}` compares it with the default; `flowmend meta report "
+                  f"--out {plan.out}` evaluates it on test, once.")
     return 0
 
 
@@ -200,6 +209,80 @@ def _run_report(args) -> int:
     path = report(_plan(args), resamples=args.resamples, on_progress=console.print)
     console.print(f"wrote {path}")
     return 0
+
+
+def _run_show(args) -> int:
+    import difflib
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from flowmend.meta import LearnedSetup
+
+    learned = LearnedSetup.load(args.setup)
+    console = Console()
+    d, l = learned.default, learned.setup
+    table = Table(title=f"learned set-up {l.digest()[:12]} against the default "
+                        f"{d.digest()[:12]}", title_justify="left")
+    for column in ("", "default", "learned"):
+        table.add_column(column)
+    for name, of in _SHOWN:
+        a, b = of(d), of(l)
+        table.add_row(name, a, b if b == a else f"[bold]{b}[/]")
+    console.print(table)
+    for name in ("choice_template", "text_template"):
+        a, b = getattr(d.config.optimizer, name), getattr(l.config.optimizer, name)
+        if a == b:
+            console.print(f"{name}: unchanged")
+        else:
+            console.print(f"{name}:")
+            console.print("".join(difflib.unified_diff(
+                a.splitlines(True), b.splitlines(True), "default", "learned")), markup=False)
+    if d.seed_source != l.seed_source:
+        console.print(f"seed workflow: {d.seed} → {l.seed}")
+        console.print("".join(difflib.unified_diff(
+            d.seed_source.splitlines(True), l.seed_source.splitlines(True), d.seed, l.seed)),
+            markup=False)
+    lib_d, lib_l = d.config.operators, l.config.operators
+    if lib_d.digest == lib_l.digest:
+        console.print(f"operator library: unchanged ({len(lib_l.names())} operators, digest "
+                      f"{lib_l.digest[:12]}); no macro was admitted")
+    else:
+        added = sorted(set(lib_l.names()) - set(lib_d.names()))
+        removed = sorted(set(lib_d.names()) - set(lib_l.names()))
+        console.print(f"operator library {lib_d.digest[:12]} → {lib_l.digest[:12]}: added "
+                      f"{', '.join(added) or 'none'}; removed {', '.join(removed) or 'none'}")
+        for name in added:
+            console.print(f"  {name}: {lib_l.get(name).DESCRIPTION}")
+    search, cost = learned.search, learned.cost
+    if search.get("chosen"):
+        console.print(f"chosen on val: trial {search['chosen']['trial']} (val U "
+                      f"{search['chosen']['val']:.3f}; a figure used to choose, not a result)")
+    if cost:
+        console.print(f"search cost: {cost.get('trials')} trials, {cost.get('evaluations')} "
+                      f"evaluations, {cost.get('tokens', 0):,} tokens, "
+                      f"{cost.get('study_wall_s')} s wall")
+    return 0
+
+
+def _weights(name):
+    return lambda s: f"{getattr(s.config.weights, name):.3g}"
+
+
+_SHOWN = (
+    ("seed workflow", lambda s: s.seed),
+    ("iterations × proposals", lambda s: f"{s.config.iterations} × {s.config.proposals}"),
+    ("mode", lambda s: s.config.mode),
+    ("menu size", lambda s: str(s.config.optimizer.menu_size)),
+    ("optimizer temperature", lambda s: f"{s.config.optimizer.temperature:.3g}"),
+    ("α (no program)", _weights("alpha")),
+    ("β (runtime error)", _weights("beta")),
+    ("λ (cost per unit)", _weights("lam")),
+    ("ν (violation)", _weights("nu")),
+    ("μ (self-written checks)", _weights("mu")),
+    ("budget", lambda s: ", ".join(f"{k} {v}" for k, v in s.config.budget.to_json().items()
+                                   if v is not None)),
+)
 
 
 class _MetaBar(LiveBar):

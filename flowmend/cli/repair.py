@@ -57,6 +57,11 @@ def register(sub) -> None:
     repair.add_argument("--seed", type=int, default=0, help="seeds the menu sampling")
     repair.add_argument("--out", metavar="DIR", default=None,
                         help="where to write the results (default runs/repair-<task>)")
+    repair.add_argument("--setup", metavar="DIR", default=None,
+                        help="a learned set-up directory (`flowmend meta train`'s DIR/learned): "
+                             "its loop shape, mode, optimizer, verifier weights and library "
+                             "replace --iterations, --proposals and --mode; the budget, the "
+                             "workflow options and the models still come from the flags")
     repair.add_argument("--json", action="store_true",
                         help="print the result as one JSON object")
     add_workflow_options(repair)
@@ -109,6 +114,14 @@ def run_repair(args: argparse.Namespace) -> int:
             budget=budget, entry=options["entry"], step_callees=tuple(options["step_callees"]),
             program_params={"max_tokens": args.max_tokens}, rng_seed=args.seed,
         )
+        if args.setup:
+            from dataclasses import replace
+
+            from flowmend.meta import LearnedSetup
+
+            learned = LearnedSetup.load(args.setup, model=args.model)
+            config = replace(learned.setup.config, budget=budget, entry=config.entry,
+                             step_callees=config.step_callees, rng_seed=args.seed)
     except ValueError as err:
         raise UserError(str(err)) from None
     if args.max_tokens < 1:

@@ -9,8 +9,9 @@ from flowmend import _api
 _api.public_api(__name__, globals(), {
     "_cache": ("EvalCache", "cache_key"),
     "_evaluate": ("EngineFailed", "Evaluator"),
-    "_run": ("open_evaluator", "report", "train"),
+    "_learned": ("LearnedSetup",),
+    "_run": ("learn", "open_evaluator", "report", "train"),
     "_space": ("SearchSpace", "Setup"),
-    "_splits": ("META_SPLITS", "meta_split", "search_order"),
+    "_splits": ("META_SPLITS", "cut_train", "meta_split", "search_order", "split_digest"),
     "_train": ("MetaProgress", "Study", "TrainPlan"),
 })

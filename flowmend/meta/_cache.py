@@ -47,5 +47,13 @@ class EvalCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(path, record)
 
+    def records(self):
+        """Every record in the cache, whoever wrote it."""
+        for path in sorted(self.directory.glob("*/*.json")) if self.directory.is_dir() else ():
+            try:
+                yield json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+
     def __len__(self) -> int:
         return sum(1 for _ in self.directory.glob("*/*.json")) if self.directory.is_dir() else 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,10 @@ from flowmend._files import write_atomically, write_json_atomically
 from flowmend.errors import UserError
 from flowmend.meta._cache import EvalCache
 from flowmend.meta._evaluate import Evaluator
-from flowmend.meta._space import Setup
-from flowmend.meta._splits import select
-from flowmend.meta._train import LEARNED_SCHEMA, MetaProgress, Study, TrainPlan
+from flowmend.bench import splits
+from flowmend.engine import RepairConfig
+from flowmend.meta._learned import LearnedSetup
+from flowmend.meta._train import LEARNED_DIR, MetaProgress, Study, TrainPlan
 
 TEST_SCHEMA = "flowmend.meta-test/1"
 
@@ -57,13 +57,52 @@ def problems_of(suite: str) -> list[Any]:
 def train(plan: TrainPlan, *, finalize: bool = True,
           before_finalize: Callable[[], None] | None = None,
           on_progress: Callable[[MetaProgress], None] | None = None,
-          problems: Sequence[Any] | None = None, models=None) -> dict | None:
-    """Run this worker's share of the study's trials; with `finalize`, wait for
-    `before_finalize` (the other workers), choose the learned set-up (``learned.json``) and
-    return it. `problems` and `models` default to the plan's suite and models."""
+          problems: Sequence[Any] | None = None, models=None) -> LearnedSetup | None:
+    """Run this worker's share of the study's trials on the suite's train split; with
+    `finalize`, wait for `before_finalize` (the other workers), choose on val, save the
+    learned set-up in ``<out>/learned/`` and return it. `problems` and `models` default to
+    the plan's suite and models."""
     problems = problems_of(plan.suite) if problems is None else problems
+    return _study_run(plan, train=splits.select(problems, "train", task_id=_task_id),
+                      val=splits.select(problems, "val", task_id=_task_id), models=models,
+                      finalize=finalize, before_finalize=before_finalize,
+                      on_progress=on_progress)
+
+
+def learn(config: RepairConfig, *, train: Sequence[Any], val: Sequence[Any], out: str | Path,
+          models, seeds: dict[str, str] | None = None, trials: int = 20, minibatch: int = 16,
+          confirm_top: int = 3, seed: int = 0, storage: str | None = None,
+          model: str = "model", max_tokens_per_task: float | None = None,
+          concurrency: int = 8,
+          on_progress: Callable[[MetaProgress], None] | None = None) -> LearnedSetup:
+    """Learn a set-up from `config` (its budget, library and other fields are the base every
+    trial starts from) on `train`, choosing on `val`; returns a new `LearnedSetup` and
+    leaves `config` as it was.
+
+    Args:
+        config: the base set-up's config; trial 0 runs it unchanged.
+        train, val: problems (a `Task` as ``.task`` plus hidden tests, like
+            `flowmend.bench.datasets.Problem`). Train is cut by hash into search and confirm.
+        out: the study folder (storage, cache, ``learned/``).
+        models: the program and optimizer brokers (`flowmend.llm.Models`).
+        seeds: seed workflow id → source; default the built-in ``single_shot``.
+        model: the models' name, part of the cache keys and of the set-up's manifest.
+    """
+    from flowmend import seeds as builtin
+
+    plan = TrainPlan(suite="custom", out=Path(out), storage=storage, trials=trials,
+                     budget=config.budget, model=model, seed=seed,
+                     seeds=seeds or {"single_shot": builtin.load("single_shot")},
+                     minibatch=minibatch, confirm_top=confirm_top,
+                     max_tokens_per_task=max_tokens_per_task, concurrency=concurrency,
+                     base=config)
+    return _study_run(plan, train=train, val=val, models=models, finalize=True,
+                      on_progress=on_progress)
+
+
+def _study_run(plan, *, train, val, models, finalize, before_finalize=None, on_progress=None):
     with open_evaluator(plan, models) as evaluator:
-        study = Study(plan, evaluator, problems)
+        study = Study(plan, evaluator, train=train, val=val)
         study.run_trials(on_progress)
         if not finalize:
             return None
@@ -84,15 +123,12 @@ def report(plan: TrainPlan, *, resamples: int = 10_000,
     from flowmend.bench.report import markdown_table, table_rows
 
     say = on_progress or (lambda _t: None)
-    learned_path = plan.out / "learned.json"
-    try:
-        learned = json.loads(learned_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    learned_dir = plan.out / LEARNED_DIR
+    if not learned_dir.is_dir():
         raise UserError("no learned set-up here; run `flowmend meta train` first",
-                        where=str(learned_path)) from None
-    if learned.get("schema") != LEARNED_SCHEMA:
-        raise UserError(f"not a {LEARNED_SCHEMA} file", where=str(learned_path))
-    chosen = Setup.from_json(learned["setup"], where=str(learned_path))
+                        where=str(learned_dir))
+    learned = LearnedSetup.load(learned_dir)
+    chosen = learned.setup
     test_path = plan.out / "test.json"
     if test_path.exists():
         kept = json.loads(test_path.read_text())
@@ -102,14 +138,11 @@ def report(plan: TrainPlan, *, resamples: int = 10_000,
                             where=str(test_path))
         records = kept["records"]
     else:
-        default = replace(chosen, seed=next(iter(plan.seeds)),
-                          seed_source=next(iter(plan.seeds.values())),
-                          config=plan.space().base)
-        problems = select(problems_of(plan.suite) if problems is None else problems, "test",
-                          task_id=lambda p: p.task.task_id)
+        problems = splits.select(problems_of(plan.suite) if problems is None else problems,
+                                 "test", task_id=_task_id)
         records = []
         with open_evaluator(plan, models) as evaluator:
-            for name, setup in (("default", default), ("learned", chosen)):
+            for name, setup in (("default", learned.default), ("learned", chosen)):
                 say(f"test: the {name} set-up on {len(problems)} tasks")
                 for _, record in evaluator.evaluate_in_order(setup, problems,
                                                              concurrency=plan.concurrency):
@@ -119,20 +152,24 @@ def report(plan: TrainPlan, *, resamples: int = 10_000,
     summaries = metrics.summarize(records, baselines=["default"], resamples=resamples,
                                   seed=plan.seed)
     path = plan.out / "REPORT.md"
-    plot_front(learned.get("front") or [], plan.out / "front.png")
+    plot_front(learned.search.get("front") or [], plan.out / "front.png")
     write_atomically(path, _report_text(learned, summaries, markdown_table(table_rows(summaries))))
     return path
+
+
+def _task_id(problem: Any) -> str:
+    return problem.task.task_id
 
 
 def plot_front(rows: list[dict], path: Path) -> Path:
     """Train-search utility against tokens per task, one point per finished trial; the
     cost–accuracy front of the feasible trials joined by a line."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    import io
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     for feasible, style in ((True, "o"), (False, "x")):
@@ -156,7 +193,8 @@ def plot_front(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _report_text(learned: dict, summaries, table: str) -> str:
+def _report_text(learned: LearnedSetup, summaries, table: str) -> str:
+    search = learned.search
     learned_row = next(s for s in summaries if s.method == "learned")
     delta = learned_row.vs_best_baseline
     if delta is None or delta.value is None:
@@ -170,16 +208,18 @@ def _report_text(learned: dict, summaries, table: str) -> str:
                    f"{delta.value:+.3f}, 95% interval [{delta.lo:+.3f}, {delta.hi:+.3f}].")
     rows = [["trial", "default", "train-search U", "train-confirm U", "val U (chose)",
              "tokens/task"]]
-    for r in learned["finalists"]:
+    for r in search["finalists"]:
         rows.append([str(r["trial"]), "yes" if r["default"] else "",
                      f"{r['search']:.3f}", f"{r['confirm']:.3f}", f"{r['val']:.3f}",
                      f"{(r['tokens_per_task'] or 0):.0f}"])
-    curse = learned.get("winners_curse")
+    curse = search.get("winners_curse")
     return "\n".join([
         "# flowmend meta: the learned set-up on test",
         "",
-        f"Chosen: trial {learned['chosen']['trial']} (set-up {learned['chosen']['setup'][:12]}), "
-        f"library {learned['library_digest'][:12]}.",
+        f"Chosen: trial {search['chosen']['trial']} (set-up {learned.setup.digest()[:12]}), "
+        f"library {learned.library_digest[:12]}. The search spent "
+        f"{learned.cost.get('tokens', 0):,} tokens over {learned.cost.get('evaluations', 0)} "
+        f"evaluations ({learned.cost.get('study_wall_s')} s of wall time).",
         "",
         "## Held-out test split (touched once)",
         "",
@@ -195,7 +235,7 @@ def _report_text(learned: dict, summaries, table: str) -> str:
         "Winner's curse (mean of train-search minus train-confirm over the top trials): "
         + ("n/a" if curse is None else f"{curse:+.3f}") + ".",
         "",
-        _weights_line(learned.get("weights_fit")),
+        _weights_line(search.get("weights_fit")),
         "",
         "![cost against accuracy of every trial](front.png)",
         "",

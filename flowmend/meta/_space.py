@@ -63,7 +63,7 @@ class Setup:
             setup = cls(seed=str(data["seed"]), seed_source=str(data["seed_source"]),
                         config=RepairConfig.from_json(data["config"]))
         except (KeyError, ValueError, TypeError) as err:
-            raise UserError(f"bad set-up: {err}", where=where) from None
+            raise UserError(f"the set-up no longer validates: {err}", where=where) from None
         if data.get("digest") not in (None, setup.digest()):
             raise UserError("the set-up's digest does not match its contents", where=where)
         return setup

@@ -29,8 +29,25 @@ def meta_split(task_id: str) -> str:
     split = split_of(task_id, "hash")
     if split != "train":
         return split
+    return "train-confirm" if _confirms(task_id) else "train-search"
+
+
+def _confirms(task_id: str) -> bool:
     digest = hashlib.sha256(_CONFIRM_SALT + task_id.encode("utf-8")).digest()
-    return "train-confirm" if int.from_bytes(digest, "big") % 3 == 0 else "train-search"
+    return int.from_bytes(digest, "big") % 3 == 0
+
+
+def cut_train(items: Iterable[T], *, task_id: Callable[[T], str]) -> tuple[list[T], list[T]]:
+    """A train set cut by the salted hash into (search, confirm), in their original order."""
+    items = list(items)
+    return ([i for i in items if not _confirms(task_id(i))],
+            [i for i in items if _confirms(task_id(i))])
+
+
+def split_digest(items: Iterable[T], *, task_id: Callable[[T], str]) -> str:
+    """A short hash of a split's task ids (order ignored): what a set-up was learned on."""
+    ids = sorted(task_id(i) for i in items)
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()[:16]
 
 
 def select(items: Iterable[T], split: str, *, task_id: Callable[[T], str]) -> list[T]:

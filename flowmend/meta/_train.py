@@ -6,7 +6,7 @@ Picture of one study (any number of workers share the storage and the cache)::
     worker ──ask──▶ Setup ──evaluate task by task (train-search, fixed order)──▶ report(U, step)
        ▲                         │ pruned: worse than the best, paired (Wilcoxon)
        └──tell(mean U)───────────┘ a new best: re-evaluated on all of train-confirm
-    finalize: top trials ─▶ train-confirm (winner's curse) ─▶ val (selection) ─▶ learned.json
+    finalize: top trials ─▶ train-confirm (winner's curse) ─▶ val (selection) ─▶ learned/
 
 Test is never touched here: `flowmend meta report` evaluates the learned and the default
 set-ups on it, once.
@@ -20,7 +20,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ from flowmend.engine import Budget, RepairConfig
 from flowmend.errors import UserError
 from flowmend.meta._cache import EvalCache
 from flowmend.meta._evaluate import Evaluator
+from flowmend.meta._learned import LearnedSetup
 from flowmend.meta._space import SearchSpace, Setup
-from flowmend.meta._splits import search_order, select
+from flowmend.meta._splits import cut_train, search_order, split_digest
 from flowmend.meta._weights import fit_weights, weight_params
 from flowmend.meta import _study
 
-LEARNED_SCHEMA = "flowmend.learned/1"
+LEARNED_DIR = "learned"
 _CONFIRM = "confirm/"
 
 
@@ -45,7 +46,7 @@ class TrainPlan:
 
     Attributes:
         suite: the benchmark suite the tasks come from.
-        out: the study folder (journal, cache, set-ups, learned.json).
+        out: the study folder (journal, cache, set-ups, learned/).
         storage: Optuna storage URL or journal path; None is ``<out>/study.journal``.
         trials: trials the study should hold in all (finished ones count; a resume adds the
             rest).
@@ -59,6 +60,8 @@ class TrainPlan:
             is infeasible (None: the budget's token cap).
         concurrency: tasks evaluated at once by one worker.
         stale_after_s: a RUNNING trial with no heartbeat for this long is retried.
+        base: the config trials start from (its budget and rng seed are replaced by
+            `budget` and `seed`); trial 0 runs it unchanged.
     """
 
     suite: str
@@ -78,6 +81,7 @@ class TrainPlan:
     max_tokens_per_task: float | None = None
     concurrency: int = 8
     stale_after_s: float = 900.0
+    base: RepairConfig = field(default_factory=RepairConfig)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -86,7 +90,7 @@ class TrainPlan:
             "seed": self.seed, "minibatch": self.minibatch,
             "seeds": {k: hashlib.sha256(v.encode()).hexdigest()[:16]
                       for k, v in self.seeds.items()},
-            "library": RepairConfig().operators.digest,
+            "base": self.space().base.digest,
             "max_tokens_per_task": self.max_tokens_per_task,
         }
 
@@ -97,8 +101,8 @@ class TrainPlan:
         return float(self.budget.tokens) if self.budget.tokens is not None else math.inf
 
     def space(self) -> SearchSpace:
-        return SearchSpace(seeds=dict(self.seeds), base=RepairConfig(budget=self.budget,
-                                                                      rng_seed=self.seed))
+        return SearchSpace(seeds=dict(self.seeds),
+                           base=replace(self.base, budget=self.budget, rng_seed=self.seed))
 
 
 @dataclass(frozen=True)
@@ -130,20 +134,23 @@ class MetaProgress:
 class Study:
     """One worker's view of a study: the storage, the set-ups, the evaluator."""
 
-    def __init__(self, plan: TrainPlan, evaluator: Evaluator, problems: Sequence[Any]):
+    def __init__(self, plan: TrainPlan, evaluator: Evaluator, *, train: Sequence[Any],
+                 val: Sequence[Any]):
         self.plan = plan
         self.evaluator = evaluator
         self.space = plan.space()
-        self.search = search_order(select(problems, "train-search", task_id=_task_id),
-                                   plan.seed)[: plan.minibatch]
-        self.confirm = select(problems, "train-confirm", task_id=_task_id)
-        self.val = select(problems, "val", task_id=_task_id)
+        search, self.confirm = cut_train(train, task_id=_task_id)
+        self.search = search_order(search, plan.seed)[: plan.minibatch]
+        self.val = list(val)
         if not self.search or not self.confirm or not self.val:
-            raise UserError(f"{plan.suite} has too few tasks for the meta splits "
-                            f"(search {len(self.search)}, confirm {len(self.confirm)}, "
-                            f"val {len(self.val)})")
+            raise UserError(f"too few tasks for the meta splits (train-search "
+                            f"{len(self.search)}, train-confirm {len(self.confirm)}, "
+                            f"val {len(self.val)}); each needs at least one")
+        self.splits = {"train": split_digest(train, task_id=_task_id),
+                       "val": split_digest(val, task_id=_task_id)}
         self.storage = _study.storage_for(plan.storage, plan.out)
-        self.study = _study.open_study(self.storage, plan.identity(), seed=plan.seed)
+        self.study = _study.open_study(self.storage, {**plan.identity(), "splits": self.splits},
+                                       seed=plan.seed)
         self.started = time.monotonic()
 
     # -- set-ups by digest, so any worker (and the report) can rebuild a trial's -----------
@@ -308,9 +315,10 @@ class Study:
 
     # -- the end of a study ----------------------------------------------------------------
 
-    def finalize(self, on_progress: Callable[[MetaProgress], None] | None = None) -> dict:
-        """Confirm the top trials, choose among them (and the default) on val, write
-        ``learned.json``; returns its contents."""
+    def finalize(self, on_progress: Callable[[MetaProgress], None] | None = None
+                 ) -> LearnedSetup:
+        """Confirm the top trials, choose among them (and the default) on val, save the
+        learned set-up in ``<out>/learned/`` and return it."""
         report = on_progress or (lambda _p: None)
         feasible = [t for t in self._complete()
                     if float(t.user_attrs.get("constraint", 0.0)) <= 0]
@@ -334,24 +342,48 @@ class Study:
         # The winner's curse: how much the trials picked for their train-search score lose
         # on train-confirm, tasks they were not picked on.
         curse = [r["search"] - r["confirm"] for r in rows if r["top"]]
-        learned = {
-            "schema": LEARNED_SCHEMA,
-            "identity": self.plan.identity(),
-            "chosen": chosen,
-            "setup": self.setup_of(self.study.get_trials(deepcopy=False)[chosen["trial"]]
-                                   ).to_json(),
-            "library_digest": RepairConfig().operators.digest,
-            "finalists": rows,
-            "winners_curse": statistics.fmean(curse) if curse else None,
-            "front": self.front(),
-            "weights_fit": self.study.user_attrs.get("weights_fit"),
-            "splits": {"train-search": len(self.search), "train-confirm": len(self.confirm),
-                       "val": len(self.val)},
-            "note": "search, confirm and val figures were used to choose; the held-out figure "
-                    "is `flowmend meta report`'s, on test",
-        }
-        write_json_atomically(self.plan.out / "learned.json", learned)
+        trials = self.study.get_trials(deepcopy=False)
+        default_setup = self.setup_of(default) if default is not None else \
+            self.space.suggest(optuna_fixed(self.space.default_params()))
+        learned = LearnedSetup(
+            setup=self.setup_of(trials[chosen["trial"]]),
+            default=default_setup,
+            models={"program": self.plan.model,
+                    "optimizer": self.plan.optimizer_model or self.plan.model},
+            splits=self.splits,
+            search={"chosen": chosen, "finalists": rows,
+                    "winners_curse": statistics.fmean(curse) if curse else None,
+                    "front": self.front(),
+                    "weights_fit": self.study.user_attrs.get("weights_fit"),
+                    "sizes": {"train-search": len(self.search),
+                              "train-confirm": len(self.confirm), "val": len(self.val)},
+                    "note": "train-search, train-confirm and val figures were used to choose; "
+                            "held-out figures come from `flowmend meta report`, on test"},
+            cost=self.cost(trials))
+        learned.save(self.plan.out / LEARNED_DIR)
         return learned
+
+    def cost(self, trials) -> dict[str, Any]:
+        """What the whole study spent: every evaluation in its cache (any worker's), and the
+        wall time from its first trial's start to its last one's end."""
+        records = list(self.evaluator.cache.records())
+        starts = [t.datetime_start for t in trials if t.datetime_start]
+        ends = [t.datetime_complete for t in trials if t.datetime_complete]
+        return {
+            "trials": len(trials),
+            "evaluations": len(records),
+            "tokens": sum(int(r.get("tokens") or 0) for r in records),
+            "calls": sum(int(r.get("calls") or 0) for r in records),
+            "evaluation_wall_s": round(sum(float(r.get("wall_s") or 0) for r in records), 1),
+            "study_wall_s": round((max(ends) - min(starts)).total_seconds(), 1)
+            if starts and ends else None,
+        }
+
+
+def optuna_fixed(params: dict[str, Any]):
+    import optuna
+
+    return optuna.trial.FixedTrial(params)
 
 
 def _task_id(problem: Any) -> str:

@@ -3,6 +3,7 @@ model (tests/meta/oracle.py) that knows half of the tasks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,7 +20,8 @@ from optuna.trial import TrialState
 from flowmend.bench.splits import split_of
 from flowmend.engine import RepairConfig
 from flowmend.errors import UserError
-from flowmend.meta import EvalCache, SearchSpace, cache_key, meta_split, report, train
+from flowmend.meta import (EvalCache, LearnedSetup, SearchSpace, cache_key, learn, meta_split,
+                           report, train)
 from flowmend.meta._study import RETRY_OF, STUDY_NAME, storage_for
 from flowmend.meta._train import TrainPlan
 from tests.meta import oracle
@@ -66,11 +68,13 @@ def test_cache_keys_name_every_part_and_records_round_trip(tmp_path):
 def test_a_study_learns_on_val_and_a_rerun_evaluates_nothing_again(tmp_path):
     plan = oracle.plan(tmp_path)
     learned = train(plan, problems=oracle.PROBLEMS, models=oracle.models())
-    assert learned == json.loads((tmp_path / "learned.json").read_text())
-    rows = learned["finalists"]
+    assert LearnedSetup.load(tmp_path / "learned") == learned
+    rows = learned.search["finalists"]
     assert any(r["default"] and r["trial"] == 0 for r in rows)
     chosen = max(rows, key=lambda r: (r["val"], -r["tokens_per_task"]))
-    assert learned["chosen"] == chosen
+    assert learned.search["chosen"] == chosen
+    assert learned.default.config.digest == plan.space().base.digest
+    assert learned.cost["evaluations"] == len(EvalCache(tmp_path / "cache")) > 0
     trials = _trials(tmp_path)
     assert len(trials) == plan.trials
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -81,7 +85,7 @@ def test_a_study_learns_on_val_and_a_rerun_evaluates_nothing_again(tmp_path):
     again = train(plan, problems=oracle.PROBLEMS, models=backend_models)
     assert backend_models.program.backend.requests == 0  # every evaluation came from the cache
     assert len(_trials(tmp_path)) == plan.trials and len(EvalCache(tmp_path / "cache")) == cached
-    assert again["chosen"] == learned["chosen"]
+    assert again.search["chosen"] == learned.search["chosen"]
 
 
 def test_a_study_made_with_other_settings_is_refused_in_one_line(tmp_path):
@@ -108,10 +112,11 @@ def test_the_report_touches_test_once(tmp_path):
     assert report(plan, problems=oracle.PROBLEMS, models=second, resamples=200).read_text() == text
     assert second.program.backend.requests == 0
 
-    learned = json.loads((tmp_path / "learned.json").read_text())
-    learned["setup"]["config"]["iterations"] = 1
-    learned["setup"].pop("digest")
-    (tmp_path / "learned.json").write_text(json.dumps(learned))
+    learned = LearnedSetup.load(tmp_path / "learned")
+    replace_setup = dataclasses.replace(
+        learned, setup=dataclasses.replace(
+            learned.setup, config=dataclasses.replace(learned.setup.config, iterations=1)))
+    replace_setup.save(tmp_path / "learned")
     with pytest.raises(UserError, match="test was already used"):
         report(plan, problems=oracle.PROBLEMS, models=oracle.models(), resamples=200)
 
@@ -127,7 +132,7 @@ def test_two_workers_share_one_study(tmp_path):
     assert owners == {w.pid for w in workers}
     learned = train(oracle.plan(tmp_path, trials=6), problems=oracle.PROBLEMS,
                     models=oracle.models())
-    assert learned["chosen"]["trial"] in {t.number for t in trials}
+    assert learned.search["chosen"]["trial"] in {t.number for t in trials}
 
 
 def test_a_worker_killed_with_9_is_resumed_without_rerunning_what_finished(tmp_path):
@@ -224,3 +229,34 @@ def test_verifier_weights_are_fitted_from_stored_candidates_alone():
     assert fit.weights.beta < 0.3
     assert fit_weights([{"task_id": "T", "candidates": [{"hidden": 1.0}],
                          "candidate_feedback": [_feedback(1, 0)]}], ScoreWeights()) is None
+
+
+def test_learn_returns_a_new_value_and_its_directory_round_trips_or_refuses_in_one_line(
+        tmp_path):
+    from flowmend.bench.splits import select
+
+    base = RepairConfig(iterations=2, proposals=2)
+    before = base.to_json()
+    train_set = select(oracle.PROBLEMS, "train", task_id=lambda p: p.task.task_id)
+    val_set = select(oracle.PROBLEMS, "val", task_id=lambda p: p.task.task_id)
+    learned = learn(base, train=train_set, val=val_set, out=tmp_path / "study",
+                    models=oracle.models(), trials=2, minibatch=3, model="oracle")
+    assert base.to_json() == before
+    assert learned.default.config.iterations == 2 and learned.models["program"] == "oracle"
+    saved = learned.save(tmp_path / "copy")
+    assert LearnedSetup.load(saved) == learned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "study"]  # no temporaries
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["setup_digest"] == learned.setup.digest()
+    assert manifest["library_digest"] == learned.library_digest
+    assert set(manifest["splits"]) == {"train", "val"}
+
+    with pytest.raises(UserError, match="learned with model 'oracle', not 'smollm2'"):
+        LearnedSetup.load(saved, model="smollm2")
+    with pytest.raises(UserError, match="not a learned set-up directory"):
+        LearnedSetup.load(tmp_path)
+    setup = json.loads((saved / "setup.json").read_text())
+    setup["config"]["library"]["digest"] = "0" * 64
+    (saved / "setup.json").write_text(json.dumps(setup))
+    with pytest.raises(UserError, match="does not match the operators"):
+        LearnedSetup.load(saved)
