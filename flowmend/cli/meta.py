@@ -39,7 +39,10 @@ def register(sub) -> None:
                        help="processes working on the study at once (each loads its models)")
     train.add_argument("--concurrency", type=int, default=8,
                        help="tasks one worker evaluates at once (their model calls batch)")
-    train.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    train.add_argument("--worker", action="store_true",
+                       help="join the study as a worker only: run trials, leave preparing the "
+                            "study and choosing at the end to the process started without it "
+                            "(for workers on other machines sharing --storage and --out)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_run_train, starts_processes=True)
     report = verbs.add_parser(
@@ -85,6 +88,13 @@ def _add_plan_options(parser) -> None:
                         help="train-search tasks each trial is scored on")
     parser.add_argument("--confirm-top", type=int, default=3,
                         help="top trials re-evaluated on train-confirm and compared on val")
+    parser.add_argument("--template-mutations", type=int, default=4,
+                        help="rewrites of each optimizer prompt template asked of the meta "
+                             "model when the study starts; those that keep their fields join "
+                             "the search (0: search the shipped templates only)")
+    parser.add_argument("--meta-model", default=None,
+                        help="the model that rewrites templates (default: the optimizer model; "
+                             "a stronger one can write while the weak one stays in the loop)")
     parser.add_argument("--seed", type=int, default=0,
                         help="rng seed of the repairs, the sampler and the task order")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm", help="model backend")
@@ -112,6 +122,9 @@ def _plan(args):
                         ("--workers", getattr(args, "workers", 1))):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, not {value}")
+    if not 0 <= args.template_mutations <= 16:
+        raise UserError(f"--template-mutations must lie in [0, 16], not "
+                        f"{args.template_mutations}")
     if args.budget_wall_s <= 0:
         raise UserError(f"--budget-wall-s must be positive, not {args.budget_wall_s}")
     if args.backend == "replay" and not args.replay:
@@ -133,7 +146,8 @@ def _plan(args):
         base_url=args.base_url, seed=args.seed,
         seeds={s: seeds.load(s) for s in ids}, minibatch=args.minibatch,
         confirm_top=args.confirm_top, max_tokens_per_task=args.max_tokens_per_task,
-        concurrency=args.concurrency)
+        concurrency=args.concurrency, template_mutations=args.template_mutations,
+        meta_model=args.meta_model)
 
 
 def _run_train(args) -> int:
@@ -163,7 +177,8 @@ def _run_train(args) -> int:
 
     try:
         with _MetaBar(console, disable=args.no_progress or args.worker) as bar:
-            learned = train(plan, finalize=not args.worker, before_finalize=wait_for_others,
+            learned = train(plan, finalize=not args.worker, lead=not args.worker,
+                            before_finalize=wait_for_others,
                             on_progress=bar.update)
     finally:
         for p in others:

@@ -20,7 +20,7 @@ def patch_schema(library=None) -> dict:
 _api.public_api(__name__, globals(), {
     _api.HERE: ("patch_schema",),
     "_loop": ("Candidate", "Proposals", "RepairConfig", "RepairResult", "repair"),
-    "_optimizer": ("OptimizerConfig",),
+    "_optimizer": ("CHOICE_FIELDS", "OptimizerConfig", "TEXT_FIELDS", "check_template"),
     "_library": ("LibraryError", "OperatorLibrary", "default_library", "load_library"),
     "_menu": ("MenuItem", "menu"),
     "_operator": (

@@ -36,12 +36,14 @@ class Evaluator:
         failures: a counter of failed engine calls; if it grows during an evaluation, that
             evaluation is not kept.
         fatal: exceptions that mean the machine failed, not the set-up.
+        meta: the broker meta calls (template rewrites) go to; default the optimizer's.
     """
 
     def __init__(self, *, program, optimizer, sandbox, cache: EvalCache, model: str,
                  budget: Budget, rng_seed: int = 0, failures: Callable[[], int] | None = None,
-                 fatal: tuple[type[BaseException], ...] = ()):
+                 fatal: tuple[type[BaseException], ...] = (), meta=None):
         self.program, self.optimizer, self.sandbox = program, optimizer, sandbox
+        self.meta = meta or optimizer
         self.cache, self.model, self.budget, self.rng_seed = cache, model, budget, rng_seed
         self._failures = failures or (lambda: 0)
         self._lock = threading.Lock()

@@ -34,6 +34,10 @@ def open_evaluator(plan: TrainPlan, models=None) -> Iterator[Evaluator]:
         models = models_for(backend=plan.backend, model=plan.model,
                             optimizer_model=plan.optimizer_model, seed=plan.seed,
                             base_url=plan.base_url, replay=plan.replay)
+    meta = None
+    if plan.meta_model and plan.meta_model not in (plan.model, plan.optimizer_model):
+        meta = models_for(backend=plan.backend, model=plan.meta_model, optimizer_model=None,
+                          seed=plan.seed, base_url=plan.base_url, replay=plan.replay)
     try:
         with Sandbox(workers=None) as sandbox:
             yield Evaluator(
@@ -42,10 +46,13 @@ def open_evaluator(plan: TrainPlan, models=None) -> Iterator[Evaluator]:
                 model=f"{plan.model}|{plan.optimizer_model or plan.model}",
                 budget=plan.budget, rng_seed=plan.seed,
                 failures=lambda: broker_stats(models.program, models.optimizer)["failed_batches"],
-                fatal=(ModelError, BrokerClosed, SandboxError))
+                fatal=(ModelError, BrokerClosed, SandboxError),
+                meta=meta.program if meta is not None else None)
     finally:
         if owned:
             models.close()
+        if meta is not None:
+            meta.close()
 
 
 def problems_of(suite: str) -> list[Any]:
@@ -57,23 +64,25 @@ def problems_of(suite: str) -> list[Any]:
 def train(plan: TrainPlan, *, finalize: bool = True,
           before_finalize: Callable[[], None] | None = None,
           on_progress: Callable[[MetaProgress], None] | None = None,
-          problems: Sequence[Any] | None = None, models=None) -> LearnedSetup | None:
+          problems: Sequence[Any] | None = None, models=None,
+          lead: bool = True) -> LearnedSetup | None:
     """Run this worker's share of the study's trials on the suite's train split; with
     `finalize`, wait for `before_finalize` (the other workers), choose on val, save the
     learned set-up in ``<out>/learned/`` and return it. `problems` and `models` default to
-    the plan's suite and models."""
+    the plan's suite and models. Only the `lead` worker prepares a new study (template
+    variants, the default trial); the others wait for it."""
     problems = problems_of(plan.suite) if problems is None else problems
     return _study_run(plan, train=splits.select(problems, "train", task_id=_task_id),
                       val=splits.select(problems, "val", task_id=_task_id), models=models,
                       finalize=finalize, before_finalize=before_finalize,
-                      on_progress=on_progress)
+                      on_progress=on_progress, lead=lead)
 
 
 def learn(config: RepairConfig, *, train: Sequence[Any], val: Sequence[Any], out: str | Path,
           models, seeds: dict[str, str] | None = None, trials: int = 20, minibatch: int = 16,
           confirm_top: int = 3, seed: int = 0, storage: str | None = None,
           model: str = "model", max_tokens_per_task: float | None = None,
-          concurrency: int = 8,
+          concurrency: int = 8, template_mutations: int = 0,
           on_progress: Callable[[MetaProgress], None] | None = None) -> LearnedSetup:
     """Learn a set-up from `config` (its budget, library and other fields are the base every
     trial starts from) on `train`, choosing on `val`; returns a new `LearnedSetup` and
@@ -87,6 +96,8 @@ def learn(config: RepairConfig, *, train: Sequence[Any], val: Sequence[Any], out
         models: the program and optimizer brokers (`flowmend.llm.Models`).
         seeds: seed workflow id → source; default the built-in ``single_shot``.
         model: the models' name, part of the cache keys and of the set-up's manifest.
+        template_mutations: rewrites of each optimizer template asked of the optimizer model
+            when the study starts; the accepted ones join the search.
     """
     from flowmend import seeds as builtin
 
@@ -95,15 +106,16 @@ def learn(config: RepairConfig, *, train: Sequence[Any], val: Sequence[Any], out
                      seeds=seeds or {"single_shot": builtin.load("single_shot")},
                      minibatch=minibatch, confirm_top=confirm_top,
                      max_tokens_per_task=max_tokens_per_task, concurrency=concurrency,
-                     base=config)
+                     base=config, template_mutations=template_mutations)
     return _study_run(plan, train=train, val=val, models=models, finalize=True,
                       on_progress=on_progress)
 
 
-def _study_run(plan, *, train, val, models, finalize, before_finalize=None, on_progress=None):
+def _study_run(plan, *, train, val, models, finalize, before_finalize=None, on_progress=None,
+               lead=True):
     with open_evaluator(plan, models) as evaluator:
         study = Study(plan, evaluator, train=train, val=val)
-        study.run_trials(on_progress)
+        study.run_trials(on_progress, lead=lead)
         if not finalize:
             return None
         if before_finalize is not None:

@@ -19,6 +19,7 @@ from flowmend.errors import UserError
 from flowmend.meta._weights import suggest_weights, weight_params
 from flowmend.verifier import ScoreWeights
 
+DEFAULT_TEMPLATE = "default"  # the base config's own template, in a template choice
 # (iterations, proposals): from one wide round to several narrow ones.
 SHAPES = ("0x1", "1x4", "2x2", "2x4", "3x3", "4x2", "4x4", "6x2")
 MENU_SIZES = (4, 6, 8, 12, 16)
@@ -77,10 +78,14 @@ class SearchSpace:
         seeds: seed id → source; the first is the default.
         base: the config every trial starts from (budget, rng seed, library, ...); its own
             values are what the first, enqueued trial uses.
+        templates: per optimizer template field (``choice_template``, ``text_template``),
+            variant id → text, ``default`` (the base's own) included; a field with one
+            variant is not searched.
     """
 
     seeds: dict[str, str]
     base: RepairConfig = field(default_factory=RepairConfig)
+    templates: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -93,9 +98,13 @@ class SearchSpace:
         shape = f"{b.iterations}x{b.proposals}"
         if shape not in SHAPES:
             raise UserError(f"the base config's shape {shape} is not one of {', '.join(SHAPES)}")
-        return {"seed": next(iter(self.seeds)), "shape": shape, "mode": b.mode,
-                "menu_size": b.optimizer.menu_size, "temperature": b.optimizer.temperature,
-                **weight_params(b.weights)}
+        params = {"seed": next(iter(self.seeds)), "shape": shape, "mode": b.mode,
+                  "menu_size": b.optimizer.menu_size, "temperature": b.optimizer.temperature,
+                  **weight_params(b.weights)}
+        for name, variants in self.templates.items():
+            if len(variants) > 1:
+                params[name] = DEFAULT_TEMPLATE
+        return params
 
     def suggest(self, trial) -> Setup:
         """Ask an Optuna trial for every parameter and build its set-up."""
@@ -105,14 +114,17 @@ class SearchSpace:
         mode = trial.suggest_categorical("mode", list(MODES))
         menu_size = trial.suggest_categorical("menu_size", list(MENU_SIZES))
         temperature = trial.suggest_float("temperature", 0.2, 1.5)
+        texts = {name: variants[trial.suggest_categorical(name, list(variants))]
+                 for name, variants in self.templates.items() if len(variants) > 1}
         return self.setup(seed, iterations=iterations, proposals=proposals, mode=mode,
                           menu_size=menu_size, temperature=temperature,
-                          weights=suggest_weights(trial, self.base.weights))
+                          weights=suggest_weights(trial, self.base.weights), **texts)
 
     def setup(self, seed: str, *, weights: ScoreWeights | None = None, **shape: Any) -> Setup:
         """A set-up from explicit values (missing ones are the base's)."""
         b = self.base
-        optimizer = replace(b.optimizer, menu_size=shape.pop("menu_size", b.optimizer.menu_size),
-                            temperature=shape.pop("temperature", b.optimizer.temperature))
+        optimizer = replace(b.optimizer, **{
+            name: shape.pop(name) for name in ("menu_size", "temperature", "choice_template",
+                                               "text_template") if name in shape})
         config = replace(b, optimizer=optimizer, weights=weights or b.weights, **shape)
         return Setup(seed=seed, seed_source=self.seeds[seed], config=config)

@@ -32,10 +32,12 @@ from flowmend.meta._evaluate import Evaluator
 from flowmend.meta._learned import LearnedSetup
 from flowmend.meta._space import SearchSpace, Setup
 from flowmend.meta._splits import cut_train, search_order, split_digest
+from flowmend.meta._templates import FIELDS, TemplatePool
 from flowmend.meta._weights import fit_weights, weight_params
 from flowmend.meta import _study
 
 LEARNED_DIR = "learned"
+_TEMPLATES = "templates"  # study attr: template field → the variant ids trials choose from
 _CONFIRM = "confirm/"
 
 
@@ -62,6 +64,9 @@ class TrainPlan:
         stale_after_s: a RUNNING trial with no heartbeat for this long is retried.
         base: the config trials start from (its budget and rng seed are replaced by
             `budget` and `seed`); trial 0 runs it unchanged.
+        template_mutations: rewrites of each optimizer template the meta model is asked for
+            once, when the study starts; the accepted ones join the search (0: none).
+        meta_model: the model that writes them (None: the optimizer model).
     """
 
     suite: str
@@ -82,6 +87,8 @@ class TrainPlan:
     concurrency: int = 8
     stale_after_s: float = 900.0
     base: RepairConfig = field(default_factory=RepairConfig)
+    template_mutations: int = 0
+    meta_model: str | None = None
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -91,8 +98,13 @@ class TrainPlan:
             "seeds": {k: hashlib.sha256(v.encode()).hexdigest()[:16]
                       for k, v in self.seeds.items()},
             "base": self.space().base.digest,
+            "template_mutations": self.template_mutations, "meta_model": self.meta_name,
             "max_tokens_per_task": self.max_tokens_per_task,
         }
+
+    @property
+    def meta_name(self) -> str:
+        return self.meta_model or self.optimizer_model or self.model
 
     @property
     def spend_cap(self) -> float:
@@ -190,7 +202,42 @@ class Study:
 
     # -- the search ----------------------------------------------------------------------
 
-    def run_trials(self, on_progress: Callable[[MetaProgress], None] | None = None) -> int:
+    def prepare(self, report, *, lead: bool) -> None:
+        """Fix what every trial chooses from, once per study: the lead worker asks the meta
+        model for template variants and enqueues the default set-up; the others wait for it.
+        """
+        if lead and _TEMPLATES not in self.study.user_attrs:
+            chosen: dict[str, list[str]] = {}
+            if self.plan.template_mutations:
+                pool = TemplatePool(self.plan.out / "templates.json")
+                for name in FIELDS:
+                    report(self.progress(f"asking {self.plan.meta_name} for "
+                                         f"{self.plan.template_mutations} {name} variants"))
+                    pool.mutate(self.evaluator.meta, name, self.space.base.optimizer,
+                                model=self.plan.meta_name, tries=self.plan.template_mutations)
+                    chosen[name] = list(pool.choices(name, self.space.base.optimizer))
+            if not self.study.get_trials(deepcopy=False):
+                self.study.enqueue_trial(self._with_templates(chosen).default_params(),
+                                         user_attrs={"default": True})
+            self.study.set_user_attr(_TEMPLATES, chosen)
+        deadline = time.monotonic() + self.plan.stale_after_s
+        while _TEMPLATES not in self.study.user_attrs:
+            if time.monotonic() > deadline:
+                raise UserError("the study's lead worker never prepared it; start one without "
+                                "--worker")
+            time.sleep(1.0)
+        self.space = self._with_templates(self.study.user_attrs[_TEMPLATES])
+
+    def _with_templates(self, chosen: dict[str, list[str]]) -> SearchSpace:
+        if not chosen:
+            return self.space
+        pool = TemplatePool(self.plan.out / "templates.json")
+        texts = {name: {i: t for i, t in pool.choices(name, self.space.base.optimizer).items()
+                        if i in ids} for name, ids in chosen.items()}
+        return replace(self.space, templates=texts)
+
+    def run_trials(self, on_progress: Callable[[MetaProgress], None] | None = None, *,
+                   lead: bool = True) -> int:
         """Ask, evaluate, tell, until the study holds `plan.trials` trials; returns how many
         this worker ran. Another worker's stale trials are recovered first."""
         from optuna.trial import TrialState
@@ -200,8 +247,7 @@ class Study:
         if recovered:
             report(self.progress(f"retrying trial(s) {', '.join(map(str, recovered))} "
                                  "whose worker died"))
-        if not self.study.get_trials(deepcopy=False):
-            self.study.enqueue_trial(self.space.default_params(), user_attrs={"default": True})
+        self.prepare(report, lead=lead)
         ran = 0
         while self._open_slots() > 0:
             trial = self.study.ask()

@@ -49,6 +49,14 @@ class OracleBackend(Backend):
                 self.requests += 1
             text = r.prompt if r.prompt is not None else r.messages[-1][1]
             answer = "1"
+            if text.startswith("Below is a prompt template"):
+                # A meta rewrite: one variant that keeps its fields, one that loses them.
+                template = text.split("<<<\n", 1)[1].split("\n>>>", 1)[0]
+                texts = ("Be brief.\n" + template, "No fields here.")[: r.n]
+                out.append(Completion(texts=texts, prompt_tokens=10, completion_tokens=10,
+                                      latency_s=0.0, model=self.model, cost=20.0,
+                                      finish_reasons=("stop",) * len(texts)))
+                continue
             for p in PROBLEMS:
                 if p.task.prompt.splitlines()[0] in text:
                     code = p.reference if solvable(p.task.task_id) else \
@@ -87,9 +95,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--finalize", action="store_true")
     parser.add_argument("--slow", type=float, default=0.0)
+    parser.add_argument("--follower", action="store_true")
     args = parser.parse_args()
     train(plan(Path(args.out), trials=args.trials), finalize=args.finalize,
-          problems=PROBLEMS, models=models(args.slow))
+          problems=PROBLEMS, models=models(args.slow), lead=not args.follower)
 
 
 if __name__ == "__main__":

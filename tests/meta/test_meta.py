@@ -122,7 +122,8 @@ def test_the_report_touches_test_once(tmp_path):
 
 
 def test_two_workers_share_one_study(tmp_path):
-    workers = [_worker(tmp_path, "--trials", "6") for _ in range(2)]
+    workers = [_worker(tmp_path, "--trials", "6"),
+               _worker(tmp_path, "--trials", "6", "--follower")]
     for w in workers:
         assert w.wait(timeout=300) == 0, w.stderr.read()
     trials = _trials(tmp_path)
@@ -172,6 +173,7 @@ def test_meta_train_refuses_bad_flags_in_one_line(tmp_path):
     from flowmend.cli import main
 
     for argv, message in ((["--trials", "0"], "--trials must be at least 1"),
+                          (["--template-mutations", "17"], "--template-mutations must lie"),
                           (["--seeds", "nosuch"], "unknown seed workflow 'nosuch'"),
                           (["--backend", "replay"], "--backend replay needs --replay FILE")):
         result = subprocess.run([sys.executable, "-m", "flowmend", "meta", "train", "--out",
@@ -260,3 +262,27 @@ def test_learn_returns_a_new_value_and_its_directory_round_trips_or_refuses_in_o
     (saved / "setup.json").write_text(json.dumps(setup))
     with pytest.raises(UserError, match="does not match the operators"):
         LearnedSetup.load(saved)
+
+
+def test_template_variants_join_the_search_with_lineage_and_rejections_are_kept(tmp_path):
+    from flowmend.meta._templates import TemplatePool
+
+    plan = oracle.plan(tmp_path, trials=3, template_mutations=2)
+    learned = train(plan, problems=oracle.PROBLEMS, models=oracle.models())
+    pool = TemplatePool(tmp_path / "templates.json")
+    accepted = [v for v in pool.variants.values() if v.accepted]
+    rejected = [v for v in pool.variants.values() if not v.accepted]
+    assert {v.field for v in accepted} == {"choice_template", "text_template"}
+    assert all(v.text.startswith("Be brief.\n") and v.parent == "default" for v in accepted)
+    assert all(v.model == "oracle" for v in pool.variants.values())
+    assert {v.text for v in rejected} == {"No fields here."}
+    assert {v.field for v in rejected} == {"choice_template", "text_template"}
+    assert all("missing required field" in v.reason for v in rejected)
+    trials = _trials(tmp_path)
+    assert trials[0].params["choice_template"] == "default"
+    assert {"choice_template", "text_template"} <= set(trials[1].params)
+    # Asked again, the model proposes nothing new: what it said before is never re-proposed.
+    before = dict(pool.variants)
+    assert pool.mutate(oracle.models().optimizer, "choice_template",
+                       learned.default.config.optimizer, model="oracle", tries=2) == []
+    assert pool.variants == before
