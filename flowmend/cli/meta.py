@@ -57,6 +57,26 @@ def register(sub) -> None:
     report.add_argument("--concurrency", type=int, default=8, help="tasks evaluated at once")
     report.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     report.set_defaults(run=_run_report, starts_processes=True)
+    library = verbs.add_parser(
+        "library", help="evolve the operator library: mine macros, admit those that help",
+        description="One library generation: macro-operators mined from the patch sequences "
+                    "that raised hidden utility on the study's train-search candidates, each "
+                    "gated like the built-ins (its examples and the fuzz properties) and "
+                    "admitted only if it raises mean hidden utility or κ on train-confirm, "
+                    "paired against the library without it. Every decision is kept in "
+                    "DIR/library/decisions.jsonl, and nothing decided is proposed again. "
+                    "Writes DIR/library/generation-N.json (its digest and specs); train on it "
+                    "with `meta train --library DIR/library/generation-N.json`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_plan_options(library)
+    library.add_argument("--min-count", type=int, default=2,
+                         help="times a run of patches must have helped to become a macro")
+    library.add_argument("--macros", type=int, default=5, help="macros proposed at most")
+    library.add_argument("--prune", action="store_true",
+                         help="also ablate each operator (leave-one-out) and deprecate those "
+                              "whose removal never lowers a task's utility (listed, not deleted)")
+    library.add_argument("--concurrency", type=int, default=8, help="tasks evaluated at once")
+    library.set_defaults(run=_run_library, starts_processes=True)
     show = verbs.add_parser(
         "show", help="the learned set-up against the default, side by side",
         description="Print a learned set-up directory (DIR/learned, or any `LearnedSetup.save` "
@@ -95,6 +115,9 @@ def _add_plan_options(parser) -> None:
     parser.add_argument("--meta-model", default=None,
                         help="the model that rewrites templates (default: the optimizer model; "
                              "a stronger one can write while the weak one stays in the loop)")
+    parser.add_argument("--library", default=None, metavar="GENERATION.json",
+                        help="the operator library trials use: a `meta library` generation "
+                             "manifest (default: the built-in operators)")
     parser.add_argument("--seed", type=int, default=0,
                         help="rng seed of the repairs, the sampler and the task order")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm", help="model backend")
@@ -109,8 +132,10 @@ def _add_plan_options(parser) -> None:
 def _plan(args):
     from pathlib import Path
 
+    from dataclasses import replace
+
     from flowmend import seeds
-    from flowmend.engine import Budget
+    from flowmend.engine import Budget, RepairConfig
     from flowmend.errors import UserError
     from flowmend.meta import TrainPlan
 
@@ -133,6 +158,9 @@ def _plan(args):
         raise UserError("no such file", where=f"--replay {args.replay}")
     if args.backend == "openai" and not args.base_url:
         raise UserError("--backend openai needs --base-url URL")
+    base = RepairConfig()
+    if args.library:
+        base = replace(base, library=_generation_library(args.library))
     ids = [s.strip() for s in args.seeds.split(",") if s.strip()]
     if not ids:
         raise UserError("--seeds names no seed workflow")
@@ -147,7 +175,31 @@ def _plan(args):
         seeds={s: seeds.load(s) for s in ids}, minibatch=args.minibatch,
         confirm_top=args.confirm_top, max_tokens_per_task=args.max_tokens_per_task,
         concurrency=args.concurrency, template_mutations=args.template_mutations,
-        meta_model=args.meta_model)
+        meta_model=args.meta_model, base=base)
+
+
+def _generation_library(path: str):
+    import json
+
+    from flowmend.engine import LibraryError, load_library
+    from flowmend.errors import UserError
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except OSError as err:
+        raise UserError(f"cannot read: {err.strerror}", where=path) from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"not JSON: {err.msg}", where=path) from None
+    if not isinstance(data, dict) or data.get("schema") != "flowmend.library-generation/1":
+        raise UserError("not a library generation (flowmend.library-generation/1)", where=path)
+    try:
+        library = load_library(data["specs"])
+    except LibraryError as err:
+        raise UserError(str(err)) from None
+    if library.digest != data.get("digest"):
+        raise UserError("its operators changed since the generation was written (digest "
+                        "mismatch)", where=path)
+    return library
 
 
 def _run_train(args) -> int:
@@ -223,6 +275,30 @@ def _run_report(args) -> int:
     console = Console(stderr=True)
     path = report(_plan(args), resamples=args.resamples, on_progress=console.print)
     console.print(f"wrote {path}")
+    return 0
+
+
+def _run_library(args) -> int:
+    import os
+
+    from rich.console import Console
+
+    from flowmend.errors import UserError
+    from flowmend.meta import evolve_library
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    for flag, value in (("--min-count", args.min_count), ("--macros", args.macros)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, not {value}")
+    console = Console(stderr=True)
+    generation = evolve_library(_plan(args), prune=args.prune, min_count=args.min_count,
+                                limit=args.macros, on_progress=console.print)
+    number = generation["generation"]
+    console.print(f"generation {number}: library {generation['digest'][:12]}; admitted "
+                  f"{', '.join(generation['admitted']) or 'none'}; deprecated "
+                  f"{', '.join(d['operator'] for d in generation['deprecated']) or 'none'}. "
+                  f"Decisions in {args.out}/library/decisions.jsonl; train on it with "
+                  f"--library {args.out}/library/generation-{number}.json")
     return 0
 
 

@@ -36,6 +36,9 @@ BUILTIN_SPECS = ("builtin", "builtins")
 # A loader for operators defined as data: the parsed JSON object and where it came from in,
 # the operator classes out (raise `LibraryError` for a definition it refuses).
 DataLoader = Callable[[dict, str], Sequence[type[Operator]]]
+# The loaders of the data schemas flowmend knows, by module and function name: the engine
+# reaches operator code only through the loader, never by an import statement.
+BUILTIN_DATA_LOADERS = {"flowmend.macro/1": ("flowmend.operators._macro", "load")}
 
 
 class LibraryError(UserError):
@@ -180,8 +183,8 @@ def load_library(
             dotted module name (``mypkg.my_operators``); a path to a ``.py`` file; a path to a
             ``.json`` file holding an operator defined as data (``{"schema": ..., ...}``).
             A module contributes every `Operator` subclass it defines with a ``name``.
-        data_loaders: the loader for each data schema (``flowmend.macro/1`` -> a function that
-            builds operator classes from the JSON object); none are built in yet.
+        data_loaders: loaders for more data schemas (schema -> a function that builds operator
+            classes from the JSON object), beside the built-in ``flowmend.macro/1``.
 
     Raises:
         LibraryError: one line naming the spec: unknown name or path, a module defining no
@@ -278,6 +281,9 @@ def _data_entries(path: Path, data_loaders: Mapping[str, DataLoader]) -> list[Li
     if not isinstance(schema, str):
         raise LibraryError('an operator defined as data is a JSON object with a "schema"', where=str(path))
     loader = data_loaders.get(schema)
+    if loader is None and schema in BUILTIN_DATA_LOADERS:
+        module, function = BUILTIN_DATA_LOADERS[schema]
+        loader = getattr(importlib.import_module(module), function)
     if loader is None:
         raise LibraryError(f"no loader for schema {schema}", where=str(path))
     classes = list(loader(data, str(path)))

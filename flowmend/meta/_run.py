@@ -123,6 +123,40 @@ def _study_run(plan, *, train, val, models, finalize, before_finalize=None, on_p
         return study.finalize(on_progress)
 
 
+def evolve_library(plan: TrainPlan, *, prune: bool = False, min_count: int = 2,
+                   limit: int = 5, fuzz_examples: int = 20,
+                   on_progress: Callable[[str], None] | None = None,
+                   problems: Sequence[Any] | None = None, models=None) -> dict:
+    """One library generation for a study: macros mined from its train-search candidates,
+    gated, and admitted on train-confirm against the current generation, paired, with the
+    learned set-up (or the default before one is learned); optionally leave-one-out pruning.
+    Writes ``<out>/library/generation-N.json`` and returns it."""
+    from flowmend.meta._library import LibraryEvolution
+    from flowmend.meta._splits import cut_train
+
+    say = on_progress or (lambda _t: None)
+    problems = problems_of(plan.suite) if problems is None else problems
+    search, confirm = cut_train(splits.select(problems, "train", task_id=_task_id),
+                                task_id=_task_id)
+    search_ids = {_task_id(p) for p in search}
+    learned_dir = plan.out / LEARNED_DIR
+    setup = LearnedSetup.load(learned_dir).setup if learned_dir.is_dir() else \
+        plan.space().setup(next(iter(plan.seeds)))
+    with open_evaluator(plan, models) as evaluator:
+        records = [r for r in evaluator.cache.records() if r.get("task_id") in search_ids]
+        say(f"mining {sum(len(r.get('candidates', ())) for r in records)} candidates of "
+            f"{len(records)} train-search evaluations; admission on {len(confirm)} "
+            "train-confirm tasks")
+
+        def evaluate(s, tasks):
+            return [r for _, r in evaluator.evaluate_in_order(s, tasks,
+                                                              concurrency=plan.concurrency)]
+
+        return LibraryEvolution(plan.out).evolve(
+            records, evaluate=evaluate, setup=setup, tasks=confirm, min_count=min_count,
+            limit=limit, fuzz_examples=fuzz_examples, prune=prune, seed=plan.seed)
+
+
 def report(plan: TrainPlan, *, resamples: int = 10_000,
            on_progress: Callable[[str], None] | None = None,
            problems: Sequence[Any] | None = None, models=None) -> Path:

@@ -129,7 +129,9 @@ def test_bad_files_are_one_line_errors_naming_the_file(tmp_path):
         "clash.py": (OPERATOR.format(model="a", version=1, expected="a").replace(
             '"pin-model"', '"swap-model"'), "two operators named 'swap-model'"),
         "macro.json": (json.dumps({"schema": "flowmend.macro/1", "steps": []}),
-                       "no loader for schema flowmend.macro/1"),
+                       "unknown field(s) steps"),
+        "other.json": (json.dumps({"schema": "someone.else/1"}),
+                       "no loader for schema someone.else/1"),
         "notes.json": ("[1, 2]", 'a JSON object with a "schema"'),
     }
     for name, (text, message) in cases.items():
