@@ -134,7 +134,9 @@ class OpenAIBackend(Backend):
             with urllib.request.urlopen(http, timeout=self._count_timeout_s) as reply:
                 count = int(json.loads(reply.read())["count"])
         except urllib.error.HTTPError as err:
-            if err.code in (404, 405):
+            # vLLM also answers 404 for a model it does not serve: only our own model's 404
+            # says the endpoint is missing.
+            if err.code in (404, 405) and body["model"] == self.model:
                 self._tokenize_missing = True
             return prompt_bytes_bound(request)
         except (OSError, ValueError, KeyError, TypeError):  # unreachable, or not vLLM's answer
