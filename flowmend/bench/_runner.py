@@ -133,6 +133,7 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
             "patch": c.get("patch"), "score": c.get("score"),
             "passed_visible": c.get("passed_visible"), "tokens": c.get("tokens"),
             "selected": bool(c.get("selected")), "hidden": u, "patch_size": size,
+            "budget_stop": c.get("budget_stop"),
         })
     final_u, final_pass = utility(result.get("output"))
     return {

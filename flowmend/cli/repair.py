@@ -281,7 +281,8 @@ def _print_result(console, result, out: Path) -> None:
         f"{result.wall_s:.0f}s",
         f"proposals: {result.proposals.tried} tried, {result.proposals.applied} applied, "
         f"{result.proposals.invalid} invalid, {result.proposals.not_applicable} not applicable, "
-        f"{result.proposals.rejected} outside the menu, {result.proposals.duplicate} duplicate",
+        f"{result.proposals.rejected} outside the menu, {result.proposals.duplicate} duplicate, "
+        f"{result.proposals.budget_cut} cut by the budget, {result.proposals.no_code} without code",
         f"written: {out}/final_workflow.py, workflow.diff, output.py, result.json, trace.jsonl",
     ]
     if result.error:

@@ -16,7 +16,8 @@ from flowmend.engine._result import Applied, Invalid, Reason
 from flowmend.engine._workflow import Workflow
 
 # Names a workflow may use without defining them: the runtime injects them into its globals.
-RUNTIME_NAMES = frozenset({"llm", "verify", "extract_code", "Check", "VerifyLimitExceeded"})
+RUNTIME_NAMES = frozenset({"llm", "verify", "extract_code", "Check", "VerifyLimitExceeded",
+                           "BudgetExhausted"})
 
 
 def check_result(wf: Workflow, source: str) -> Applied | Invalid:

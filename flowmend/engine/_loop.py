@@ -264,8 +264,10 @@ class Candidate:
         feedback: the verifier's feedback on its output.
         score: `score(feedback, config.weights)`, what the loop ranked it by.
         run_status: how its run ended ("ok", "error", "timeout", "budget_exhausted", ...).
-        tokens, calls: what its run spent.
+        tokens, calls: what its run spent (calls as the budget counts them).
         selected: whether it became the incumbent.
+        budget_stop: the cap that refused one of its calls ("tokens", "calls", ...), if one
+            did; it was scored on whatever output it returned all the same.
     """
 
     iteration: int
@@ -280,6 +282,7 @@ class Candidate:
     tokens: int
     calls: int
     selected: bool = False
+    budget_stop: str | None = None
 
     @property
     def key(self) -> CandidateKey:
@@ -309,13 +312,24 @@ class Candidate:
             "calls": self.calls,
             "status": self.run_status,
             "selected": self.selected,
+            "budget_stop": self.budget_stop,
             "feedback": self.feedback.to_json(),
         }
 
 
 @dataclass(frozen=True)
 class Proposals:
-    """What the optimizer's proposals came to, summed over the iterations."""
+    """What the optimizer's proposals came to, summed over the iterations.
+
+    Attributes:
+        tried: menu answers the optimizer gave.
+        applied: proposals that became a candidate and ran.
+        invalid, not_applicable, rejected, duplicate: proposals dropped before running.
+        budget_cut: proposals the budget cut: a candidate the budget refused a call (it is
+            still scored on what it returned), or an edit whose text call was refused (it never
+            ran).
+        no_code: candidates that ran to the end without being cut and returned no code.
+    """
 
     tried: int = 0
     applied: int = 0
@@ -323,6 +337,8 @@ class Proposals:
     not_applicable: int = 0
     rejected: int = 0
     duplicate: int = 0
+    budget_cut: int = 0
+    no_code: int = 0
 
     def to_json(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -489,6 +505,10 @@ class _Repair:
             for e, (_, patch, label) in zip(evaluated, proposals):
                 self._record(e, parent=current.key, patch=patch, label=label,
                              selected=better and e is best)
+                if e.run.budget_stop is not None:
+                    self.counts = _bump(self.counts, budget_cut=1)
+                elif e.feedback.kind == "no_code":
+                    self.counts = _bump(self.counts, no_code=1)
             self.trace(IterationEvent(iteration=k, candidates=len(evaluated),
                                       best_score=best.score, incumbent_score=current.score,
                                       replaced=better))
@@ -535,7 +555,7 @@ class _Repair:
             picked.append(shown[index])
         seen = {current.source}
         out: list[tuple[Workflow, Patch, str]] = []
-        for item in picked:
+        for built, item in enumerate(picked):
             patch = item.patch
             if item.text_arg is not None:
                 try:
@@ -546,7 +566,9 @@ class _Repair:
                                 temperature=c.optimizer.temperature),
                         purpose="text", iteration=k,
                     ).text
-                except BudgetExhausted:
+                except BudgetExhausted as err:
+                    if err.limit != "optimizer":  # the budget, not a model fault, cut the rest
+                        self.counts = _bump(self.counts, budget_cut=len(picked) - built)
                     break
                 patch = with_text(item, text)
             result = apply_patch(current.workflow, patch, library=self.library)
@@ -629,13 +651,14 @@ class _Repair:
         self.candidates.append(Candidate(
             iteration=iteration, index=index, parent=parent, patch=patch, label=label,
             source=e.source, feedback=e.feedback, score=e.score, run_status=e.run.status,
-            tokens=e.run.tokens, calls=len(e.run.calls), selected=selected,
+            tokens=e.run.tokens, calls=e.run.llm_calls, selected=selected,
+            budget_stop=e.run.budget_stop,
         ))
         self.trace(VerdictEvent(
             iteration=iteration, index=index, label=label, run_status=e.run.status,
             error_type=e.run.error_type, score=e.score, kind=e.feedback.kind,
             passed=e.feedback.passed, total=e.feedback.total, summary=e.feedback.summary(300),
-            tokens=e.run.tokens, selected=selected,
+            tokens=e.run.tokens, selected=selected, budget_stop=e.run.budget_stop,
         ))
 
     # -- results --------------------------------------------------------------------------

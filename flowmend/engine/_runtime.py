@@ -19,10 +19,11 @@ from typing import Any, Callable
 
 from flowmend.engine._checks import RUNTIME_NAMES
 from flowmend.engine._workflow import Workflow
-from flowmend.llm import Broker, Completion, Request
+from flowmend.llm import Broker, Completion, Request, prompt_bytes_bound
 from flowmend.sandbox import ExecResult, Limits, Sandbox, model_wait
 from flowmend.task import Task
 from flowmend.verifier import CheckCache, Cost, feedback
+from flowmend.verifier.runtime_helpers import BudgetExhausted
 
 # The helpers run inside the sandbox, where flowmend is not importable: their source is inlined
 # into the harness, after the harness's own first lines (so no `from __future__` there).
@@ -69,8 +70,14 @@ class _Text(str):
 
 
 def llm(prompt, **params):
-    answer = _rpc.call("llm", {{"prompt": prompt if isinstance(prompt, str) else str(prompt),
-                               "params": params, "lines": _workflow_lines()}})
+    try:
+        answer = _rpc.call("llm", {{"prompt": prompt if isinstance(prompt, str) else str(prompt),
+                                   "params": params, "lines": _workflow_lines()}})
+    except _rpc.RPCError as err:
+        if str(err).startswith("BudgetExhausted:"):
+            message = str(err).partition(": ")[2]
+            raise BudgetExhausted(message.removeprefix("the ").removesuffix(" budget is spent")) from None
+        raise
     texts = [_Text(t) for t in answer["texts"]]
     return texts if params.get("n", 1) > 1 else texts[0]
 
@@ -93,7 +100,7 @@ def _main():
     task = _types.SimpleNamespace(**{task})
     namespace = {{"__name__": "workflow", "llm": llm, "verify": verify,
                  "extract_code": extract_code, "Check": Check,
-                 "VerifyLimitExceeded": VerifyLimitExceeded}}
+                 "VerifyLimitExceeded": VerifyLimitExceeded, "BudgetExhausted": BudgetExhausted}}
     exec(compile({source}, _WORKFLOW_FILE, "exec"), namespace)
     entry = namespace.get({entry})
     if not callable(entry):
@@ -114,14 +121,6 @@ _main()
 class VerifyLimitExceeded(RuntimeError):
     """A run asked for more `verify(code)` calls than it may make; inside the workflow it is
     raised as the runtime's `VerifyLimitExceeded`, which the workflow may catch."""
-
-
-class BudgetExhausted(RuntimeError):
-    """A call would pass one of the budget's caps; `limit` names which."""
-
-    def __init__(self, limit: str):
-        super().__init__(f"the {limit} budget is spent")
-        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -158,24 +157,45 @@ class Budget:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class Booking:
+    """What `Meter.reserve` granted one call and holds for it until `Meter.settle`.
+
+    Attributes:
+        max_tokens: completion tokens per sample the call may ask for.
+        n: samples the call may ask for (the calls cap may cut a request for more).
+        tokens, cost: held against the caps until the call settles.
+    """
+
+    max_tokens: int
+    n: int
+    tokens: int
+    cost: float
+
+
 class Meter:
     """Spends a `Budget` from many threads at once and never lets a call pass a cap.
 
-    Before a call, `reserve` books one call, an upper bound on its prompt tokens and its
-    `max_tokens` (cut down to what is left); `settle` replaces the booking by what the call
-    really used. So concurrent candidates can never overspend together.
+    Before a call, `reserve` books it: one call per sample asked for (the same rule for program
+    and optimizer), its prompt tokens (exact where the backend counts) and its `max_tokens` per
+    sample, cut down to what is left. `settle` replaces the booking by what the call really
+    used. So concurrent candidates can never overspend together. A call that would get less
+    than it asked for while other calls hold bookings waits for them to settle first (they
+    usually use less than they booked), so no call is cut or refused for tokens that are only
+    held; the wait ends at the wall-time cap.
     """
 
     def __init__(self, budget: Budget, *, clock: Callable[[], float] = time.monotonic):
         self.budget = budget
         self._clock = clock
         self._started = clock()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self.calls = 0
         self.tokens = 0
         self.cost = 0.0
         self._held_tokens = 0
         self._held_cost = 0.0
+        self._held = 0  # bookings not yet settled
         self.stopped_by: str | None = None
 
     def elapsed(self) -> float:
@@ -188,7 +208,7 @@ class Meter:
 
     def exhausted(self) -> str | None:
         """The cap that is spent already, if any."""
-        with self._lock:
+        with self._cond:
             return self._exhausted_locked()
 
     def _exhausted_locked(self) -> str | None:
@@ -203,77 +223,95 @@ class Meter:
             return "wall_time"
         return None
 
-    def reserve(self, prompt_bound: int, max_tokens: int, n: int, price: tuple[float, float]
-                ) -> tuple[int, tuple[int, float]]:
-        """Book a call; returns the max_tokens it may use and the booking to settle.
+    def _refuse(self, limit: str) -> BudgetExhausted:
+        self.stopped_by = self.stopped_by or limit
+        return BudgetExhausted(limit)
 
-        Raises BudgetExhausted when not even one completion token fits.
+    def _allowance(self, prompt_tokens: int, max_tokens: int, n: int,
+                   price: tuple[float, float]) -> tuple[int, str | None]:
+        """Completion tokens per sample that fit now, and the cap that cuts them (if any)."""
+        allowed, cut = max_tokens, None
+        b = self.budget
+        if b.tokens is not None:
+            left = b.tokens - self.tokens - self._held_tokens - prompt_tokens
+            if left // n < allowed:
+                allowed, cut = left // n, "tokens"
+        if b.cost is not None and price[1] > 0:
+            left = b.cost - self.cost - self._held_cost - price[0] * prompt_tokens
+            if int(left / (price[1] * n)) < allowed:
+                allowed, cut = int(left / (price[1] * n)), "cost"
+        return allowed, cut
+
+    def reserve(self, prompt_tokens: int, max_tokens: int, n: int, price: tuple[float, float]
+                ) -> Booking:
+        """Book a call of `n` samples; returns what it may ask for and what is held for it.
+
+        Raises BudgetExhausted when not even one sample of one completion token fits.
         """
-        with self._lock:
-            limit = self._exhausted_locked()
-            if limit is not None:
-                self.stopped_by = self.stopped_by or limit
-                raise BudgetExhausted(limit)
-            allowed = max_tokens
-            b = self.budget
-            if b.tokens is not None:
-                left = b.tokens - self.tokens - self._held_tokens - prompt_bound
-                allowed = min(allowed, left // max(n, 1))
-            if b.cost is not None and price[1] > 0:
-                left = b.cost - self.cost - self._held_cost - price[0] * prompt_bound
-                allowed = min(allowed, int(left / (price[1] * max(n, 1))))
+        n = max(n, 1)
+        with self._cond:
+            while True:
+                limit = self._exhausted_locked()
+                if limit is not None:
+                    raise self._refuse(limit)
+                if self.budget.calls is not None:
+                    n = min(n, self.budget.calls - self.calls)
+                allowed, cut = self._allowance(prompt_tokens, max_tokens, n, price)
+                wall_left = self.wall_left()
+                if cut is None or not self._held or (wall_left is not None and wall_left <= 0):
+                    break
+                self._cond.wait(timeout=wall_left)
             if allowed < 1:
-                limit = "tokens" if b.tokens is not None and (
-                    b.tokens - self.tokens - self._held_tokens - prompt_bound < max(n, 1)
-                ) else "cost"
-                self.stopped_by = self.stopped_by or limit
-                raise BudgetExhausted(limit)
-            tokens = prompt_bound + allowed * n
-            cost = price[0] * prompt_bound + price[1] * allowed * n
-            self.calls += 1
-            self._held_tokens += tokens
-            self._held_cost += cost
-            return allowed, (tokens, cost)
+                raise self._refuse(cut or "tokens")
+            booking = Booking(allowed, n, prompt_tokens + allowed * n,
+                              price[0] * prompt_tokens + price[1] * allowed * n)
+            self.calls += n
+            self._held += 1
+            self._held_tokens += booking.tokens
+            self._held_cost += booking.cost
+            return booking
 
-    def settle(self, booking: tuple[int, float], completion: Completion | None) -> None:
-        with self._lock:
-            self._held_tokens -= booking[0]
-            self._held_cost -= booking[1]
+    def settle(self, booking: Booking, completion: Completion | None) -> None:
+        with self._cond:
+            self._held -= 1
+            self._held_tokens -= booking.tokens
+            self._held_cost -= booking.cost
             if completion is not None:
                 self.tokens += completion.prompt_tokens + completion.completion_tokens
                 self.cost += completion.cost
+            self._cond.notify_all()
 
 
 def prompt_token_bound(broker: Broker, request: Request) -> int:
-    """An upper bound on the prompt tokens `request` will take on `broker`'s model.
+    """The prompt tokens `request` will take on `broker`'s model, for the budget to book.
 
-    Exact where the backend can count (a tokenizer with its chat template); otherwise the
-    UTF-8 length plus room for a chat template: a byte-level tokenizer never makes more
-    tokens than bytes.
+    Exact where the backend counts (`Backend.count_prompt_tokens`: a tokenizer with its chat
+    template, a server's tokenize endpoint, a recording); otherwise, and when counting fails
+    (the call itself will then fail and say why), the byte bound `prompt_bytes_bound`.
     """
-    count = getattr(broker.backend, "count_prompt_tokens", None)
-    if count is not None:
-        try:
-            return int(count(request))
-        except Exception:  # noqa: BLE001 - counting is an optimisation; the bound below is safe
-            pass
-    text = request.prompt if request.prompt is not None else "".join(t for _, t in request.messages)
-    return len(text.encode()) + 128
+    try:
+        return int(broker.backend.count_prompt_tokens(request))
+    except Exception:  # noqa: BLE001 - the broker reports a bad request; the bound is safe
+        return prompt_bytes_bound(request)
 
 
 def metered_call(broker: Broker, meter: Meter, request: Request) -> Completion:
-    """One LLM call under the budget: booked, sent through the broker, settled."""
+    """One LLM call under the budget: booked, sent through the broker, settled.
+
+    The request's `max_tokens` (and `n`, under a calls cap) are cut to what the budget can
+    still pay; the completion then has fewer samples or shorter texts, never a refusal while
+    one sample of one token fits.
+    """
     backend = broker.backend
     prices = getattr(backend, "prices", None)
     price = (0.0, 0.0)
     if prices is not None:
         p = prices.price(backend.model)
         price = (p.prompt, p.completion)
-    allowed, booking = meter.reserve(
-        prompt_token_bound(broker, request), request.max_tokens, request.n, price
-    )
-    if allowed < request.max_tokens:
-        request = replace(request, max_tokens=allowed)
+    booking = meter.reserve(prompt_token_bound(broker, request), request.max_tokens, request.n,
+                            price)
+    if (booking.max_tokens, booking.n) != (request.max_tokens, request.n):
+        request = replace(request, max_tokens=booking.max_tokens, n=booking.n)
     completion = None
     wall_left = meter.wall_left()
     try:
@@ -289,7 +327,11 @@ def metered_call(broker: Broker, meter: Meter, request: Request) -> Completion:
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One LLM call as the trace keeps it."""
+    """One LLM call as the trace keeps it.
+
+    ``samples`` is what the budget counted it as: one call per sample drawn, 0 for a call the
+    budget refused.
+    """
 
     step: str | None
     prompt_sha: str
@@ -299,6 +341,7 @@ class CallRecord:
     model: str
     cost: float
     error: str | None = None
+    samples: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -324,13 +367,18 @@ class RunRecord:
         return sum(c.prompt_tokens + c.completion_tokens for c in self.calls)
 
     @property
+    def llm_calls(self) -> int:
+        """Calls as the budget counts them: one per sample, refused calls not at all."""
+        return sum(c.samples for c in self.calls)
+
+    @property
     def cost(self) -> float:
         return sum(c.cost for c in self.calls)
 
     def to_cost(self) -> Cost:
         """What the run spent, as the verifier's `Cost` (a failed call counts, at 0 tokens)."""
         return Cost(
-            calls=len(self.calls),
+            calls=self.llm_calls,
             prompt_tokens=sum(c.prompt_tokens for c in self.calls),
             completion_tokens=sum(c.completion_tokens for c in self.calls),
             units=self.cost,
@@ -463,19 +511,20 @@ def _answer_llm(ctx: RunContext, payload: Any, spans, calls, budget_stop, lock) 
     try:
         with model_wait():  # the run's clock stands still while the model works, not otherwise
             completion = metered_call(ctx.program, ctx.meter, request)
-    except BudgetExhausted as err:
+    except BudgetExhausted as err:  # the workflow sees the runtime's BudgetExhausted
         with lock:
             budget_stop.append(err.limit)
-            calls.append(CallRecord(step, sha, 0, 0, 0.0, ctx.program.model, 0.0, str(err)))
+            calls.append(CallRecord(step, sha, 0, 0, 0.0, ctx.program.model, 0.0, str(err),
+                                    samples=0))
         raise
     except Exception as err:  # the model failed this call: the workflow sees an RPCError
         with lock:
             calls.append(CallRecord(step, sha, 0, 0, 0.0, ctx.program.model, 0.0,
-                                    f"{type(err).__name__}: {err}"))
+                                    f"{type(err).__name__}: {err}", samples=request.n))
         raise
     record = CallRecord(
         step, sha, completion.prompt_tokens, completion.completion_tokens,
-        completion.latency_s, completion.model, completion.cost,
+        completion.latency_s, completion.model, completion.cost, samples=len(completion.texts),
     )
     with lock:
         calls.append(record)

@@ -122,6 +122,7 @@ class VerdictEvent(TraceEvent):
     """One candidate ran and was checked: its run status, feedback and score."""
 
     EVENT: ClassVar[str] = "verdict"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("budget_stop",)
     iteration: int
     index: int
     label: str | None
@@ -134,6 +135,7 @@ class VerdictEvent(TraceEvent):
     summary: str
     tokens: int
     selected: bool
+    budget_stop: str | None = None  # the cap that refused one of its calls, if one did
     t: float = 0.0
 
 

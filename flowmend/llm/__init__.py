@@ -14,5 +14,6 @@ _api.public_api(__name__, globals(), {
     "_replay": ("RecordingBackend", "ReplayBackend", "ReplayMiss"),
     "_store": ("EMBEDDED", "EmbeddedModel", "ResolvedModel", "cache_root", "embedded_model",
                "is_prepared", "model_dir", "prepare", "resolve_model"),
-    "_types": ("Backend", "Completion", "ModelError", "Price", "PriceTable", "Request"),
+    "_types": ("Backend", "Completion", "ModelError", "Price", "PriceTable", "Request",
+               "prompt_bytes_bound"),
 })

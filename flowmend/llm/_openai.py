@@ -12,10 +12,19 @@ import json
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-from flowmend.llm._types import Backend, Completion, ModelError, PriceTable, Request
+from flowmend.llm._types import (
+    Backend,
+    Completion,
+    ModelError,
+    PriceTable,
+    Request,
+    prompt_bytes_bound,
+)
 
 
 class OpenAIBackend(Backend):
@@ -74,6 +83,10 @@ class OpenAIBackend(Backend):
         self._failures = [0] * len(urls)
         self._benched_until = [0.0] * len(urls)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="flowmend-openai")
+        self._key = key
+        self._count_timeout_s = min(timeout_s, 10.0)
+        self._tokenize_missing = False
+        self.exact_prompt_tokens = False  # until a server has counted
 
     def probe(self, timeout_s: float = 10.0) -> None:
         """Ask each server for its model list; raise ModelError, naming every URL and what it
@@ -97,6 +110,39 @@ class OpenAIBackend(Backend):
     def check(self, request: Request) -> None:
         if request.messages is not None and not self.chat:
             raise ValueError(f"{self.model} is served as a base model: send a prompt")
+
+    def count_prompt_tokens(self, request: Request) -> int:
+        """Exact where the server has vLLM's tokenizer endpoint (`POST /tokenize` beside
+        `/v1`), asked for the very messages or prompt `generate` sends; otherwise (llama.cpp,
+        Ollama, a hosted API, a server that cannot be reached) the bound
+        `prompt_bytes_bound`. A server that answers 404 or 405 is not asked again."""
+        self.check(request)
+        if self._tokenize_missing:
+            return prompt_bytes_bound(request)
+        body: dict[str, Any] = {"model": request.model or self.model}
+        if self.chat or request.messages is not None:
+            # The chat endpoint's defaults: the generation prompt added, no extra special tokens.
+            body.update(messages=request.conversation(), add_generation_prompt=True)
+        else:
+            body["prompt"] = request.prompt
+        url = _server_root(self.urls[self._pick()]) + "/tokenize"
+        http = urllib.request.Request(
+            url, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"},
+        )
+        try:
+            with urllib.request.urlopen(http, timeout=self._count_timeout_s) as reply:
+                count = int(json.loads(reply.read())["count"])
+        except urllib.error.HTTPError as err:
+            # vLLM also answers 404 for a model it does not serve: only our own model's 404
+            # says the endpoint is missing.
+            if err.code in (404, 405) and body["model"] == self.model:
+                self._tokenize_missing = True
+            return prompt_bytes_bound(request)
+        except (OSError, ValueError, KeyError, TypeError):  # unreachable, or not vLLM's answer
+            return prompt_bytes_bound(request)
+        self.exact_prompt_tokens = True
+        return count
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         for request in requests:
@@ -196,6 +242,11 @@ class OpenAIBackend(Backend):
         self._pool.shutdown(wait=False, cancel_futures=True)
         for client in self._clients:
             client.close()
+
+
+def _server_root(base_url: str) -> str:
+    """The server's root, where vLLM serves `/tokenize`: the base URL without its `/v1`."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
 
 
 def _describe(err: Exception) -> str:

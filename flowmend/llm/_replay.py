@@ -40,6 +40,13 @@ class RecordingBackend(Backend):
     def check(self, request: Request) -> None:
         self.inner.check(request)
 
+    @property
+    def exact_prompt_tokens(self) -> bool:  # type: ignore[override]
+        return self.inner.exact_prompt_tokens
+
+    def count_prompt_tokens(self, request: Request) -> int:
+        return self.inner.count_prompt_tokens(request)
+
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         completions = self.inner.generate(requests)
         lines = [
@@ -103,6 +110,15 @@ class ReplayBackend(Backend):
                 f"({request.excerpt()!r})",
                 where=str(self.path),
             )
+
+    # What a replayed completion reports is known before the call.
+    exact_prompt_tokens = True
+
+    def count_prompt_tokens(self, request: Request) -> int:
+        """The prompt tokens the recording reports for this request: exactly what the replayed
+        completion will say. A request not recorded is a `ReplayMiss`."""
+        self.check(request)
+        return self._records[request.key()][0].prompt_tokens
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         for request in requests:

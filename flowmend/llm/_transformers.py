@@ -8,6 +8,7 @@ schema constraints are not supported here: such a request is refused at submit t
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict
 from typing import Any, Sequence
@@ -66,6 +67,7 @@ class TransformersBackend(Backend):
             text = (str(err).strip() or type(err).__name__).splitlines()[0][:300]
             raise ModelError(f"{source}: transformers cannot load this model: {text}") from err
         self._model.to(self.device).eval()
+        self._tokenizer_lock = threading.Lock()
         torch.manual_seed(seed)
         self.chat = bool(self._tokenizer.chat_template) if chat is None else chat
         pad = self._tokenizer.pad_token_id
@@ -86,6 +88,13 @@ class TransformersBackend(Backend):
         if request.messages is not None and not self.chat:
             raise ValueError(f"{self.model} is a base model without a chat template: send a prompt")
 
+    exact_prompt_tokens = True
+
+    def count_prompt_tokens(self, request: Request) -> int:
+        """Exact: the token ids `generate` feeds the model (chat template applied)."""
+        self.check(request)
+        return len(self._ids(request))
+
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         for request in requests:
             self.check(request)
@@ -105,11 +114,14 @@ class TransformersBackend(Backend):
         return answers  # type: ignore[return-value]
 
     def _ids(self, request: Request) -> list[int]:
-        if request.messages is None and not self.chat:
-            return self._tokenizer(request.prompt)["input_ids"]
-        ids = self._tokenizer.apply_chat_template(
-            request.conversation(), add_generation_prompt=True, tokenize=True
-        )
+        # The budget counts from the sandbox's RPC threads while the broker generates: a fast
+        # tokenizer is not safe across threads.
+        with self._tokenizer_lock:
+            if request.messages is None and not self.chat:
+                return list(self._tokenizer(request.prompt)["input_ids"])
+            ids = self._tokenizer.apply_chat_template(
+                request.conversation(), add_generation_prompt=True, tokenize=True
+            )
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         return list(ids)

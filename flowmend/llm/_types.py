@@ -241,6 +241,19 @@ class Backend:
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         raise NotImplementedError
 
+    #: whether `count_prompt_tokens` is exact (a tokenizer) or the byte bound below
+    exact_prompt_tokens: bool = False
+
+    def count_prompt_tokens(self, request: Request) -> int:
+        """The prompt tokens `request` will take on this backend, as its completion will report
+        them: chat template and special tokens included.
+
+        The budget books this before the call. Backends with a tokenizer count exactly; this
+        default is a bound (`prompt_bytes_bound`) that holds for byte-level and byte-fallback
+        tokenizers. Raises ValueError for a request the backend cannot render at all.
+        """
+        return prompt_bytes_bound(request)
+
     def check(self, request: Request) -> None:
         """Raise ValueError when this backend cannot answer `request` at all.
 
@@ -264,3 +277,15 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the first stop string; returns (text, whether a stop string was found)."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+# Room for a chat template's own tokens (role markers, a default system turn) in the bound.
+TEMPLATE_ROOM = 128
+
+
+def prompt_bytes_bound(request: Request) -> int:
+    """An upper bound on a request's prompt tokens without its tokenizer: the UTF-8 length of
+    its text plus `TEMPLATE_ROOM`. A byte-level (or byte-fallback) tokenizer never makes more
+    tokens than bytes; the room covers the chat template around them."""
+    text = request.prompt if request.prompt is not None else "".join(t for _, t in request.messages)
+    return len(text.encode()) + TEMPLATE_ROOM

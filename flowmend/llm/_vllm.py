@@ -94,8 +94,19 @@ class VLLMBackend(Backend):
         self._loop = _EngineLoop(self._llm.llm_engine, _engine_processes())
         self._workload: list[tuple[dict, Any]] | None = None  # see record_workload
 
+    exact_prompt_tokens = True
+
     def check(self, request: Request) -> None:
         self._checked_prompt(request)
+
+    def count_prompt_tokens(self, request: Request) -> int:
+        """Exact: the length of the engine prompt `generate` will send (chat template applied,
+        or the plain prompt as vLLM tokenizes it)."""
+        Backend.check(self, request)
+        if request.messages is not None and not self.chat:
+            raise ValueError(f"{self.model} is a base model without a chat template: send a prompt")
+        with self._render_lock:
+            return self._prompt_length(self._prompt(request))
 
     def _checked_prompt(self, request: Request) -> dict:
         """The engine prompt for a request, once it is known to be answerable on its own."""

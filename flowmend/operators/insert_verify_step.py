@@ -44,7 +44,10 @@ class InsertVerifyStep(_cst.StepStatementOperator):
                 code = llm(task.prompt)
                 check = verify(code)
                 if not check.passed:
-                    code = llm(f"The code below failed a check. Fix it and return the complete corrected code.\\n\\nCheck ({check.kind}):\\n{check.feedback}\\n\\nCode:\\n{code}")
+                    try:
+                        code = llm(f"The code below failed a check. Fix it and return the complete corrected code.\\n\\nCheck ({check.kind}):\\n{check.feedback}\\n\\nCode:\\n{code}")
+                    except BudgetExhausted:
+                        pass
                 return extract_code(code)
             ''',
         ),
@@ -64,7 +67,10 @@ class InsertVerifyStep(_cst.StepStatementOperator):
                     draft = await llm(task.prompt, model="smollm2")
                     check = verify(draft)
                     if not check.passed:
-                        draft = await llm(f"Repair it.\\n\\nCheck ({check.kind}):\\n{check.feedback}\\n\\nCode:\\n{draft}", model="smollm2")
+                        try:
+                            draft = await llm(f"Repair it.\\n\\nCheck ({check.kind}):\\n{check.feedback}\\n\\nCode:\\n{draft}", model="smollm2")
+                        except BudgetExhausted:
+                            pass
                 return draft
             ''',
         ),
@@ -103,10 +109,15 @@ class InsertVerifyStep(_cst.StepStatementOperator):
         var = _cst.assigned_name(step)
         check = _cst.fresh_name(wf, "check")
         prompt = _cst.repair_prompt(args.instruction, check, var)
+        ind = _cst.indent(wf)
+        # A repair the budget refuses keeps the unrepaired answer.
         code = (
             f"{check} = verify({var})\n"
             f"if not {check}.passed:\n"
-            f"{_cst.indent(wf)}{var} = {_cst.call_expr(step, wf, prompt)}\n"
+            f"{ind}try:\n"
+            f"{ind * 2}{var} = {_cst.call_expr(step, wf, prompt)}\n"
+            f"{ind}except BudgetExhausted:\n"
+            f"{ind * 2}pass\n"
         )
         new = [step.statement, *_cst.parse_statements(wf, code)]
         return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})

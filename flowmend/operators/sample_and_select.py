@@ -43,7 +43,12 @@ class SampleAndSelect(_cst.StepStatementOperator):
             def solve(task):
                 samples = []
                 for sample_index in range(4):
-                    samples.append(llm(task.prompt, max_tokens=512, temperature=0.8))
+                    try:
+                        samples.append(llm(task.prompt, max_tokens=512, temperature=0.8))
+                    except BudgetExhausted:
+                        if not samples:
+                            raise
+                        break
                 code = max(samples, key=lambda sample: verify(sample).passed)
                 return code
             ''',
@@ -61,7 +66,12 @@ class SampleAndSelect(_cst.StepStatementOperator):
                 # draft it
                 samples = []
                 for sample_index in range(2):
-                    samples.append(await llm(task.prompt, temperature=0.0))
+                    try:
+                        samples.append(await llm(task.prompt, temperature=0.0))
+                    except BudgetExhausted:
+                        if not samples:
+                            raise
+                        break
                 code = max(samples, key=lambda sample: verify(sample).passed)
                 return code
             ''',
@@ -92,10 +102,16 @@ class SampleAndSelect(_cst.StepStatementOperator):
         call = _cst.call_expr(step, wf, _cst.code_of(wf, step.prompt.node),
                               overrides=overrides)
         ind = _cst.indent(wf)
+        # The budget may stop the sampling early: select among the samples drawn so far.
         code = (
             f"{samples} = []\n"
             f"for {index} in range({args.n}):\n"
-            f"{ind}{samples}.append({call})\n"
+            f"{ind}try:\n"
+            f"{ind * 2}{samples}.append({call})\n"
+            f"{ind}except BudgetExhausted:\n"
+            f"{ind * 2}if not {samples}:\n"
+            f"{ind * 3}raise\n"
+            f"{ind * 2}break\n"
             f"{var} = max({samples}, key=lambda sample: verify(sample).passed)\n"
         )
         new = _cst.with_leading(_cst.parse_statements(wf, code), step.statement.leading_lines)

@@ -46,6 +46,8 @@ class WrapInRetry(_cst.StepStatementOperator):
                 for attempt in range(2):
                     try:
                         code = llm(task.prompt)  # one shot
+                    except BudgetExhausted:
+                        raise
                     except Exception:
                         if attempt == 1:
                             raise
@@ -68,6 +70,10 @@ class WrapInRetry(_cst.StepStatementOperator):
                 for attempt2 in range(3):
                     try:
                         code = await llm(task.prompt)
+                    except BudgetExhausted:
+                        if attempt2 == 0:
+                            raise
+                        break
                     except Exception:
                         if attempt2 == 2:
                             raise
@@ -92,6 +98,10 @@ class WrapInRetry(_cst.StepStatementOperator):
                 for attempt in range(4):
                     try:
                         code = llm(task.prompt)
+                    except BudgetExhausted:
+                        if attempt == 0:
+                            raise
+                        break
                     except Exception:
                         if attempt == 3:
                             raise
@@ -134,6 +144,15 @@ class WrapInRetry(_cst.StepStatementOperator):
             f"for {i} in range({args.max_attempts}):",
             f"{ind}try:",
             f"{ind * 2}{_cst.STEP_SLOT}",
+        ]
+        # A budget refusal is not retried. Past the first attempt it keeps the last attempt's
+        # answer; until no-exception, every earlier attempt raised, so there is none.
+        lines.append(f"{ind}except BudgetExhausted:")
+        if args.until == "no-exception":
+            lines.append(f"{ind * 2}raise")
+        else:
+            lines += [f"{ind * 2}if {i} == 0:", f"{ind * 3}raise", f"{ind * 2}break"]
+        lines += [
             f"{ind}except Exception:",
             f"{ind * 2}if {i} == {args.max_attempts - 1}:",
             f"{ind * 3}raise",

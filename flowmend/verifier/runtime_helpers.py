@@ -1,4 +1,4 @@
-"""Helpers a workflow calls inside the sandbox: `extract_code(text)` and the `Check` that `verify(code)` returns.
+"""Helpers a workflow calls inside the sandbox: `extract_code(text)`, the `Check` that `verify(code)` returns, and the `BudgetExhausted` a refused `llm()` raises.
 
 Standard library only: the sandbox harness loads this file as source into the child process,
 where flowmend itself is not importable.
@@ -10,7 +10,7 @@ import ast
 import re
 import textwrap
 
-__all__ = ["Check", "CHECK_KINDS", "extract_code"]
+__all__ = ["BudgetExhausted", "Check", "CHECK_KINDS", "extract_code"]
 
 CHECK_KINDS = ("ok", "syntax_error", "runtime_error", "failing_check", "no_code")
 
@@ -170,6 +170,19 @@ def _looks_like_code(code: str) -> bool:
         not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Name, ast.Constant)))
         for node in tree.body
     )
+
+
+class BudgetExhausted(RuntimeError):
+    """A call would pass one of the repair's budget caps; `limit` names which ("calls",
+    "tokens", "cost", "wall_time").
+
+    Inside a workflow, `llm()` raises it when the budget refuses the call: a workflow that
+    holds an earlier answer may catch it and return that answer, which is then scored.
+    """
+
+    def __init__(self, limit: str):
+        super().__init__(f"the {limit} budget is spent")
+        self.limit = limit
 
 
 class Check:

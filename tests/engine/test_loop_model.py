@@ -38,3 +38,25 @@ def test_one_repair_on_the_embedded_model(model_backend, tmp_path):
         # The optimizer was asked, and its constrained answers were menu numbers.
         choices = [e for e in trace if e["event"] == "llm" and e.get("purpose") == "choice"]
         assert choices and all(a.isdigit() for e in choices for a in e.get("answers", []))
+
+
+@pytest.mark.model
+def test_calls_on_the_real_engine_spend_at_least_90_percent_of_a_tight_token_cap(model_backend):
+    """Booked with the engine's exact prompt counts and max_tokens cut to what is left, calls
+    go on until not even a prompt and one token fit."""
+    from flowmend.engine import BudgetExhausted
+    from flowmend.engine._runtime import Meter, metered_call
+    from flowmend.llm import Request
+
+    meter = Meter(Budget(calls=None, tokens=400, wall_s=None))
+    answered = 0
+    with Broker(model_backend) as broker:
+        while True:
+            request = Request(prompt=f"Write a Python one-liner number {answered}.", max_tokens=24)
+            try:
+                metered_call(broker, meter, request)
+            except BudgetExhausted as err:
+                assert err.limit == "tokens"
+                break
+            answered += 1
+    assert answered >= 3 and 0.9 * 400 <= meter.tokens <= 400

@@ -10,9 +10,14 @@ from flowmend.llm import Backend, Completion, PriceTable, Request
 
 
 class EchoBackend(Backend):
-    """Answers each prompt with itself reversed; counts tokens as words; records its batches."""
+    """Answers each prompt with itself reversed, cut to `max_tokens` words; counts tokens as
+    words, before the call (`count_prompt_tokens`) as after it; records its batches."""
 
     name = "echo"
+    exact_prompt_tokens = True
+
+    def count_prompt_tokens(self, request: Request) -> int:
+        return len((request.prompt or "").split()) or 1
 
     def __init__(self, *, delay_s: float = 0.0, fail_on: str | None = None, prices=None):
         self.model = "echo-1"
@@ -33,7 +38,9 @@ class EchoBackend(Backend):
         out = []
         for r in requests:
             text = (r.prompt or r.messages[-1][1])[::-1]
-            prompt_tokens = len((r.prompt or "").split()) or 1
+            if len(text.split()) > r.max_tokens:
+                text = " ".join(text.split()[: r.max_tokens])
+            prompt_tokens = self.count_prompt_tokens(r)
             completion_tokens = len(text.split()) * r.n
             out.append(
                 Completion(

@@ -75,6 +75,17 @@ def test_chat_completion_with_usage_and_cost(server_url):
 
 
 @pytest.mark.model
+def test_the_servers_tokenize_endpoint_counts_prompts_exactly(server_url):
+    backend = open_backend(ModelConfig(kind="openai", model="smollm2", base_urls=(server_url,)))
+    requests = [Request(prompt="Write a Python function add(a, b).", max_tokens=2),
+                Request(messages=(("system", "Be brief."), ("user", "Say hi.")), max_tokens=2)]
+    counted = [backend.count_prompt_tokens(r) for r in requests]
+    assert backend.exact_prompt_tokens
+    assert counted == [c.prompt_tokens for c in backend.generate(requests)]
+    backend.close()
+
+
+@pytest.mark.model
 def test_structured_choice_and_compact_json_through_the_server(server_url):
     backend = open_backend(ModelConfig(kind="openai", model="smollm2", base_urls=(server_url,)))
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer"}},

@@ -71,3 +71,16 @@ def test_replay_config_opens_the_replay_backend(tmp_path):
     backend = open_backend(ModelConfig(kind="replay", replay_path=str(path)))
     assert isinstance(backend, ReplayBackend)
     assert backend.generate([Request(prompt="hello")])[0].text == "olleh"
+
+
+def test_recording_and_replay_count_prompt_tokens_as_their_completions_report_them(tmp_path):
+    path = tmp_path / "calls.jsonl"
+    request = Request(prompt="one two three four", max_tokens=3)
+    recording = RecordingBackend(EchoBackend(), path)
+    assert recording.exact_prompt_tokens and recording.count_prompt_tokens(request) == 4
+    [recorded] = recording.generate([request])
+    replay = ReplayBackend(path)
+    assert replay.exact_prompt_tokens
+    assert replay.count_prompt_tokens(request) == recorded.prompt_tokens == 4
+    with pytest.raises(ReplayMiss):  # the budget then books the byte bound; the call fails alone
+        replay.count_prompt_tokens(Request(prompt="not recorded"))

@@ -39,6 +39,17 @@ def test_choice_by_log_likelihood(smollm2_hf):
     assert c.text == "Paris" and c.finish_reasons == ("stop",)
 
 
+def test_prompt_tokens_are_counted_exactly_before_the_call(smollm2_hf):
+    requests = [
+        Request(prompt="Write a Python function add(a, b).", max_tokens=2),
+        Request(messages=(("system", "Be brief."), ("user", "Say hi.")), max_tokens=2),
+        Request(prompt="What is the capital of France?", choice=("Paris", "Rome")),
+    ]
+    counted = [smollm2_hf.count_prompt_tokens(r) for r in requests]
+    assert smollm2_hf.exact_prompt_tokens
+    assert counted == [c.prompt_tokens for c in smollm2_hf.generate(requests)]
+
+
 def test_json_schema_is_refused_with_a_reason(smollm2_hf):
     with pytest.raises(ValueError, match="does not constrain JSON"):
         smollm2_hf.check(Request(prompt="x", json_schema='{"type": "object"}'))

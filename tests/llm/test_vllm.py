@@ -158,3 +158,18 @@ def test_raw_throughput_resends_exactly_the_recorded_workload(model_backend):
     assert raw["completion_tokens"] == sum(a.completion_tokens for a in answers)
     assert raw["wall_s"] > 0 and raw["tokens_per_s"] > 0
     assert model_backend.workload_requests == 0
+
+
+def test_prompt_tokens_are_counted_exactly_before_the_call(model_backend):
+    """What the budget books for a prompt is what the engine then reports, chat template and
+    all: a bare prompt, a conversation with a system turn, a long prompt and a choice."""
+    requests = [
+        Request(prompt="Write a Python function add(a, b).", max_tokens=2),
+        Request(messages=(("system", "Be brief."), ("user", "Say hi.")), max_tokens=2),
+        Request(prompt="def f(x):\n    return x * 2\n" * 40, max_tokens=2),
+        Request(prompt="Is 4 even? Answer yes or no.", choice=("yes", "no")),
+    ]
+    counted = [model_backend.count_prompt_tokens(r) for r in requests]
+    answers = model_backend.generate(requests)
+    assert model_backend.exact_prompt_tokens
+    assert counted == [a.prompt_tokens for a in answers]

@@ -9,7 +9,7 @@ import asyncio
 import types
 
 from flowmend.engine.testing import run_operator
-from flowmend.verifier.runtime_helpers import Check, extract_code
+from flowmend.verifier.runtime_helpers import BudgetExhausted, Check, extract_code
 
 SINGLE = """
 def solve(task):
@@ -62,7 +62,8 @@ BROKEN = "def add(a, b) return\n"
 
 
 def run(source, llm, entry="solve"):
-    namespace = {"llm": llm, "verify": verify, "extract_code": extract_code}
+    namespace = {"llm": llm, "verify": verify, "extract_code": extract_code,
+                 "BudgetExhausted": BudgetExhausted}
     exec(compile(source, "<workflow>", "exec"), namespace)
     task = types.SimpleNamespace(prompt="Write add(a, b).", entry_point="add")
     output = namespace[entry](task)

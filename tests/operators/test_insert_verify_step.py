@@ -1,6 +1,7 @@
 """`insert-verify-step`: what it does beyond its own examples (its edits, and how they run)."""
 
 from flowmend.engine.testing import run_operator
+from flowmend.verifier.runtime_helpers import BudgetExhausted
 from tests.operators.scripted import GOOD, Script, WRONG, apply, run
 
 
@@ -21,3 +22,8 @@ def test_insert_verify_step_uses_a_fresh_check_name():
         return code
     """, {"step": "code"}, {})
     assert "check2 = verify(code)" in result.source
+
+
+def test_a_repair_the_budget_refuses_keeps_the_unrepaired_answer():
+    llm = Script(WRONG, BudgetExhausted("tokens"))
+    assert run(apply("insert-verify-step", {}), llm) == WRONG and len(llm.prompts) == 2

@@ -2,6 +2,7 @@
 
 from flowmend.engine._operator import Applied
 from flowmend.engine.testing import run_operator
+from flowmend.verifier.runtime_helpers import BudgetExhausted
 from tests.operators.scripted import BROKEN, GOOD, Script, WRONG, apply, run
 
 
@@ -33,3 +34,17 @@ def test_wrap_in_retry_keeps_tabs_and_multiline_strings():
     assert isinstance(result, Applied)
     assert '\t\t\tcode = llm("""a\n  b""")\n' in result.source
     assert "\tfor attempt in range(2):\n" in result.source
+
+
+def test_a_budget_stop_is_not_retried_and_keeps_the_last_attempt():
+    until_verify = apply("wrap-in-retry", {"max_attempts": 4, "until": "verify"})
+    llm = Script(WRONG, BudgetExhausted("tokens"), GOOD)
+    assert run(until_verify, llm) == WRONG and len(llm.prompts) == 2
+    for source in (until_verify, apply("wrap-in-retry", {"max_attempts": 3})):
+        llm = Script(BudgetExhausted("calls"), GOOD)
+        try:
+            run(source, llm)
+        except BudgetExhausted as err:  # the first attempt refused: no answer to keep
+            assert err.limit == "calls" and len(llm.prompts) == 1
+        else:
+            raise AssertionError("a refused first attempt should propagate")
