@@ -74,3 +74,19 @@ def test_unknown_names_duplicates_and_unreadable_files(tmp_path):
     (tmp_path / "torn.json").write_text("{")
     with pytest.raises(UserError, match="not JSON"):
         load_method(str(tmp_path / "torn.json"))
+
+
+def test_prompt_only_refinement_offers_only_edits_of_prompt_text():
+    from flowmend import seeds
+    from flowmend.engine import menu, parse_workflow
+    from flowmend.engine._loop import MODES
+
+    b2 = load_method("b2").config
+    sampling_offered = []
+    for seed in seeds.ids():
+        wf = parse_workflow(seeds.load(seed))
+        offered = {item.patch.operator for item in menu(wf, kinds=MODES[b2.mode])}
+        assert offered <= {"rewrite-prompt-literal", "append-instruction"}, seed
+        everything = {item.patch.operator for item in menu(wf, kinds=MODES["structure"])}
+        sampling_offered.append("set-call-params" in everything)
+    assert any(sampling_offered)  # the structure mode still offers it
