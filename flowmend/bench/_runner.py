@@ -203,6 +203,7 @@ def run_jobs(
     on_progress: Callable[[BenchProgress], None] | None = None,
     failures: Callable[[], int] | None = None,
     fatal: tuple[type[BaseException], ...] = (),
+    extra: dict | None = None,
 ) -> RunStats:
     """Run every (problem, method) not yet in the store; append each as it finishes.
 
@@ -214,6 +215,7 @@ def run_jobs(
     nothing), which would record a task as failed for good. So ``failures`` (a counter of
     failed engine calls) is read around each job: if it grew, or the job raised one of
     ``fatal``, the run stops with `RunAborted` and that job is not recorded; a resume retries it.
+    ``extra`` is added to every record (the sandbox's isolation mode).
     """
     done = store.done()
     jobs = [(p, m) for p in problems for m in methods if (task_id(p), m.name) not in done]
@@ -244,6 +246,7 @@ def run_jobs(
         record = build_record(task_id(problem), method, result, hidden=hidden, problem=problem,
                               wall_s=wall)
         record["hidden_check_s"] = round(time.monotonic() - t1, 3)
+        record.update(extra or {})
         return record
 
     pending: set[Future] = set()

@@ -252,6 +252,19 @@ def _method_lines(ident: dict) -> list[str]:
     return lines
 
 
+def isolation_line(run: Run) -> str:
+    """What the sandbox isolated candidates with; a weak run says so in bold."""
+    from flowmend.bench._bench import weak_isolation_warning
+
+    found = run.info.get("isolation") or {}
+    mode = found.get("mode") or run.identity.get("isolation")
+    if mode is None:
+        return "- sandbox isolation: not recorded (the run predates its recording)"
+    if found.get("weak") or mode == "rlimits":
+        return f"- sandbox isolation: `{mode}`. **{weak_isolation_warning(found)}**"
+    return f"- sandbox isolation: `{mode}` ({', '.join(found.get('namespaces', [])) or 'namespaces'})"
+
+
 def _performance_lines(run: Run) -> list[str]:
     perf = run.info.get("performance")
     if not perf:
@@ -308,6 +321,7 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
             f"- models: program `{ident.get('model')}`, optimizer `{ident.get('optimizer_model')}`,"
             f" backend `{ident.get('backend')}`, seed {ident.get('seed')}",
             f"- per-task budget: {json.dumps(ident.get('budget'))}",
+            isolation_line(run),
             *_method_lines(ident),
             "",
             markdown_table(table_rows(summary)),
