@@ -201,19 +201,25 @@ def models_for(*, backend: str, model: str, optimizer_model: str | None, seed: i
     return _open(config(model), config(optimizer_model or model))
 
 
-def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
-    """The real path: each method is `flowmend.engine.repair` with its own RepairConfig, under
-    the run's budget and rng seed."""
-    from flowmend.engine import Budget, repair
+def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox, hidden=None):
+    """The real path: each method runs its strategy (`flowmend.bench._strategies`: the inner
+    loop, or a baseline of several runs) with its own RepairConfig, under the run's budget and
+    rng seed. ``hidden`` (the hidden check) serves `oracle-select` alone."""
+    from flowmend.bench._runner import as_hidden
+    from flowmend.bench._strategies import solve_with
+    from flowmend.engine import Budget
 
     budget = Budget(calls=plan.budget["calls"], tokens=plan.budget["tokens"],
                     cost=plan.budget["cost"], wall_s=plan.budget["wall_s"])
 
     def solve(problem, method: Method) -> dict:
         config = replace(method.config, budget=budget, rng_seed=plan.seed)
-        result = repair(plan.seed_source, problem.task, program=program, optimizer=optimizer,
-                        sandbox=sandbox, config=config)
-        return result.to_json()
+        utility = None
+        if method.strategy == "oracle-select" and hidden is not None:
+            def utility(code: str) -> float:
+                return as_hidden(hidden(problem, code)).utility
+        return solve_with(method.strategy, plan.seed_source, problem.task, program=program,
+                          optimizer=optimizer, sandbox=sandbox, config=config, utility=utility)
 
     return solve
 
@@ -334,10 +340,11 @@ def _execute(plan: BenchPlan, store: RunStore, models, concurrency, on_progress)
                             "nothing was run")
         store.update_run_json(isolation=isolation)
         concurrency = concurrency or DEFAULT_CONCURRENCY
-        solve = repair_solver(plan, program=models.program, optimizer=models.optimizer,
-                              sandbox=sandbox)
         hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
+                                     visible_tests=lambda problem: problem.task.visible_tests,
                                      program=lambda problem, code: problem.program(code))
+        solve = repair_solver(plan, program=models.program, optimizer=models.optimizer,
+                              sandbox=sandbox, hidden=hidden)
         started = time.monotonic()
         try:
             stats = run_jobs(store, plan.problems, plan.methods, solve=solve,

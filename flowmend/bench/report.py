@@ -162,18 +162,18 @@ def ablation_lines(run: Run, summaries: Sequence[metrics.MethodSummary], *,
     records = {m: [r for r in run.records if r["method"] == m] for m in by}
     seed = int(run.identity.get("seed") or 0)
     lines = []
-    model, random = metrics.SPEND_REFERENCE, "flowmend-random"
-    if model in by and random in by:
-        d = metrics.kappa_paired(records[model], records[random], resamples=resamples, seed=seed)
+    model, chance = metrics.SPEND_REFERENCE, "flowmend-random"
+    if model in by and chance in by:
+        d = metrics.kappa_paired(records[model], records[chance], resamples=resamples, seed=seed)
         if d.value is None:
-            lines.append(f"- κ({model}) − κ({random}): no task where both counted an iteration.")
+            lines.append(f"- κ({model}) − κ({chance}): no task where both counted an iteration.")
         else:
             lines.append(
                 f"- κ({model}) {_num(by[model].kappa, 3)} (n={by[model].kappa.n}) against "
-                f"κ({random}) {_num(by[random].kappa, 3)} (n={by[random].kappa.n}); paired "
+                f"κ({chance}) {_num(by[chance].kappa, 3)} (n={by[chance].kappa.n}); paired "
                 f"per-task difference {d.value:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (n={d.n} tasks, "
-                f"{resamples:,} resamples). {random} makes no optimizer calls: it spent "
-                f"{_spend(by[random])} of {model}'s tokens.")
+                f"{resamples:,} resamples). {chance} makes no optimizer calls: it spent "
+                f"{_spend(by[chance])} of {model}'s tokens.")
     if "oracle-select" in by:
         oracle = by["oracle-select"]
         for s in summaries:

@@ -9,6 +9,8 @@ from flowmend.llm._config import KINDS as BACKENDS
 
 SUITES = ("humaneval", "mbpp", "mbpp-sanitized")
 DEFAULT_SEED_WORKFLOW = "single_shot"
+# The built-in methods (flowmend.bench.methods.BUILTIN, not imported here: --help stays fast).
+METHODS = ("b0", "b1", "b2", "b3", "b4", "flowmend", "flowmend-random", "oracle-select")
 
 
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -40,9 +42,8 @@ def register(sub) -> None:
     bench.add_argument("--split-scheme", choices=("hash", "conventional"), default="hash",
                        help="hash: sha256(task_id) mod 10 (0-5 train, 6-7 val, 8-9 test); "
                             "conventional: MBPP's paper split (mbpp suites only)")
-    bench.add_argument("--methods", default="b0,b1,b2,b3,flowmend",
-                       help="comma-separated built-in names (b0,b1,b2,b3,flowmend) or paths to "
-                            "method .json files")
+    bench.add_argument("--methods", default=",".join(METHODS),
+                       help="comma-separated built-in names or paths to method .json files")
     bench.add_argument("--out", required=True, metavar="DIR", help="run folder (created)")
     bench.add_argument("--limit", type=int, default=None, metavar="N",
                        help="only the first N tasks of the split (in task-id order)")
