@@ -119,10 +119,14 @@ class _Runs:
         self.meter = Meter(config.budget)
         self.started = time.monotonic()
 
-    def run(self, source: str, pre_patches=()) -> dict:
+    def run(self, source: str, pre_patches=(), *, template: bool = False) -> dict:
+        """One repair of ``source`` on the shared meter; a ``template`` (a self-repair round)
+        is read as this module writes it, whatever entry and callees the seed has."""
         from flowmend.engine import repair
 
         config = replace(self.config, pre_patches=tuple(pre_patches))
+        if template:
+            config = replace(config, entry="solve", step_callees=("llm",))
         return repair(source, self.task, config=config, meter=self.meter, **self.models).to_json()
 
     # -- best-of-n ----------------------------------------------------------------------
@@ -184,7 +188,7 @@ class _Runs:
             if self.meter.exhausted() is not None:
                 break
             source = _ROUND_TEMPLATE.format(round=k, previous=chain[-1]["output"], **call)
-            result = self.run(source)
+            result = self.run(source, template=True)
             if result.get("status") == "error":
                 return self._combine(result, chain, pool=False)
             c = result["candidates"][0]
