@@ -43,6 +43,7 @@ class Scripted(Backend):
         self.other = other
         self.lock = threading.Lock()
         self.seen: list[tuple[str, str]] = []
+        self.requests: list = []
 
     def kind(self, request) -> str:
         if "failed a check" in request.prompt:
@@ -55,6 +56,7 @@ class Scripted(Backend):
         kind = self.kind(request)
         with self.lock:
             self.seen.append((kind, request.prompt))
+            self.requests.append(request)
             if kind == "other" and self.other is not None:
                 return self.other(request.prompt)
             queue = self.queues.get(kind, [WRONG])
@@ -87,10 +89,10 @@ def sandbox():
         yield sb
 
 
-def run(strategy, backend, sandbox, budget, **config):
+def run(strategy, backend, sandbox, budget, seed=SEED, **config):
     broker = Broker(backend)
     try:
-        return solve_with(strategy, SEED, ADD, program=broker, optimizer=broker,
+        return solve_with(strategy, seed, ADD, program=broker, optimizer=broker,
                           sandbox=sandbox, config=RepairConfig(iterations=0, budget=budget,
                                                                 **config))
     finally:
@@ -144,6 +146,16 @@ def test_self_repair_stops_at_the_budget_and_keeps_the_last_answer(sandbox):
     result = run("self-repair", backend, sandbox, Budget(calls=2, tokens=None, wall_s=None))
     assert result["calls"] == 2 and result["status"] == "budget_exhausted"
     assert result["stopped_by"] == "calls" and "a * b" in result["output"]
+
+
+def test_self_repair_from_a_class_based_seed_repairs_with_its_code_steps_parameters(sandbox):
+    backend = Scripted(repair=[RIGHT])  # the seed's plan and code answers are wrong
+    result = run("self-repair", backend, sandbox, Budget(calls=10, tokens=None, wall_s=None),
+                 seed=seeds.load("class_based"), step_callees=("self.generate",))
+    assert result["status"] == "solved" and result["calls"] == 3
+    repair_request = next(r for r in backend.requests if "failed a check" in r.prompt)
+    # The code step's literal max_tokens; its temperature is not a literal, so greedy.
+    assert (repair_request.max_tokens, repair_request.temperature) == (512, 0.0)
 
 
 def test_random_choice_asks_no_optimizer_and_is_reproducible(sandbox):
