@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ class BenchPlan:
     limit: int | None
     out: Path
     raw_baseline: bool = False  # a measurement, not part of the identity
+    # The sandbox's isolation as found before the run (`describe_isolation`); its mode is part
+    # of the result: without namespaces candidate code could read the hidden tests.
+    isolation: dict = field(default_factory=lambda: {"mode": "unknown", "weak": True})
+    allow_weak_isolation: bool = False
 
     def identity(self) -> dict[str, Any]:
         """The arguments that decide the results; a resume must repeat them exactly."""
@@ -70,7 +74,20 @@ class BenchPlan:
             "replay": self.replay,
             "base_url": self.base_url,
             "seed": self.seed,
+            "isolation": self.isolation["mode"],
         }
+
+    @property
+    def isolation_warning(self) -> str | None:
+        """The line every output of a weakly isolated run carries; None with namespaces."""
+        return weak_isolation_warning(self.isolation) if self.isolation.get("weak") else None
+
+
+def weak_isolation_warning(isolation: dict) -> str:
+    why = f" ({isolation['reason']})" if isolation.get("reason") else ""
+    return (f"WARNING: weak isolation: the sandbox ran without namespaces{why}, so candidate "
+            "code could read the benchmark's hidden tests from disk; allowed by "
+            "--allow-weak-isolation")
 
 
 def task_id(problem: Any) -> str:
@@ -91,9 +108,18 @@ def load_problems(suite: str) -> list[Any]:
 def make_plan(*, suite: str, split: str, split_scheme: str, methods: str, seed_workflow: str,
               budget: dict[str, Any], backend: str, model: str, optimizer_model: str | None,
               replay: str | None, record: str | None, base_url: str | None, seed: int,
-              limit: int | None, out: str | Path, raw_baseline: bool = False) -> BenchPlan:
-    """Load and check what a run needs (methods, seed workflow, pre-patches, the split's tasks)
-    before anything is written; a `UserError` says what is wrong."""
+              limit: int | None, out: str | Path, raw_baseline: bool = False,
+              allow_weak_isolation: bool = False, isolation: str | None = None) -> BenchPlan:
+    """Load and check what a run needs (methods, seed workflow, pre-patches, the split's tasks,
+    a sandbox with namespaces unless ``allow_weak_isolation``) before anything is written; a
+    `UserError` says what is wrong. ``isolation`` forces a sandbox mode (tests)."""
+    from flowmend.sandbox import describe_isolation
+
+    found = describe_isolation(isolation)
+    if found["weak"] and not allow_weak_isolation:
+        raise UserError(f"the sandbox has no namespaces here ({found['reason']}): candidate "
+                        "code could read the hidden tests; install bubblewrap, or pass "
+                        "--allow-weak-isolation to run anyway (every output then says so)")
     loaded = load_methods(methods)
     seed_source, seed_where = read_seed_workflow(seed_workflow)
     from flowmend.engine import parse_workflow
@@ -113,7 +139,8 @@ def make_plan(*, suite: str, split: str, split_scheme: str, methods: str, seed_w
         backend=backend, model=model, optimizer_model=optimizer_model or model,
         replay=str(Path(replay).resolve()) if replay else None,
         record=record, base_url=base_url, seed=seed, limit=limit,
-        out=Path(out), raw_baseline=raw_baseline,
+        out=Path(out), raw_baseline=raw_baseline, isolation=found,
+        allow_weak_isolation=allow_weak_isolation,
     )
 
 
@@ -174,19 +201,25 @@ def models_for(*, backend: str, model: str, optimizer_model: str | None, seed: i
     return _open(config(model), config(optimizer_model or model))
 
 
-def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox):
-    """The real path: each method is `flowmend.engine.repair` with its own RepairConfig, under
-    the run's budget and rng seed."""
-    from flowmend.engine import Budget, repair
+def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox, hidden=None):
+    """The real path: each method runs its strategy (`flowmend.bench._strategies`: the inner
+    loop, or a baseline of several runs) with its own RepairConfig, under the run's budget and
+    rng seed. ``hidden`` (the hidden check) serves `oracle-select` alone."""
+    from flowmend.bench._runner import as_hidden
+    from flowmend.bench._strategies import solve_with
+    from flowmend.engine import Budget
 
     budget = Budget(calls=plan.budget["calls"], tokens=plan.budget["tokens"],
                     cost=plan.budget["cost"], wall_s=plan.budget["wall_s"])
 
     def solve(problem, method: Method) -> dict:
         config = replace(method.config, budget=budget, rng_seed=plan.seed)
-        result = repair(plan.seed_source, problem.task, program=program, optimizer=optimizer,
-                        sandbox=sandbox, config=config)
-        return result.to_json()
+        utility = None
+        if method.strategy == "oracle-select" and hidden is not None:
+            def utility(code: str) -> float:
+                return as_hidden(hidden(problem, code)).utility
+        return solve_with(method.strategy, plan.seed_source, problem.task, program=program,
+                          optimizer=optimizer, sandbox=sandbox, config=config, utility=utility)
 
     return solve
 
@@ -256,6 +289,8 @@ def run_bench(plan: BenchPlan, *, concurrency: int | None = None,
         with store:
             write_samples(plan.out, store.records, [m.name for m in plan.methods])
         return BenchOutcome(ran=0, already_done=len(pairs))
+    if plan.isolation_warning:
+        status(plan.isolation_warning)
     status(f"{plan.suite} {plan.split}: {len(plan.problems)} tasks × {len(plan.methods)} "
            f"methods, {len(pairs) - todo} already done, {todo} to run → {plan.out}")
     models = open_models(plan)  # a model or replay file that fails to open writes nothing
@@ -295,19 +330,29 @@ def _execute(plan: BenchPlan, store: RunStore, models, concurrency, on_progress)
     def failures() -> int:
         return broker_stats(models.program, models.optimizer)["failed_batches"]
 
-    with Sandbox(workers=None) as sandbox:
+    forced = plan.isolation["mode"] if plan.isolation["mode"] != "unknown" else None
+    with Sandbox(workers=None, isolation=forced) as sandbox:
+        isolation = {**sandbox.isolation, "weak": not sandbox.isolation["namespaces"]}
+        if isolation["mode"] != plan.isolation["mode"]:
+            # bwrap was found but refused at start: the sandbox fell back to rlimits.
+            raise UserError(f"the sandbox started with isolation {isolation['mode']!r}, not "
+                            f"{plan.isolation['mode']!r} as planned (bubblewrap refused); "
+                            "nothing was run")
+        store.update_run_json(isolation=isolation)
         concurrency = concurrency or DEFAULT_CONCURRENCY
-        solve = repair_solver(plan, program=models.program, optimizer=models.optimizer,
-                              sandbox=sandbox)
         hidden = hidden_utility_with(sandbox, hidden_tests=hidden_tests,
+                                     visible_tests=lambda problem: problem.task.visible_tests,
                                      program=lambda problem, code: problem.program(code))
+        solve = repair_solver(plan, program=models.program, optimizer=models.optimizer,
+                              sandbox=sandbox, hidden=hidden)
         started = time.monotonic()
         try:
             stats = run_jobs(store, plan.problems, plan.methods, solve=solve,
                              hidden=hidden, task_id=task_id,
                              concurrency=concurrency, on_progress=on_progress,
                              failures=failures,
-                             fatal=(ModelError, BrokerClosed, SandboxError))
+                             fatal=(ModelError, BrokerClosed, SandboxError),
+                             extra={"isolation": isolation["mode"]})
         except RunAborted as err:
             raise UserError(
                 f"stopped: {err}. {len(store.records)} finished jobs are kept in "

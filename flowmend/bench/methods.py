@@ -3,7 +3,8 @@
 Every method is ``repair(seed, task, config)`` under the same per-task budget and the same
 models; what differs is the config: the patches applied to the seed before the first run, how
 many iterations of the loop follow (0 for the baselines that run a fixed program once), the
-mode, and anything else a `RepairConfig` holds. The built-in
+mode, and anything else a `RepairConfig` holds, and the strategy that spends the budget (the
+inner loop, or a baseline made of several runs: `flowmend.bench._strategies`). The built-in
 methods ship in ``flowmend/bench/methods/*.json``; a user adds one by passing a path
 (``--methods b0,./my_method.json``).
 """
@@ -17,15 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from flowmend.bench._strategies import STRATEGIES
 from flowmend.engine import RepairConfig
 from flowmend.errors import UserError
 
 METHOD_SCHEMA = "flowmend.method/2"
 # Version 1 listed the loop's fields flat beside the name; its files still read.
 _METHOD_SCHEMA_V1 = "flowmend.method/1"
-BUILTIN = ("b0", "b1", "b2", "b3", "flowmend")
+BUILTIN = ("b0", "b1", "b2", "b3", "b4", "flowmend", "flowmend-random", "oracle-select")
 
-_FIELDS = {"schema", "name", "description", "baseline", "config"}
+_FIELDS = {"schema", "name", "description", "baseline", "config", "strategy"}
 _V1_CONFIG = ("iterations", "proposals", "mode", "pre_patches", "program_params")
 
 
@@ -42,6 +44,8 @@ class Method:
         baseline: whether it is a baseline that flowmend is compared against.
         config: the repair it runs (iterations, proposals, mode, pre-patches, ...).
         origin: where the definition came from (``builtin:b0`` or a path).
+        strategy: ``repair`` (the inner loop with this config), ``best-of-n``, ``self-repair``
+            or ``oracle-select`` (see `flowmend.bench._strategies`).
     """
 
     name: str
@@ -49,13 +53,17 @@ class Method:
     baseline: bool = False
     config: RepairConfig = field(default_factory=lambda: RepairConfig(iterations=0))
     origin: str = field(default="", compare=False)
+    strategy: str = "repair"
 
     def to_json(self) -> dict[str, Any]:
+        # The default strategy is left out: the identity of runs made before it stays the same.
+        strategy = {} if self.strategy == "repair" else {"strategy": self.strategy}
         return {
             "schema": METHOD_SCHEMA,
             "name": self.name,
             "description": self.description,
             "baseline": self.baseline,
+            **strategy,
             "config": self.config.to_json(),
         }
 
@@ -90,6 +98,10 @@ def parse_method(data: Any, *, where: str) -> Method:
         config = {k: data[k] for k in _V1_CONFIG if k in data}
     if not isinstance(config, dict):
         raise UserError("config must be an object", where=where)
+    strategy = data.get("strategy", "repair")
+    if strategy not in STRATEGIES:
+        raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}",
+                        where=where)
     try:
         repair_config = RepairConfig.from_json({"iterations": 0, **config})
     except ValueError as err:
@@ -100,6 +112,7 @@ def parse_method(data: Any, *, where: str) -> Method:
         baseline=bool(data.get("baseline", False)),
         config=repair_config,
         origin=where,
+        strategy=strategy,
     )
 
 

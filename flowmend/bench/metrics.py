@@ -17,7 +17,7 @@ from typing import Any
 
 import libcst as cst
 
-from flowmend.verifier import Estimate, Iteration, Scored, gamma, kappa
+from flowmend.verifier import Estimate, Iteration, Scored, gamma, kappa, score_ties
 
 # Formatting nodes are not part of the program's structure: a patch that only re-indents or
 # re-spaces changes no AST node.
@@ -46,6 +46,9 @@ _FORMATTING = (
 # κ counts an iteration when some proposal beats the incumbent's hidden utility by at least Δ:
 # any strict improvement (one more hidden test passed), not a tie.
 KAPPA_DELTA = 1e-9
+# The method whose spend the others are held to, and how far they may stray from it.
+SPEND_REFERENCE = "flowmend"
+SPEND_TOLERANCE = 0.15
 
 
 @dataclass(frozen=True)
@@ -133,42 +136,118 @@ def patch_size(parent_source: str, child_source: str) -> int | None:
 # ---------------------------------------------------------------- gamma and kappa
 
 
-def gamma_of(records: Iterable[dict]) -> Figure:
-    """γ (`flowmend.verifier.gamma`) over the candidates of each (task, method) run: only
-    candidates of the same run are compared, by the score the loop ranked them with."""
-    scored = [Scored(float(c["score"]), float(c["hidden"]), f"{r['task_id']}|{r['method']}")
-              for r in records for c in r.get("candidates", ())
-              if c.get("score") is not None and c.get("hidden") is not None]
-    return _figure(gamma(scored))
+def utility(candidate: dict) -> float | None:
+    """A candidate's (or record's) hidden utility U for γ, κ and regret: the share of hidden
+    tests that are not visible checks (``utility``); records written before it was kept
+    have only the share of all hidden tests (``hidden``)."""
+    u = candidate.get("utility", candidate.get("hidden"))
+    return None if u is None else float(u)
+
+
+def _scored(records: Iterable[dict], *, per_iteration: bool) -> list[Scored]:
+    out = []
+    for r in records:
+        for c in r.get("candidates", ()):
+            u = utility(c)
+            if c.get("score") is None or u is None:
+                continue
+            group = f"{r['task_id']}|{r['method']}"
+            if per_iteration:
+                group += f"|{int(c.get('iteration', 0))}"
+            out.append(Scored(float(c["score"]), u, group))
+    return out
+
+
+def gamma_of(records: Iterable[dict], *, per_iteration: bool = True) -> Figure:
+    """γ (`flowmend.verifier.gamma`) as defined: over pairs of candidates of one iteration of
+    one (task, method) run, the choices the loop's selection faced, compared by the score it
+    ranked them with. ``per_iteration=False`` pools every pair of the run (iteration 0's seed
+    with iteration 3's proposals too)."""
+    return _figure(gamma(_scored(records, per_iteration=per_iteration)))
+
+
+def score_ties_of(records: Iterable[dict], *, per_iteration: bool = True) -> Figure:
+    """The share of γ's pairs whose scores tie (each counts as a disagreement in γ)."""
+    return _figure(score_ties(_scored(records, per_iteration=per_iteration)))
 
 
 def kappa_iterations(record: dict) -> list[tuple[int, float, tuple[float, ...]]]:
-    """``(iteration, U(incumbent), U of each executed proposal)`` for every loop iteration k ≥ 1.
+    """``(iteration, U(incumbent), U of each executed proposal)`` for every loop iteration
+    k ≥ 1 that had budget to propose (`kappa_rounds`)."""
+    return kappa_rounds(record)[0]
 
-    The incumbent of iteration k is iteration k's candidate 0 when the loop recorded it, else
-    the last candidate selected before k (the pre-patched seed, iteration 0's candidate 0, until
-    a proposal wins). Iterations whose incumbent already passes every hidden test cannot
-    improve and are left out; an iteration whose proposals all failed to apply has no
-    proposals and counts as one that found nothing.
+
+def kappa_rounds(record: dict) -> tuple[list[tuple[int, float, tuple[float, ...]]], int]:
+    """κ's iterations of one record, and how many iterations the budget cut.
+
+    The iterations are the record's ``rounds`` (what each loop iteration came to, the ones
+    with no candidate included) and those its candidates name. An iteration counts when it had
+    budget to propose: one whose proposals all failed to apply, or whose menu was empty, has
+    no proposals and counts as one that found nothing. One whose optimizer call the budget
+    refused (``budget_cut``) is not counted but tallied apart. The incumbent of iteration k is
+    iteration k's candidate 0 when the loop recorded it, else the last candidate selected
+    before k (the pre-patched seed until a proposal wins). Iterations whose incumbent already
+    has U = 1 cannot improve and are left out.
     """
     by_iter: dict[int, list[dict]] = defaultdict(list)
     for c in record.get("candidates", ()):
         by_iter[int(c.get("iteration", 0))].append(c)
+    cut_at = {int(r["iteration"]): bool(r.get("budget_cut")) for r in record.get("rounds") or ()}
     out = []
+    cut = 0
     incumbent: float | None = None
-    for k in sorted(by_iter):
+    for k in sorted(set(by_iter) | set(cut_at)):
         first = next((c for c in by_iter[k] if c.get("index", 0) == 0), None)
-        if first is not None and first.get("hidden") is not None:
-            incumbent = float(first["hidden"])
+        if first is not None and utility(first) is not None:
+            incumbent = utility(first)
+        proposals = tuple(utility(c) for c in by_iter[k]
+                          if c.get("index", 0) != 0 and utility(c) is not None)
         if k > 0 and incumbent is not None and incumbent < 1.0:
-            proposals = tuple(float(c["hidden"]) for c in by_iter[k]
-                              if c.get("index", 0) != 0 and c.get("hidden") is not None)
-            out.append((k, incumbent, proposals))
+            if cut_at.get(k) and not proposals:
+                cut += 1
+            else:
+                out.append((k, incumbent, proposals))
         chosen = next((c for c in by_iter[k] if c.get("selected") and c.get("index", 0) != 0
-                       and c.get("hidden") is not None), None)
+                       and utility(c) is not None), None)
         if chosen is not None:
-            incumbent = float(chosen["hidden"])
+            incumbent = utility(chosen)
+    return out, cut
+
+
+def budget_cut_iterations(records: Iterable[dict]) -> int:
+    """Iterations whose proposals the budget refused, over the records (not in κ's n)."""
+    return sum(kappa_rounds(r)[1] for r in records)
+
+
+def regret(record: dict) -> float | None:
+    """``U(best candidate) − U(selected)``: what selection left on the table in one run; the
+    selected answer is the record's final output. None when no candidate has a utility."""
+    found = [u for u in (utility(c) for c in record.get("candidates", ())) if u is not None]
+    final = utility(record)
+    if not found or final is None:
+        return None
+    return max(found) - final
+
+
+def kappa_by_task(records: Iterable[dict], delta: float = KAPPA_DELTA) -> dict[str, float]:
+    """Per task, the share of its counted iterations that found an improvement (tasks with
+    none left out): the unit a paired comparison of two methods' κ resamples."""
+    out = {}
+    for r in records:
+        found = kappa([Iteration(u0, us) for _, u0, us in kappa_iterations(r)], delta)
+        if found.n:
+            out[r["task_id"]] = found.value
     return out
+
+
+def kappa_paired(a: Sequence[dict], b: Sequence[dict], *, resamples: int = 10_000,
+                 seed: int = 0) -> Figure:
+    """κ(a) − κ(b), paired over the tasks where both counted an iteration: the mean per-task
+    difference, with a percentile 95% interval from a paired bootstrap. n = tasks."""
+    ka, kb = kappa_by_task(a), kappa_by_task(b)
+    common = sorted(set(ka) & set(kb))
+    return paired_bootstrap([ka[t] for t in common], [kb[t] for t in common],
+                            resamples=resamples, seed=seed)
 
 
 def kappa_of(records: Iterable[dict], delta: float = KAPPA_DELTA) -> Figure:
@@ -254,16 +333,32 @@ class MethodSummary:
     applied_share: Figure
     vs_best_baseline: Figure | None = None
     extra: dict = field(default_factory=dict)
+    gamma_pooled: Figure = Figure(None, 0)
+    score_ties: Figure = Figure(None, 0)
+    kappa_budget_cut: int = 0
+    regret: Figure = Figure(None, 0)
+    # Mean tokens per task over the reference method's (flowmend's), paired over common tasks.
+    spend_ratio: Figure | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "baseline": self.baseline,
-                               "errors": self.errors}
+                               "errors": self.errors, "kappa_budget_cut": self.kappa_budget_cut}
         for name in ("pass_at_1", "success_under_budget", "iterations", "calls", "tokens",
                      "cost", "wall_s", "calls_per_solved", "tokens_per_solved",
-                     "cost_per_solved", "gamma", "kappa", "patch_size", "applied_share"):
+                     "cost_per_solved", "gamma", "gamma_pooled", "score_ties", "kappa",
+                     "regret", "patch_size", "applied_share"):
             out[name] = getattr(self, name).to_json()
-        out["vs_best_baseline"] = self.vs_best_baseline.to_json() if self.vs_best_baseline else None
+        for name in ("vs_best_baseline", "spend_ratio"):
+            value = getattr(self, name)
+            out[name] = value.to_json() if value else None
         return out
+
+    @property
+    def spend_matched(self) -> bool | None:
+        """Whether the mean spend is within `SPEND_TOLERANCE` of the reference method's."""
+        if self.spend_ratio is None or self.spend_ratio.value is None:
+            return None
+        return abs(self.spend_ratio.value - 1.0) <= SPEND_TOLERANCE
 
 
 def within_budget(record: dict) -> bool:
@@ -306,6 +401,10 @@ def summarize_method(name: str, records: Sequence[dict], *, baseline: bool = Fal
         kappa=kappa_of(records),
         patch_size=_mean(sizes),
         applied_share=Figure(applied / tried if tried else None, tried),
+        gamma_pooled=gamma_of(records, per_iteration=False),
+        score_ties=score_ties_of(records),
+        kappa_budget_cut=budget_cut_iterations(records),
+        regret=_mean([g for g in map(regret, records) if g is not None]),
     )
 
 
@@ -323,6 +422,9 @@ def summarize(
     for r in records:
         groups.setdefault(r["method"], []).append(r)
     summaries = [summarize_method(m, rows, baseline=m in baselines) for m, rows in groups.items()]
+    if SPEND_REFERENCE in groups:
+        summaries = [replace(s, spend_ratio=spend_ratio(groups[s.method], groups[SPEND_REFERENCE]))
+                     for s in summaries]
     best = best_baseline(summaries)
     if best is None:
         return summaries
@@ -337,6 +439,16 @@ def summarize(
             s = replace(s, vs_best_baseline=ci)
         out.append(s)
     return out
+
+
+def spend_ratio(records: Sequence[dict], reference: Sequence[dict]) -> Figure:
+    """Mean tokens per task of ``records`` over those of ``reference``, on the tasks both ran
+    (n = tasks); None when the reference spent nothing."""
+    mine = {r["task_id"]: float(r.get("tokens") or 0) for r in records}
+    theirs = {r["task_id"]: float(r.get("tokens") or 0) for r in reference}
+    common = sorted(set(mine) & set(theirs))
+    total = sum(theirs[t] for t in common)
+    return Figure(sum(mine[t] for t in common) / total if total else None, len(common))
 
 
 def best_baseline(summaries: Sequence[MethodSummary]) -> MethodSummary | None:

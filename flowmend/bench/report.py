@@ -90,9 +90,9 @@ def _with_n(text: str, n: int) -> str:
 
 
 COLUMNS = ("method", "pass@1 [95% CI]", "Δ vs best baseline [95% CI]", "success ≤ budget",
-           "iterations", "calls/task", "tokens/task", "cost/task", "calls/solved",
-           "tokens/solved", "cost/solved", "γ",
-           "κ", "patch size", "applied", "errors")
+           "iterations", "calls/task", "tokens/task", f"tokens vs {metrics.SPEND_REFERENCE}",
+           "cost/task", "calls/solved", "tokens/solved", "cost/solved", "γ", "γ pooled",
+           "S ties", "κ", "κ budget-cut", "regret", "patch size", "applied", "errors")
 
 
 def table_rows(summaries: Sequence[metrics.MethodSummary]) -> list[list[str]]:
@@ -112,17 +112,78 @@ def table_rows(summaries: Sequence[metrics.MethodSummary]) -> list[list[str]]:
             _num(s.iterations, 2),
             _num(s.calls, 1),
             _num(s.tokens, 0),
+            _spend(s),
             _num(s.cost, 1),
             _num(s.calls_per_solved, 1),
             _with_n(_num(s.tokens_per_solved, 0), s.tokens_per_solved.n),
             _num(s.cost_per_solved, 1),
             _with_n(_num(s.gamma, 3), s.gamma.n),
+            _with_n(_num(s.gamma_pooled, 3), s.gamma_pooled.n),
+            _with_n(_pct(s.score_ties, ci=False), s.score_ties.n),
             _with_n(_num(s.kappa, 3), s.kappa.n),
+            str(s.kappa_budget_cut),
+            _with_n(_num(s.regret, 3), s.regret.n),
             _with_n(_num(s.patch_size, 1), s.patch_size.n),
             _with_n(_pct(s.applied_share, ci=False), s.applied_share.n),
             str(s.errors),
         ])
     return rows
+
+
+def _spend(s: metrics.MethodSummary) -> str:
+    if s.spend_ratio is None or s.spend_ratio.value is None:
+        return "–"
+    text = f"{100 * s.spend_ratio.value:.0f}%"
+    return text if s.spend_matched else f"{text} (not within ±{100 * metrics.SPEND_TOLERANCE:.0f}%)"
+
+
+def spend_lines(summaries: Sequence[metrics.MethodSummary]) -> list[str]:
+    """Each method's mean spend against the reference method's, said plainly where it is not
+    within the tolerance: a comparison at unequal spend is not the one the claim is about."""
+    ref = metrics.SPEND_REFERENCE
+    rated = [s for s in summaries if s.method != ref and s.spend_ratio is not None
+             and s.spend_ratio.value is not None]
+    if not rated:
+        return [f"No spend comparison: the run has no `{ref}` records (or it spent nothing)."]
+    lines = []
+    for s in rated:
+        ratio = s.spend_ratio.value
+        verdict = "within" if s.spend_matched else "**not within**"
+        lines.append(f"- `{s.method}` spent {100 * ratio:.0f}% of `{ref}`'s tokens per task "
+                     f"(n={s.spend_ratio.n} tasks): {verdict} ±{100 * metrics.SPEND_TOLERANCE:.0f}%.")
+    return lines
+
+
+def ablation_lines(run: Run, summaries: Sequence[metrics.MethodSummary], *,
+                   resamples: int) -> list[str]:
+    """κ of the optimizer against random choice (paired over tasks), and γ beside the regret
+    of S_F's selection and of the oracle's."""
+    by = {s.method: s for s in summaries}
+    records = {m: [r for r in run.records if r["method"] == m] for m in by}
+    seed = int(run.identity.get("seed") or 0)
+    lines = []
+    model, chance = metrics.SPEND_REFERENCE, "flowmend-random"
+    if model in by and chance in by:
+        d = metrics.kappa_paired(records[model], records[chance], resamples=resamples, seed=seed)
+        if d.value is None:
+            lines.append(f"- κ({model}) − κ({chance}): no task where both counted an iteration.")
+        else:
+            lines.append(
+                f"- κ({model}) {_num(by[model].kappa, 3)} (n={by[model].kappa.n}) against "
+                f"κ({chance}) {_num(by[chance].kappa, 3)} (n={by[chance].kappa.n}); paired "
+                f"per-task difference {d.value:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (n={d.n} tasks, "
+                f"{resamples:,} resamples). {chance} makes no optimizer calls: it spent "
+                f"{_spend(by[chance])} of {model}'s tokens.")
+    if "oracle-select" in by:
+        oracle = by["oracle-select"]
+        for s in summaries:
+            if s.regret.value is None or s.method == "oracle-select":
+                continue
+            lines.append(f"- `{s.method}`: γ {_num(s.gamma, 3)} (n={s.gamma.n} pairs), regret "
+                         f"{_num(s.regret, 3)} (n={s.regret.n}); oracle-select's regret "
+                         f"{_num(oracle.regret, 3)} (n={oracle.regret.n}), pass@1 "
+                         f"{_pct(oracle.pass_at_1, ci=False)} against {_pct(s.pass_at_1, ci=False)}.")
+    return lines or ["No ablation in this run (flowmend-random, oracle-select)."]
 
 
 def markdown_table(rows: Sequence[Sequence[str]]) -> str:
@@ -252,6 +313,19 @@ def _method_lines(ident: dict) -> list[str]:
     return lines
 
 
+def isolation_line(run: Run) -> str:
+    """What the sandbox isolated candidates with; a weak run says so in bold."""
+    from flowmend.bench._bench import weak_isolation_warning
+
+    found = run.info.get("isolation") or {}
+    mode = found.get("mode") or run.identity.get("isolation")
+    if mode is None:
+        return "- sandbox isolation: not recorded (the run predates its recording)"
+    if found.get("weak") or mode == "rlimits":
+        return f"- sandbox isolation: `{mode}`. **{weak_isolation_warning(found)}**"
+    return f"- sandbox isolation: `{mode}` ({', '.join(found.get('namespaces', [])) or 'namespaces'})"
+
+
 def _performance_lines(run: Run) -> list[str]:
     perf = run.info.get("performance")
     if not perf:
@@ -308,6 +382,7 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
             f"- models: program `{ident.get('model')}`, optimizer `{ident.get('optimizer_model')}`,"
             f" backend `{ident.get('backend')}`, seed {ident.get('seed')}",
             f"- per-task budget: {json.dumps(ident.get('budget'))}",
+            isolation_line(run),
             *_method_lines(ident),
             "",
             markdown_table(table_rows(summary)),
@@ -316,10 +391,25 @@ def write_report(dirs: Sequence[Path], *, out: Path | None = None, resamples: in
             "interval). Δ: paired bootstrap over the tasks both methods ran "
             f"({resamples:,} resamples, seed {ident.get('seed', 0)}), against the baseline with "
             "the highest pass@1. Iterations, calls, tokens and cost per task: means over the same "
-            "n tasks as pass@1; per solved: over the n solved. γ: n = candidate pairs with different hidden utility; "
-            "κ: n = loop iterations whose incumbent could still improve; patch size: AST nodes "
-            "changed per executed proposal; applied: share of proposals that applied (n = "
-            "proposals tried).",
+            "n tasks as pass@1; per solved: over the n solved. Tokens vs "
+            f"{metrics.SPEND_REFERENCE}: mean tokens per task over its, on common tasks. "
+            "U (γ, κ, regret) is the share of hidden tests that are not visible checks (on MBPP "
+            "the visible assert is left out); pass@1 counts every hidden test. γ: per iteration "
+            "(candidates one selection chose among), n = pairs with different U; a tie in S "
+            "counts as a disagreement, as the definition reads, and S ties gives their share; γ "
+            "pooled pairs every candidate of a run. κ: n = loop iterations that had budget to "
+            "propose and whose incumbent could still improve; κ budget-cut: iterations whose "
+            "proposals the budget refused (not in n). Regret: U(best candidate) − U(final "
+            "output), n = runs. Patch size: AST nodes changed per executed proposal; applied: "
+            "share of proposals that applied (n = proposals tried).",
+            "",
+            "### Spend against flowmend",
+            "",
+            *spend_lines(summary),
+            "",
+            "### Ablations",
+            "",
+            *ablation_lines(run, summary, resamples=resamples),
             "",
             f"![γ and κ]({gk_png.name})",
             "",

@@ -32,7 +32,7 @@ _api.public_api(__name__, globals(), {
         "PATCH_SCHEMA", "Patch", "PatchError", "apply_patch", "apply_patches", "diff",
         "loads_patches", "read_patches", "validate",
     ),
-    "_runtime": ("Budget", "BudgetExhausted", "RunRecord", "run_workflow"),
+    "_runtime": ("Budget", "BudgetExhausted", "Meter", "RunRecord", "run_workflow"),
     "_trace": (
         "ErrorEvent", "IterationEvent", "LlmEvent", "MenuEvent", "ProposalEvent", "StartEvent",
         "StopEvent", "TraceEvent", "VerdictEvent",

@@ -63,6 +63,9 @@ from flowmend.verifier import CheckCache, Feedback, ScoreWeights, feedback, scor
 
 # Which kinds of menu edit each loop mode offers.
 MODES = {"prompt": ("prompt",), "structure": ("prompt", "structure")}
+# Who picks the menu choices: the optimizer model, or a uniform draw (the ablation that shows
+# whether the model's choices beat chance).
+CHOOSERS = ("model", "random")
 CONFIG_SCHEMA = "flowmend.repair-config/1"
 # How a repair ends (`RepairResult.status`).
 REPAIR_STATUSES = ("solved", "iterations_exhausted", "budget_exhausted", "error")
@@ -92,6 +95,10 @@ class RepairConfig:
         library: the operators the optimizer may use; None means the built-ins. Its JSON form
             is its digest and the specs it was loaded from, so a stored config names exactly
             the operators it ran with and refuses to load against other ones.
+        chooser: "model" asks the optimizer for the menu choices; "random" draws them
+            uniformly from the same shown menu (its own rng, seeded from `rng_seed`) and makes
+            no optimizer call: items whose argument is free text need the model, so it
+            draws among the others.
     """
 
     iterations: int = 4
@@ -108,8 +115,11 @@ class RepairConfig:
     rng_seed: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     library: OperatorLibrary | None = None
+    chooser: str = "model"
 
     def __post_init__(self) -> None:
+        if self.chooser not in CHOOSERS:
+            raise ValueError(f"chooser must be one of {', '.join(CHOOSERS)}, got {self.chooser!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, low, high in (("iterations", 0, 100), ("proposals", 1, 16)):
@@ -147,7 +157,11 @@ class RepairConfig:
                 raise ValueError(f"{name} must be a {kind.__name__}")
 
     def to_json(self) -> dict[str, Any]:
+        # The default chooser is left out, so every config written before it existed keeps
+        # its digest.
+        chooser = {} if self.chooser == "model" else {"chooser": self.chooser}
         return {
+            **chooser,
             "schema": CONFIG_SCHEMA,
             "iterations": self.iterations,
             "proposals": self.proposals,
@@ -428,6 +442,8 @@ def repair(
     config: RepairConfig = RepairConfig(),
     trace_path: str | Path | None = None,
     on_event: Callable[[TraceEvent], None] | None = None,
+    meter: Meter | None = None,
+    rank_by: Callable[[str], float] | None = None,
 ) -> RepairResult:
     """Repair `seed_source` on `task` under `config.budget`; never raises for a workflow's faults.
 
@@ -435,21 +451,27 @@ def repair(
     come back as a result with status "error". Whatever happens, the trace holds every call,
     proposal and verdict up to that point; `on_event` gets each event as it happens. The
     optimizer chooses among `config.operators`; the trace's start event names their digest.
+
+    ``meter`` spends a budget shared with other repairs (a baseline made of several runs);
+    by default the repair has its own, of `config.budget`. ``rank_by`` ranks candidates by a
+    number of their output instead of their score (ties: cheaper), for an ablation that
+    selects by something the loop cannot see; every candidate still records its score.
     """
     started = time.monotonic()
     trace = Trace(Path(trace_path) if trace_path is not None else None, on_event)
-    meter = Meter(config.budget)
+    meter = meter if meter is not None else Meter(config.budget)
     try:
         return _Repair(seed_source, task, program, optimizer, sandbox, config, trace, meter,
-                       started, config.operators).run()
+                       started, config.operators, rank_by).run()
     finally:
         trace.close()
 
 
 class _Repair:
     def __init__(self, seed_source, task, program, optimizer, sandbox, config, trace, meter, started,
-                 library):
+                 library, rank_by=None):
         self.library = library
+        self.rank_by = rank_by
         self.seed_source = seed_source
         self.task = task
         self.program = program
@@ -462,6 +484,8 @@ class _Repair:
         self.candidates: list[Candidate] = []
         self.counts = Proposals()
         self.rng = random.Random(f"{config.rng_seed}:{task.task_id}")
+        # Apart from `rng`, so the random chooser is shown the menus the model would be shown.
+        self.choice_rng = random.Random(f"{config.rng_seed}:{task.task_id}:choices")
         self.optimizer_errors = 0
         # Owned by this repair: a workflow's own verify(code) and the feedback on the same
         # output run the visible checks once.
@@ -500,8 +524,8 @@ class _Repair:
                     break
                 continue
             evaluated = self._evaluate([w for w, _, _ in proposals], iteration=k)
-            best = max(evaluated, key=lambda e: e.rank)
-            better = best.rank > current.rank
+            best = max(evaluated, key=self._rank)
+            better = self._rank(best) > self._rank(current)
             for e, (_, patch, label) in zip(evaluated, proposals):
                 self._record(e, parent=current.key, patch=patch, label=label,
                              selected=better and e is best)
@@ -538,14 +562,17 @@ class _Repair:
         prompt = choice_prompt(self.task, current.workflow, summary, shown, c.optimizer)
         choices = tuple(str(i) for i in range(1, len(shown) + 1))
         self.trace(MenuEvent(iteration=k, size=len(items), shown=tuple(i.label for i in shown)))
-        request = Request(prompt=prompt, max_tokens=4, temperature=c.optimizer.temperature,
-                          n=c.proposals, choice=choices)
-        try:
-            completion = self._optimizer_call(request, purpose="choice", iteration=k)
-        except BudgetExhausted:
-            return []
+        if c.chooser == "random":
+            answers = self._random_choices(shown)
+        else:
+            request = Request(prompt=prompt, max_tokens=4, temperature=c.optimizer.temperature,
+                              n=c.proposals, choice=choices)
+            try:
+                answers = self._optimizer_call(request, purpose="choice", iteration=k).texts
+            except BudgetExhausted:
+                return []
         picked: list[MenuItem] = []
-        for answer in completion.texts:
+        for answer in answers:
             self.counts = _bump(self.counts, tried=1)
             index = parse_choice(answer, len(shown))
             if index is None:
@@ -588,6 +615,19 @@ class _Repair:
                                      verdict=verdict.lower(),
                                      detail=getattr(result, "detail", None)))
         return out
+
+    def _random_choices(self, shown: Sequence[MenuItem]) -> list[str]:
+        """`proposals` menu numbers drawn uniformly, with replacement, among the shown items
+        that need no free text (only a model can write it)."""
+        numbers = [str(i) for i, item in enumerate(shown, start=1) if item.text_arg is None]
+        if not numbers:
+            return []
+        return [self.choice_rng.choice(numbers) for _ in range(self.config.proposals)]
+
+    def _rank(self, e: _Evaluated) -> tuple[float, int]:
+        if self.rank_by is None:
+            return e.rank
+        return (self.rank_by(e.feedback.code), -e.run.tokens)
 
     def _optimizer_call(self, request: Request, *, purpose: str, iteration: int):
         """One metered optimizer call; BudgetExhausted when the budget or the model fails it.

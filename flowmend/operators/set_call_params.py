@@ -32,7 +32,9 @@ class SetCallParamsArgs:
 
 class SetCallParams(_cst.StepStatementOperator):
     name = "set-call-params"
-    kind = "prompt"
+    # Sampling parameters are not prompt text: "prompt-only" refinement (mode prompt, the b2
+    # baseline) must change what a step says, never how often or how hot it samples.
+    kind = "structure"
     Args = SetCallParamsArgs
     DESCRIPTION = "Set temperature, max_tokens, n or the model name of one step's call."
     IDEMPOTENT = True

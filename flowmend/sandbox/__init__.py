@@ -15,6 +15,7 @@ from flowmend import _api
 
 # Loaded on first use, so that `flowmend --help` and the CLI's verb registration stay fast.
 _api.public_api(__name__, globals(), {
+    "_isolation": ("describe_isolation",),
     "_run": ("model_wait",),
     "_supervisor": ("Sandbox",),
     "_types": ("STATUSES", "TEST_STATUSES", "CheckResult", "ExecResult", "Limits", "RpcHandler",

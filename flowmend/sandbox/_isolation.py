@@ -122,5 +122,16 @@ def detect(force: str | None = None) -> Isolation:
     return Isolation(mode, bwrap, python, mounts=_system_mounts(python))
 
 
+def describe_isolation(force: str | None = None) -> dict:
+    """The isolation a sandbox started now would get, found without starting one: its mode
+    (``namespaces``, ``userns`` or ``rlimits``), whether that mode is weak (no namespaces:
+    candidate code could read what this user can, a benchmark's hidden tests included), and
+    why. A sandbox whose bwrap is refused at start falls back to ``rlimits``; its own
+    ``Sandbox.isolation`` says what it ended up with."""
+    isolation = detect(force)
+    return {**isolation.describe(None), "weak": not isolation.in_namespace,
+            "reason": isolation.reason}
+
+
 def fallback(isolation: Isolation, reason: str) -> Isolation:
     return Isolation("rlimits", None, isolation.python, NO_NAMESPACES_WARNING, reason)

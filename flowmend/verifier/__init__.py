@@ -9,7 +9,7 @@ from flowmend import _api
 _api.public_api(__name__, globals(), {
     "_feedback": ("CheckCache", "CheckOutcome", "Cost", "Feedback", "SyntaxProblem", "feedback",
                   "instrument_check"),
-    "_measure": ("Estimate", "Iteration", "Scored", "gamma", "kappa"),
+    "_measure": ("Estimate", "Iteration", "Scored", "gamma", "kappa", "score_ties"),
     "_score": ("ScoreWeights", "score"),
     "_visible": ("Example", "docstring_examples", "visible_checks_from_docstring"),
     "runtime_helpers": ("CHECK_KINDS", "Check", "extract_code"),

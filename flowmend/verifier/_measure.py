@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["Scored", "Estimate", "Iteration", "gamma", "kappa"]
+__all__ = ["Scored", "Estimate", "Iteration", "gamma", "kappa", "score_ties"]
 
 
 @dataclass(frozen=True)
@@ -49,28 +49,45 @@ class Iteration:
 def gamma(candidates: Iterable[Scored | Mapping[str, Any]]) -> Estimate:
     """``P[sign(S_F(a) − S_F(b)) = sign(U(a) − U(b))] − 1/2`` over same-group pairs with ``U(a) ≠ U(b)``.
 
-    A pair whose scores tie counts 1/2 (the verifier cannot tell them apart). The value lies in
-    [−1/2, 1/2]: 1/2 is a verifier that orders every distinguishable pair right, 0 is chance.
-    ``n`` is the number of pairs counted.
+    As written: a pair whose scores tie has sign 0 on the left and ±1 on the right, so it does
+    not agree (a verifier that cannot tell two candidates apart has not ordered them). The
+    value lies in [−1/2, 1/2]: 1/2 is a verifier that orders every distinguishable pair right,
+    0 is chance. ``n`` is the number of pairs counted; `score_ties` says how many tied.
     """
+    agree = 0
+    pairs = 0
+    for ds, du in _distinguishable_pairs(candidates):
+        pairs += 1
+        agree += ds != 0 and (ds > 0) == (du > 0)
+    if pairs == 0:
+        return Estimate(math.nan, 0)
+    return Estimate(agree / pairs - 0.5, pairs)
+
+
+def score_ties(candidates: Iterable[Scored | Mapping[str, Any]]) -> Estimate:
+    """The share of γ's pairs (same group, ``U(a) ≠ U(b)``) whose scores tie; n = pairs."""
+    ties = 0
+    pairs = 0
+    for ds, _ in _distinguishable_pairs(candidates):
+        pairs += 1
+        ties += ds == 0
+    if pairs == 0:
+        return Estimate(math.nan, 0)
+    return Estimate(ties / pairs, pairs)
+
+
+def _distinguishable_pairs(candidates: Iterable[Scored | Mapping[str, Any]]):
+    """``(S(a) − S(b), U(a) − U(b))`` for every same-group pair whose utilities differ."""
     groups: dict[str, list[Scored]] = defaultdict(list)
     for record in candidates:
         c = _candidate(record)
         groups[c.group].append(c)
-    agree = 0.0
-    pairs = 0
     for members in groups.values():
         for i, a in enumerate(members):
             for b in members[i + 1 :]:
                 du = a.utility - b.utility
-                if du == 0:
-                    continue
-                pairs += 1
-                ds = a.score - b.score
-                agree += 0.5 if ds == 0 else float((ds > 0) == (du > 0))
-    if pairs == 0:
-        return Estimate(math.nan, 0)
-    return Estimate(agree / pairs - 0.5, pairs)
+                if du != 0:
+                    yield a.score - b.score, du
 
 
 def kappa(iterations: Iterable[Iteration | Mapping[str, Any]], delta: float) -> Estimate:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -13,10 +14,16 @@ def test_builtin_methods_load_and_differ():
     by_name = {m.name: m.config for m in methods}
     assert by_name["b0"].iterations == 0 and by_name["b0"].pre_patches == ()
     assert by_name["b1"].pre_patches[0].operator == "insert-verify-step"
-    assert by_name["b3"].pre_patches[0].args == {"n": 4}
     assert by_name["b2"].mode == "prompt" and by_name["b2"].iterations > 0
     assert by_name["flowmend"].mode == "structure"
-    assert not methods[-1].baseline and all(m.baseline for m in methods[:4])
+    strategy = {m.name: m.strategy for m in methods}
+    assert (strategy["b3"], strategy["b4"], strategy["oracle-select"]) == (
+        "best-of-n", "self-repair", "oracle-select")
+    assert by_name["flowmend-random"].chooser == "random"
+    # The ablations run flowmend's loop as it is, changing one thing each.
+    for ablation in ("flowmend-random", "oracle-select"):
+        assert replace(by_name[ablation], chooser="model") == by_name["flowmend"]
+    assert [m.name for m in methods if m.baseline] == ["b0", "b1", "b2", "b3", "b4"]
     assert all(m.to_json()["schema"] == "flowmend.method/2" for m in methods)
 
 
@@ -74,3 +81,25 @@ def test_unknown_names_duplicates_and_unreadable_files(tmp_path):
     (tmp_path / "torn.json").write_text("{")
     with pytest.raises(UserError, match="not JSON"):
         load_method(str(tmp_path / "torn.json"))
+
+
+def test_prompt_only_refinement_offers_only_edits_of_prompt_text():
+    from flowmend import seeds
+    from flowmend.engine import menu, parse_workflow
+    from flowmend.engine._loop import MODES
+
+    b2 = load_method("b2").config
+    sampling_offered = []
+    for seed in seeds.ids():
+        wf = parse_workflow(seeds.load(seed))
+        offered = {item.patch.operator for item in menu(wf, kinds=MODES[b2.mode])}
+        assert offered <= {"rewrite-prompt-literal", "append-instruction"}, seed
+        everything = {item.patch.operator for item in menu(wf, kinds=MODES["structure"])}
+        sampling_offered.append("set-call-params" in everything)
+    assert any(sampling_offered)  # the structure mode still offers it
+
+
+def test_the_command_line_runs_every_builtin_method_by_default():
+    from flowmend.cli.bench import METHODS
+
+    assert METHODS == BUILTIN

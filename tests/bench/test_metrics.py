@@ -38,10 +38,12 @@ def test_gamma_compares_candidates_of_one_run_only():
     unscored = _record("m", "T/5", True, [cand(None, 1.0), {"score": 0.0}])
     assert metrics.gamma_of([agree]) == metrics.Figure(0.5, 1)
     assert metrics.gamma_of([disagree]).value == -0.5
-    assert metrics.gamma_of([tie_in_score]).value == 0.0
+    # A tie in S has sign 0, not U's sign: as written, it does not agree.
+    assert metrics.gamma_of([tie_in_score]).value == -0.5
+    assert metrics.score_ties_of([tie_in_score]) == metrics.Figure(1.0, 1)
     assert metrics.gamma_of([same_utility, unscored]) == metrics.Figure(None, 0)
     # Across runs nothing is paired: 1 agreeing pair, 1 disagreeing, 1 tie.
-    assert metrics.gamma_of([agree, disagree, tie_in_score]) == metrics.Figure(0.0, 3)
+    assert metrics.gamma_of([agree, disagree, tie_in_score]) == metrics.Figure(1 / 3 - 0.5, 3)
 
 
 def _record(method, task, passed, candidates=(), **extra):

@@ -179,6 +179,24 @@ def test_hidden_utility_on_mbpp_counts_asserts(sandbox):
     problem = datasets.by_id("mbpp")["Mbpp/17"]  # square_perimeter: three asserts
     hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests,
                                  program=lambda p, code: p.program(code))
-    assert hidden(problem, problem.reference) == (1.0, True)
-    assert hidden(problem, "def square_perimeter(a):\n    return 40\n") == (pytest.approx(1 / 3), False)
-    assert hidden(problem, "") == (0.0, False)
+    assert hidden(problem, problem.reference) == (1.0, True, 1.0)
+    # Without visible tests to leave out, U is the share of all.
+    assert hidden(problem, "def square_perimeter(a):\n    return 40\n") == (
+        pytest.approx(1 / 3), False, pytest.approx(1 / 3))
+    assert hidden(problem, "") == (0.0, False, 0.0)
+
+
+def test_hidden_utility_on_mbpp_leaves_out_the_visible_assert(sandbox):
+    from flowmend.bench import datasets
+
+    problem = datasets.by_id("mbpp")["Mbpp/17"]  # the first of its three asserts is visible
+    hidden = hidden_utility_with(sandbox, hidden_tests=lambda p: p.hidden_tests,
+                                 visible_tests=lambda p: p.task.visible_tests,
+                                 program=lambda p, code: p.program(code))
+    assert hidden(problem, problem.reference) == (1.0, True, 1.0)
+    # Passes the visible assert only: a third of all, none of the unseen two.
+    only_visible = "def square_perimeter(a):\n    return 40\n"
+    assert hidden(problem, only_visible) == (pytest.approx(1 / 3), False, 0.0)
+    # Passes the two unseen asserts only.
+    unseen = "def square_perimeter(a):\n    return 4 * a if a < 10 else 0\n"
+    assert hidden(problem, unseen) == (pytest.approx(2 / 3), False, 1.0)

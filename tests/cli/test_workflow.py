@@ -56,7 +56,9 @@ def test_ops_doc_prints_markdown_examples(capsys):
 
 def test_ops_table(capsys):
     code, out, _ = run(capsys, "ops", "--kind", "prompt")
-    assert code == 0 and "set-call-params" in out
+    assert code == 0 and "append-instruction" in out and "set-call-params" not in out
+    code, out, _ = run(capsys, "ops", "--kind", "structure")
+    assert code == 0 and "set-call-params" in out and "append-instruction" not in out
 
 
 def test_steps_json_has_the_documented_keys(capsys):

@@ -151,8 +151,13 @@ RECORDED = [
      dict(iterations=2, proposals=2)),
     ("replay_he0.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
      dict(iterations=2, proposals=3, program_params={"max_tokens": 200})),
-    ("replay_prompt.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
-     dict(iterations=2, proposals=3, mode="prompt", program_params={"max_tokens": 200})),
+    pytest.param(
+        "replay_prompt.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
+        dict(iterations=2, proposals=3, mode="prompt", program_params={"max_tokens": 200}),
+        marks=pytest.mark.skip(reason="recorded when the prompt-mode menu still offered "
+                               "set-call-params (now a structure edit), so its optimizer "
+                               "prompts miss; re-record it with data/README.md's command, "
+                               "which needs the model")),
 ]
 
 

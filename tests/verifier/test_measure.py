@@ -5,13 +5,21 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowmend.verifier import Estimate, Iteration, Scored, gamma, kappa
+from flowmend.verifier import Estimate, Iteration, Scored, gamma, kappa, score_ties
 
 
 def test_gamma_by_hand():
     a, b, c, d = Scored(1.0, 1.0), Scored(0.0, 0.0), Scored(1.0, 0.5), Scored(0.5, 1.0)
-    # ab agree, ac score tie (1/2), ad skipped (U tie), bc agree, bd agree, cd disagree.
-    assert gamma([a, b, c, d]) == Estimate(value=3.5 / 5 - 0.5, n=5)
+    # ab agree, ac score tie (sign 0 is not sign +1: no agreement), ad skipped (U tie),
+    # bc agree, bd agree, cd disagree.
+    assert gamma([a, b, c, d]) == Estimate(value=3 / 5 - 0.5, n=5)
+    assert score_ties([a, b, c, d]) == Estimate(value=1 / 5, n=5)
+
+
+def test_a_verifier_that_ties_everything_is_below_chance_by_its_tie_rate():
+    flat = [Scored(0.0, 0.0), Scored(0.0, 1.0), Scored(0.0, 0.5)]
+    assert gamma(flat) == Estimate(-0.5, 3)
+    assert score_ties(flat) == Estimate(1.0, 3)
 
 
 def test_gamma_compares_only_within_a_group_and_accepts_mappings():
@@ -53,10 +61,12 @@ def test_gamma_is_bounded_and_flips_sign_with_the_verifier(pairs):
     cands = [Scored(s, u) for s, u in pairs]
     g = gamma(cands)
     flipped = gamma([Scored(-c.score, c.utility) for c in cands])
-    assert flipped.n == g.n
+    ties = score_ties(cands)
+    assert flipped.n == g.n == ties.n
     if g.n:
         assert -0.5 <= g.value <= 0.5
-        assert math.isclose(flipped.value, -g.value, abs_tol=1e-12)
+        # Every pair agrees one way or the other, or ties: neither way.
+        assert math.isclose(flipped.value, -g.value - ties.value, abs_tol=1e-12)
 
 
 @given(st.lists(utilities, min_size=1, max_size=12))
