@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flowmend._files import write_atomically, write_json_atomically
+from flowmend.bench.metrics import kappa_of, utility
 from flowmend.engine import Applied, OperatorLibrary, default_library, load_library, parse_workflow
 
 GENERATION_SCHEMA = "flowmend.library-generation/1"
@@ -50,16 +51,16 @@ def improving_runs(records: Iterable[dict], *, max_len: int = 3) -> list[Run]:
     for record in records:
         cands = {(int(c["iteration"]), int(c["index"])): c for c in record.get("candidates", ())}
         seed = cands.get((0, 0))
-        if seed is None or seed.get("hidden") is None:
+        if seed is None or utility(seed) is None:
             continue
         for key, c in cands.items():
-            if key == (0, 0) or c.get("hidden") is None or c["hidden"] <= seed["hidden"]:
+            if key == (0, 0) or utility(c) is None or utility(c) <= utility(seed):
                 continue
             lineage = _lineage(cands, key)
             patches = [cands[k].get("patch") for k in lineage[1:]]
             if not all(isinstance(p, dict) for p in patches):
                 continue
-            gain = float(c["hidden"]) - float(seed["hidden"])
+            gain = utility(c) - utility(seed)
             for length in range(2, max_len + 1):
                 for start in range(0, len(patches) - length + 1):
                     window = patches[start:start + length]
@@ -244,8 +245,6 @@ class LibraryEvolution:
         current library on `tasks` (``evaluate(setup, tasks) -> records``), admit those that
         help, optionally deprecate operators whose leave-one-out ablation never hurts, and
         write ``generation-N.json``; returns it."""
-        from flowmend.bench.metrics import kappa_of
-
         base_library = self.current()
         base_setup = replace(setup, config=replace(setup.config, library=base_library))
         base_records = evaluate(base_setup, tasks)
@@ -265,7 +264,7 @@ class LibraryEvolution:
             library = load_library(specs + [str(path.resolve())])
             with_setup = replace(setup, config=replace(setup.config, library=library))
             with_records = evaluate(with_setup, tasks)
-            delta = statistics.fmean(float(a["hidden"]) - float(b["hidden"])
+            delta = statistics.fmean(utility(a) - utility(b)
                                      for a, b in zip(with_records, base_records))
             k_with, k_without = kappa_of(with_records).value, kappa_of(base_records).value
             helps = delta > 0 or (k_with is not None and k_without is not None
@@ -294,7 +293,7 @@ class LibraryEvolution:
         for name in library.names():
             without = evaluate(replace(setup, config=replace(
                 setup.config, library=library.without(name))), tasks)
-            drops = [float(a["hidden"]) - float(b["hidden"]) for a, b in zip(full, without)]
+            drops = [utility(a) - utility(b) for a, b in zip(full, without)]
             if all(d <= 0 for d in drops):
                 out.append({"operator": name, "n": len(drops),
                             "delta_without": statistics.fmean(-d for d in drops)})

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flowmend._files import write_json_atomically
+from flowmend.bench.metrics import utility
 from flowmend.engine import Budget, RepairConfig
 from flowmend.errors import UserError
 from flowmend.meta._cache import EvalCache
@@ -186,7 +187,7 @@ class Study:
     def mean_utility(self, setup: Setup, problems: Sequence[Any]) -> tuple[float, list[dict]]:
         records = [r for _, r in self.evaluator.evaluate_in_order(
             setup, problems, concurrency=self.plan.concurrency)]
-        return statistics.fmean(float(r["hidden"]) for r in records), records
+        return statistics.fmean(utility(r) for r in records), records
 
     def progress(self, stage: str) -> MetaProgress:
         from optuna.trial import TrialState
@@ -280,11 +281,12 @@ class Study:
     def _score(self, trial, setup: Setup, report) -> tuple[Any, float | None]:
         from optuna.trial import TrialState
 
-        utilities, tokens, records = [], [], []
+        utilities, tokens, records, passed = [], [], [], 0
         for step, record in self.evaluator.evaluate_in_order(
                 setup, self.search, concurrency=self.plan.concurrency):
             records.append(record)
-            utilities.append(float(record["hidden"]))
+            utilities.append(utility(record))
+            passed += bool(record.get("passed"))
             tokens.append(int(record.get("tokens") or 0))
             trial.report(utilities[-1], step)
             _study.beat(self.study, trial)
@@ -293,7 +295,7 @@ class Study:
                 return TrialState.PRUNED, None, records
         spend = statistics.fmean(tokens)
         trial.set_user_attr("tasks", len(utilities))
-        trial.set_user_attr("passed", sum(u >= 1.0 for u in utilities))
+        trial.set_user_attr("passed", passed)
         trial.set_user_attr("tokens_per_task", spend)
         trial.set_user_attr("constraint", spend - self.plan.spend_cap)
         trial.set_constraint("tokens_per_task", spend - self.plan.spend_cap)

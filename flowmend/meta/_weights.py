@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from flowmend.bench.metrics import utility
 from flowmend.verifier import Feedback, Scored, ScoreWeights, gamma, score
 
 
@@ -33,9 +34,9 @@ def scored(records: Iterable[dict], weights: ScoreWeights) -> list[Scored]:
     for r in records:
         feedback = r.get("candidate_feedback") or []
         for c, fb in zip(r.get("candidates", ()), feedback):
-            if fb is None or c.get("hidden") is None:
+            if fb is None or utility(c) is None:
                 continue
-            out.append(Scored(score(Feedback.from_json(fb), weights), float(c["hidden"]),
+            out.append(Scored(score(Feedback.from_json(fb), weights), utility(c),
                               f"{r['task_id']}|{r.get('setup', r.get('method', ''))}"))
     return out
 
