@@ -103,7 +103,10 @@ def run_repair(args: argparse.Namespace) -> int:
     try:
         budget = Budget(calls=args.budget_calls, tokens=args.budget_tokens,
                         cost=args.budget_cost, wall_s=args.budget_wall_s)
-        options = workflow_options(args)
+        options = workflow_options(args, args.workflow)
+        if "conventions" in options:
+            raise UserError("repair reads steps by --step-callee only: the project config's "
+                            "conventions are not carried into a repair yet", where=args.workflow)
         config = RepairConfig(
             iterations=args.iterations, proposals=args.proposals, mode=args.mode,
             budget=budget, entry=options["entry"], step_callees=tuple(options["step_callees"]),

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from flowmend._files import write_atomically
-from flowmend.cli._common import (add_workflow_options, clip, escape, workflow_options,
-                                  load_workflow, print_json)
+from flowmend.cli._common import (add_workflow_options, clip, escape, load_workflow,
+                                  print_json, project_config, workflow_options)
 from flowmend.errors import UserError
 
 def register(sub) -> None:
@@ -53,6 +53,9 @@ def register(sub) -> None:
     steps.add_argument("workflow", metavar="WORKFLOW.py", help="the workflow to read")
     add_workflow_options(steps)
     steps.add_argument("--menu", action="store_true", help="also list the applicable edits")
+    steps.add_argument("--explain", action="store_true",
+                       help="also say which project config and conventions were used, and why "
+                            "each call is or is not a step")
     steps.add_argument("--json", action="store_true", help="print JSON (keys: entry, steps, ...)")
     steps.set_defaults(run=run_steps)
 
@@ -215,19 +218,58 @@ def _ops_markdown(operators) -> str:
 def run_steps(args: argparse.Namespace) -> int:
     wf = load_workflow(args.workflow, args)
     items = _menu_or_empty(wf) if args.menu else None
+    explained = _explain(args, wf) if args.explain else None
     if args.json:
         data = wf.to_json()
         if items is not None:
             data["menu"] = [item.to_json() for item in items]
+        if explained is not None:
+            data["explain"] = explained
         print_json(data)
         return 0
     from rich.console import Console
 
     console = Console()
+    if explained is not None:
+        _print_explained(console, explained)
     _print_steps(console, wf)
     if items is not None:
         _print_menu(console, items)
     return 0
+
+
+def _explain(args: argparse.Namespace, wf) -> dict:
+    """Which config and conventions were used, and why; why each call is or is not a step."""
+    from flowmend.engine._steps import explain_calls
+
+    config = project_config(args, args.workflow)
+    if args.step_callees:
+        source = "--step-callee on the command line (overrides any project config)"
+    elif config is not None and config.conventions:
+        source = f"the project config {config.path}"
+    else:
+        source = "flowmend's default (no project config names conventions)"
+    return {
+        "config": config.path if config is not None else None,
+        "conventions_from": source,
+        "conventions": [c.to_json() for c in wf.conventions],
+        "calls": [n.to_json() for n in explain_calls(wf)],
+    }
+
+
+def _print_explained(console, explained: dict) -> None:
+    console.print(f"config: {escape(explained['config'] or 'none found')}")
+    console.print(f"conventions from {escape(explained['conventions_from'])}:")
+    for c in explained["conventions"]:
+        prompt = ", ".join(c["prompt"]) if c["prompt"] else "#0 or prompt="
+        params = ", ".join(c["params"]) if c["params"] is not None else "any"
+        console.print(f"  {escape(c['name'])}: callees {escape(', '.join(c['callees']))}; "
+                      f"prompt {escape(prompt)}; params {escape(params)}; "
+                      f"answer {escape(c['answer'])}")
+    for n in explained["calls"]:
+        verdict = f"step {n['step']}" if n["step"] else "not a step"
+        console.print(f"  line {n['line']} {escape(n['callee'])}(...) in {escape(n['function'])}: "
+                      f"{verdict}: {escape(n['why'])}")
 
 
 def _menu_or_empty(wf):

@@ -19,6 +19,10 @@ def patch_schema(library=None) -> dict:
 
 _api.public_api(__name__, globals(), {
     _api.HERE: ("patch_schema",),
+    "_convention": ("Convention", "ConventionError"),
+    "_project": ("ProjectConfig", "ProjectConfigError", "find_project_config",
+                 "read_project_config"),
+    "_steps": ("CallNote", "explain_calls"),
     "_loop": ("Candidate", "Proposals", "RepairConfig", "RepairResult", "repair"),
     "_optimizer": ("OptimizerConfig",),
     "_library": ("LibraryError", "OperatorLibrary", "default_library", "load_library"),

@@ -42,13 +42,14 @@ def check_result(wf: Workflow, source: str) -> Applied | Invalid:
             f"entry {wf.entry} changed signature: {before or 'missing'} -> {after or 'missing'}",
         )
     reads = free_names(code)
-    allowed = RUNTIME_NAMES | {c.split(".")[0] for c in wf.step_callees}
+    allowed = RUNTIME_NAMES | {c.split(".")[0].split("[")[0] for c in wf.step_callees}
     introduced = reads - _free_names_of(wf) - allowed
     if introduced:
         return Invalid(
             Reason.FREE_VARIABLE, f"edit reads undefined name(s): {', '.join(sorted(introduced))}"
         )
-    child = Workflow(source, wf.path, new, wf.entry, wf.step_callees, {_FREE_NAMES: reads})
+    child = Workflow(source, wf.path, new, wf.entry, wf.step_callees, wf.conventions,
+                     {_FREE_NAMES: reads})
     return Applied(source, unified_diff(wf.source, source, wf.path or "workflow.py"), child)
 
 

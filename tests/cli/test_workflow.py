@@ -163,3 +163,54 @@ def test_crlf_workflow_keeps_its_line_ends_in_place(capsys, tmp_path):
     assert path.read_bytes() == (
         b"def solve(task):\r\n    code = llm(task.prompt, temperature=0.7)\r\n    return code\r\n"
     )
+
+
+AGENT_WORKFLOW = '''\
+def solve(task):
+    cot_instruction = "Think step by step, then solve."
+    thinking, answer = cot_agent([task], cot_instruction)
+    return answer
+'''
+
+AGENT_CONFIG = '''\
+[[conventions]]
+name = "agent"
+callees = ["cot_agent"]
+prompt = [1]
+params = []
+answer = "item:1"
+'''
+
+
+def test_steps_reads_the_project_config_and_flags_override_it(capsys, tmp_path):
+    (tmp_path / "flowmend.toml").write_text(AGENT_CONFIG)
+    workflow = tmp_path / "agent.py"
+    workflow.write_text(AGENT_WORKFLOW)
+    code, out, _ = run(capsys, "steps", workflow, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["conventions"][0]["name"] == "agent"
+    assert [(s["id"], s["prompt"]["variable"]) for s in data["steps"]] == [("answer", "cot_instruction")]
+    code, _, err = run(capsys, "steps", workflow, "--step-callee", "llm")
+    assert code == 2 and "makes no step call" in err
+
+
+def test_steps_explain_names_the_config_and_the_reason_for_each_call(capsys, tmp_path):
+    (tmp_path / "flowmend.toml").write_text(AGENT_CONFIG)
+    workflow = tmp_path / "agent.py"
+    workflow.write_text(AGENT_WORKFLOW)
+    code, out, _ = run(capsys, "steps", workflow, "--explain", "--json")
+    explained = json.loads(out)["explain"]
+    assert code == 0 and explained["config"] == str(tmp_path / "flowmend.toml")
+    assert explained["conventions_from"].startswith("the project config")
+    assert explained["calls"][0]["step"] == "answer"
+    assert "convention 'agent'" in explained["calls"][0]["why"]
+    code, out, _ = run(capsys, "steps", workflow, "--explain")
+    assert code == 0 and "step answer" in out
+
+
+def test_a_bad_project_config_is_a_one_line_error(capsys, tmp_path):
+    (tmp_path / "flowmend.toml").write_text(AGENT_CONFIG + "colour = 1\n")
+    workflow = tmp_path / "agent.py"
+    workflow.write_text(AGENT_WORKFLOW)
+    code, _, err = run(capsys, "steps", workflow)
+    assert code == 2 and err.count("\n") == 1 and "unknown key" in err
