@@ -67,6 +67,9 @@ class Operator:
     NOT_APPLICABLE: ClassVar[list[Case]] = []
     # Operators whose second application with the same target and arguments changes nothing.
     IDEMPOTENT: ClassVar[bool] = False
+    # Operators that edit the text of a step's prompt where it is held: when a prompt variable
+    # is shared by several steps, the edit changes them all, and the menu says so.
+    EDITS_PROMPT_TEXT: ClassVar[bool] = False
 
     def sites(self, wf: Workflow) -> list[dict]:
         """Every target this operator applies to in `wf`, e.g. ``[{"step": "code"}]``."""
@@ -78,6 +81,11 @@ class Operator:
             return [self.Args()]
         except (TypeError, ArgsError):
             return []
+
+    def why_not(self, wf: Workflow, target: dict) -> Refusal | None:
+        """Why `target` is not a site, when the operator can say more than "does not apply"
+        (a step convention it cannot keep); None otherwise."""
+        return None
 
     def transform(self, wf: Workflow, target: dict, args: Any) -> cst.Module | str:
         """The libcst edit: a new module (or its source text). Raise `Refusal` to decline."""
@@ -134,6 +142,9 @@ class Operator:
                 )
         # The menu listed the sites already; every candidate of one parent shares them.
         if target not in wf.cached(("sites", type(self)), lambda: self.sites(wf)):
+            refusal = self.why_not(wf, target)
+            if refusal is not None:
+                return refusal.result()
             return NotApplicable(
                 Reason.PRECONDITION, f"{self.name} does not apply at {_show_target(target)}"
             )

@@ -23,6 +23,7 @@ class Reason(enum.Enum):
     PLACEHOLDER = "placeholder"  # a rewrite would drop a placeholder that reads a live variable
     SHARED_CONSTANT = "shared-constant"  # a module-level prompt constant is used by other steps
     DATA_FLOW = "data-flow"  # the edit would break which values reach which steps
+    CONVENTION = "convention"  # the edit cannot keep the step's convention (a parameter its callee does not take)
     PARSE = "parse"
     COMPILE = "compile"
     SIGNATURE = "signature"  # the entry function's signature changed

@@ -28,7 +28,7 @@ class PropertyViolation(AssertionError):
 def _parse(source: str, wf: Workflow):
     from flowmend.engine._workflow import parse_workflow
 
-    return parse_workflow(source, entry=wf.entry, step_callees=wf.step_callees, path=wf.path)
+    return parse_workflow(source, entry=wf.entry, conventions=wf.conventions, path=wf.path)
 
 
 def split_footer(text: str) -> tuple[str, str]:

@@ -100,13 +100,15 @@ class InsertVerifyStep(_cst.StepStatementOperator):
 
     def transform(self, wf: Workflow, target: dict, args: InsertVerifyStepArgs) -> cst.Module:
         step = wf.step(target["step"])
-        var = _cst.assigned_name(step)
+        # The check reads the text answer through the step's convention; the repair call
+        # assigns the step's own target, so what follows reads it as before.
+        answer = _cst.answer_of(step)
         check = _cst.fresh_name(wf, "check")
-        prompt = _cst.repair_prompt(args.instruction, check, var)
+        prompt = _cst.repair_prompt(args.instruction, check, answer)
         code = (
-            f"{check} = verify({var})\n"
+            f"{check} = verify({answer})\n"
             f"if not {check}.passed:\n"
-            f"{_cst.indent(wf)}{var} = {_cst.call_expr(step, wf, prompt)}\n"
+            f"{_cst.indent(wf)}{_cst.result_target(step)} = {_cst.call_expr(step, wf, prompt)}\n"
         )
         new = [step.statement, *_cst.parse_statements(wf, code)]
         return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})

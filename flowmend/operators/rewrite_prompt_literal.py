@@ -30,6 +30,7 @@ class RewritePromptLiteralArgs:
 class RewritePromptLiteral(_cst.StepStatementOperator):
     name = "rewrite-prompt-literal"
     kind = "prompt"
+    EDITS_PROMPT_TEXT = True
     Args = RewritePromptLiteralArgs
     TEXT_ARG = "text"
     DESCRIPTION = (
