@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from flowmend._files import write_atomically
+from flowmend._files import write_files_atomically
 from flowmend.cli._common import (add_workflow_options, clip, escape, load_workflow,
                                   print_json, project_config, workflow_options)
 from flowmend.errors import UserError
@@ -334,12 +334,18 @@ def run_apply(args: argparse.Namespace) -> int:
         detail = " ".join(result.detail.split())
         raise UserError(f"{result.reason.value}: {detail}", where=args.patch)
     written = None
+    if result.files and args.output:
+        raise UserError(f"this edit changes {', '.join(result.files)} too: write it with "
+                        "--in-place (both files, or neither), or apply without -o to see the diff",
+                        where=args.patch)
     if args.output or args.in_place:
         written = args.workflow if args.in_place else args.output
-        write_atomically(written, result.source)
+        # The workflow and every prompt module the edit changed: all written, or none.
+        write_files_atomically({written: result.source, **result.files})
     if args.json:
-        print_json({"changed": result.source != wf.source, "diff": result.diff,
-                     "source": result.source, "written": written})
+        print_json({"changed": bool(result.diff), "diff": result.diff,
+                     "source": result.source, "written": written,
+                     "files": sorted(result.files) if written else []})
         return 0
     _print_diff(result.diff)
     from rich.console import Console
@@ -348,7 +354,7 @@ def run_apply(args: argparse.Namespace) -> int:
     if not result.diff:
         note.print("no change")
     if written:
-        note.print(f"wrote {written}")
+        note.print(f"wrote {', '.join([written, *result.files])}")
     return 0
 
 

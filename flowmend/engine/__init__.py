@@ -28,7 +28,7 @@ _api.public_api(__name__, globals(), {
     "_library": ("LibraryError", "OperatorLibrary", "default_library", "load_library"),
     "_menu": ("MenuItem", "menu"),
     "_operator": (
-        "Applied", "ArgsError", "Between", "Case", "Identifier", "Invalid", "NoArgs",
+        "Applied", "ArgsError", "Between", "Case", "Edits", "Identifier", "Invalid", "NoArgs",
         "NotApplicable", "Operator", "Reason", "Refusal", "Result", "Text",
         "check_bounds",
     ),

@@ -7,6 +7,7 @@ compiled code) per application.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 import libcst as cst
@@ -19,13 +20,21 @@ from flowmend.engine._workflow import Workflow
 RUNTIME_NAMES = frozenset({"llm", "verify", "extract_code", "Check", "VerifyLimitExceeded"})
 
 
-def check_result(wf: Workflow, source: str) -> Applied | Invalid:
+def check_result(wf: Workflow, source: str,
+                 files: Mapping[str, tuple[str, str]] | None = None) -> Applied | Invalid:
     """The checks every application passes, and the new workflow when `source` passes them.
 
     One parse (the new workflow keeps the module), one compile (the free-name check reads the
     compiled code): the new source parses, compiles, keeps the entry function's signature and
-    reads no name that nothing defines.
+    reads no name that nothing defines. `files` are the sibling modules the edit changes too,
+    by path, (before, after): each must compile, and the diff shows them after the workflow.
     """
+    files = dict(files or {})
+    for path, (_, after) in files.items():
+        try:
+            compile(after, path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as err:
+            return Invalid(Reason.COMPILE, f"edited module {path} does not compile: {err}")
     try:
         new = cst.parse_module(source)
     except cst.ParserSyntaxError as err:
@@ -48,9 +57,12 @@ def check_result(wf: Workflow, source: str) -> Applied | Invalid:
         return Invalid(
             Reason.FREE_VARIABLE, f"edit reads undefined name(s): {', '.join(sorted(introduced))}"
         )
+    changed = {**wf.files, **{path: after for path, (_, after) in files.items()}}
     child = Workflow(source, wf.path, new, wf.entry, wf.step_callees, wf.conventions,
-                     {_FREE_NAMES: reads})
-    return Applied(source, unified_diff(wf.source, source, wf.path or "workflow.py"), child)
+                     changed, {_FREE_NAMES: reads})
+    diff = unified_diff(wf.source, source, wf.path or "workflow.py") + "".join(
+        unified_diff(before, after, path) for path, (before, after) in files.items())
+    return Applied(source, diff, child, files=changed)
 
 
 _SIGNATURE = "entry signature"

@@ -21,7 +21,7 @@ from flowmend.engine._checks import (  # noqa: F401
     RUNTIME_NAMES, check_result, entry_signature, find_function, unified_diff,
 )
 from flowmend.engine._result import (  # noqa: F401
-    Applied, Invalid, NotApplicable, Reason, Refusal, Result,
+    Applied, Edits, Invalid, NotApplicable, Reason, Refusal, Result,
 )
 from flowmend.engine._workflow import Workflow
 
@@ -149,6 +149,8 @@ class Operator:
                 Reason.PRECONDITION, f"{self.name} does not apply at {_show_target(target)}"
             )
         module = self.transform(wf, target, args)
+        if isinstance(module, Edits):
+            return check_result(wf, module.module.code, module.files)
         return check_result(wf, module.code if isinstance(module, cst.Module) else str(module))
 
 

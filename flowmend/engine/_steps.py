@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import string
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +17,10 @@ from flowmend.engine._cstutil import (
     assignments, bound_names, dedupe, dotted_name, names_read, param_names, self_param,
 )
 from flowmend.engine._dataflow import DataFlow, origin_step
+from flowmend.engine._siblings import (Sibling, sibling_imports, sibling_path,
+                                       string_constants, workflow_sibling)
 from flowmend.engine._workflow import Function, Prompt, Step, Workflow, WorkflowError, _Model
+from flowmend.errors import UserError
 
 _BUILTINS = frozenset(dir(builtins))
 # Calls whose presence makes a function's data flow impossible to follow by reading it.
@@ -26,6 +30,7 @@ _DYNAMIC_CALLS = frozenset({"eval", "exec", "locals", "globals", "vars", "setatt
 class Modeller:
     def __init__(self, wf: Workflow, where: str):
         self.where = where
+        self.wf = wf
         self.module: cst.Module = wf.module
         self.positions = wf.positions
         self.entry = wf.entry
@@ -77,7 +82,8 @@ class Modeller:
         return values[0]
 
     def _index_module(self) -> None:
-        assigned: dict[str, int] = {}
+        self.constants, self.constant_nodes = string_constants(self.module)
+        self.sibling_aliases = sibling_imports(self.module)
         for stmt in self.module.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.functions[stmt.name.value] = (stmt, None)
@@ -90,20 +96,29 @@ class Modeller:
                 for item in stmt.body.body if isinstance(stmt.body, cst.IndentedBlock) else ():
                     if isinstance(item, cst.FunctionDef):
                         self.functions[f"{name}.{item.name.value}"] = (item, name)
-            elif isinstance(stmt, cst.SimpleStatementLine):
-                for small in stmt.body:
-                    for target, value in assignments(small):
-                        if isinstance(target, cst.Name):
-                            assigned[target.value] = assigned.get(target.value, 0) + 1
-                            text = _string_value(value)
-                            if text is not None:
-                                self.constants[target.value] = text
-                                self.constant_nodes[target.value] = value
-        # A name assigned twice at module level is not a constant.
-        for name, count in assigned.items():
-            if count > 1:
-                self.constants.pop(name, None)
-                self.constant_nodes.pop(name, None)
+
+    def sibling(self, alias: str, node: cst.CSTNode) -> Sibling | None:
+        """The sibling module an import binds to `alias`, read once per workflow; None when
+        the name is not a sibling (``import json``: no json.py beside the workflow).
+
+        Raises:
+            WorkflowError: a relative import of a module that is not there, or a sibling that
+                cannot be read (in a strict reading; otherwise None).
+        """
+        name, relative = self.sibling_aliases[alias]
+        path = sibling_path(self.wf.path, name)
+        where = f"{self.where}:{self.line(node)}"
+        if path is None or not path.is_file() and str(path) not in self.wf.files:
+            if relative and self.strict:
+                raise WorkflowError(f"prompt module {name}.py not found beside the workflow",
+                                    where=where)
+            return None
+        try:
+            return workflow_sibling(self.wf, path, where)
+        except UserError as err:
+            if self.strict:
+                raise WorkflowError(err.message, where=err.where) from None
+            return None
 
     # -- reachability ---------------------------------------------------------------------------
 
@@ -408,6 +423,18 @@ class _StepFinder(cst.CSTVisitor):
         if isinstance(expr, cst.Name) and expr.value in self.mod.constants \
                 and expr.value not in self._locals:
             return Prompt("constant", self.mod.constants[expr.value], (), expr.value, expr)
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) \
+                and expr.value.value in self.mod.sibling_aliases \
+                and expr.value.value not in self._locals:
+            sibling = self.mod.sibling(expr.value.value, expr)
+            attr = expr.attr.value
+            if sibling is not None and attr in sibling.constants:
+                return Prompt("constant", sibling.constants[attr], (), attr, expr,
+                              module=sibling.path)
+            if sibling is not None:
+                return Prompt("opaque", None, (), None, expr,
+                              note=f"{Path(sibling.path).name} has no string constant {attr} "
+                                   "assigned once")
         return Prompt("opaque", None, _reads([cst.Arg(expr)], self.self_name, self._exclude()), None, expr)
 
 

@@ -49,6 +49,8 @@ class Prompt:
         node: the expression holding the text: the prompt at the call, or the value assigned to
             the prompt variable.
         at_call: the prompt expression at the call (``node`` itself unless a variable holds it).
+        module: the sibling module file holding ``constant`` (``prompts.CODE`` with prompts.py
+            beside the workflow), else None: an edit of the text changes that file.
     """
 
     kind: str
@@ -60,6 +62,7 @@ class Prompt:
     shared_by: tuple[str, ...] = ()
     note: str | None = None
     at_call: cst.BaseExpression | None = field(default=None, compare=False, repr=False)
+    module: str | None = None
 
     @property
     def call_node(self) -> cst.BaseExpression | None:
@@ -75,7 +78,7 @@ class Prompt:
         }
         # Keys only where they say something, so a workflow in flowmend's own convention reads
         # exactly as it always did.
-        for key in ("variable", "note"):
+        for key in ("variable", "note", "module"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.shared_by:
@@ -186,6 +189,9 @@ class Workflow:
     step_callees: tuple[str, ...]
     # How step calls are written, first match wins; `parse_workflow` always fills it.
     conventions: tuple[Convention, ...] = ()
+    # The new text of each sibling module an edit changed (path -> source); every other
+    # sibling is read from the disk.
+    files: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Values derived from this workflow, each computed once: the model, metadata, sites.
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -326,6 +332,7 @@ def parse_workflow(
     path: str | None = None,
     module: cst.Module | None = None,
     conventions: Sequence[Convention] | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> Workflow:
     """Parse `source` once and model its entry function's steps and data flow.
 
@@ -338,6 +345,7 @@ def parse_workflow(
         module: `source` already parsed by libcst, so that it is not parsed again.
         conventions: how step calls are written (first match wins); when given,
             `step_callees` is ignored. Default: flowmend's own convention with `step_callees`.
+        files: sibling modules' text by path, read instead of the disk (what an edit changed).
 
     Raises:
         WorkflowError: not Python, no such entry function, or no steps reachable from it.
@@ -358,7 +366,8 @@ def parse_workflow(
         module = parse_module(source, where)
     positions, code = positions_and_code(module)
     _check_round_trip(code, source, where)
-    wf = Workflow(source, path, module, entry, callees, conventions, {_POSITIONS: positions})
+    wf = Workflow(source, path, module, entry, callees, conventions, dict(files or {}),
+                  {_POSITIONS: positions})
     wf._cache[_MODEL] = _model(wf, strict=True)
     return wf
 

@@ -28,7 +28,8 @@ class PropertyViolation(AssertionError):
 def _parse(source: str, wf: Workflow):
     from flowmend.engine._workflow import parse_workflow
 
-    return parse_workflow(source, entry=wf.entry, conventions=wf.conventions, path=wf.path)
+    return parse_workflow(source, entry=wf.entry, conventions=wf.conventions, path=wf.path,
+                          files=wf.files)
 
 
 def split_footer(text: str) -> tuple[str, str]:
@@ -48,7 +49,10 @@ def check_roundtrip(source: str) -> None:
 
 def outside_unchanged(before: str, after: str, regions: Sequence[tuple[int, int]]) -> str | None:
     """None when every line of `before` outside `regions` appears unchanged, in order, in
-    `after` (the prefix and suffix at the same places); else a description of the first change."""
+    `after` (the prefix and suffix at the same places); else a description of the first change.
+    No region (an edit of another file only) means nothing may change."""
+    if not regions:
+        return None if before == after else "the text changed though the edit has no region here"
     old = before.splitlines(keepends=True)
     new = after.splitlines(keepends=True)
     spans = sorted((max(1, a), min(len(old), b)) for a, b in regions)
@@ -98,7 +102,7 @@ def check_application(wf: Workflow, operator: str, target: dict, args: Any, *,
     shown += f"\n--- result\n{new_source}"
     try:
         compile(new_source, "<fuzz>", "exec", dont_inherit=True)
-        new_wf = _parse(new_source, wf)
+        new_wf = _parse(new_source, result.workflow)  # with the sibling modules it edited
     except Exception as err:  # noqa: BLE001
         raise PropertyViolation(f"result does not parse as a workflow: {err}\n{shown}") from err
     check_roundtrip(new_source)

@@ -214,3 +214,39 @@ def test_a_bad_project_config_is_a_one_line_error(capsys, tmp_path):
     workflow.write_text(AGENT_WORKFLOW)
     code, _, err = run(capsys, "steps", workflow)
     assert code == 2 and err.count("\n") == 1 and "unknown key" in err
+
+
+CLASS_ASYNC = EXAMPLES / "conventions" / "class_async"
+
+
+def test_apply_of_a_sibling_prompt_edit_writes_both_files_in_place(capsys, tmp_path):
+    folder = tmp_path / "class_async"
+    shutil.copytree(CLASS_ASYNC, folder)
+    patch = write_patch(tmp_path, {"schema": PATCH_SCHEMA, "operator": "rewrite-prompt-literal",
+                                   "target": {"step": "draft"}, "args": {"text": "Draft it."}})
+    workflow = folder / "workflow.py"
+    before = workflow.read_text()
+    code, _, err = run(capsys, "apply", workflow, patch, "-o", tmp_path / "out.py")
+    assert code == 2 and "prompts.py too" in err and not (tmp_path / "out.py").exists()
+    code, out, _ = run(capsys, "apply", workflow, patch, "--in-place", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["files"] == [str(folder / "prompts.py")]
+    assert workflow.read_text() == before
+    prompts = (folder / "prompts.py").read_text()
+    assert 'DRAFT_PROMPT = "Draft it."' in prompts and "# Asked first: a complete draft." in prompts
+    code, out, _ = run(capsys, "steps", workflow, "--json")
+    assert json.loads(out)["steps"][0]["prompt"]["text"] == "Draft it."
+
+
+@pytest.mark.parametrize("importing, message", [
+    ("from . import missing as p\n", "prompt module missing.py not found beside the workflow"),
+    ("import broken as p\n", "prompt module broken.py is not Python"),
+])
+def test_a_sibling_prompt_module_that_cannot_be_read_is_a_one_line_error(capsys, tmp_path,
+                                                                          importing, message):
+    (tmp_path / "broken.py").write_text("X = (\n")
+    workflow = tmp_path / "w.py"
+    workflow.write_text(importing + "\ndef solve(task):\n    return llm(p.PROMPT)\n")
+    code, _, err = run(capsys, "steps", workflow)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert f"{workflow}:4" in err
