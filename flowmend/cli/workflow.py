@@ -301,7 +301,15 @@ def _print_steps(console, wf) -> None:
         if step.prompt is not None:
             p = step.prompt
             head = p.kind + (f" {p.constant}" if p.constant else "")
+            if p.module:
+                head += f" in {Path(p.module).name}"
+            if p.variable:
+                head += f" held by {p.variable}"
+            if len(p.shared_by) > 1:
+                head += f" (shared by {', '.join(p.shared_by)})"
             body = clip(p.text.replace("\n", "\\n")) if p.text is not None else ", ".join(p.placeholders)
+            if p.note:
+                body += f" ({p.note})"
             prompt = f"[dim]{head}[/]\n{escape(body)}"
         feeds = ", ".join(step.feeds) or "-"
         if step.flow_caveat:

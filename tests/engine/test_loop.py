@@ -260,8 +260,19 @@ def test_repair_config_is_one_json_record_with_a_digest():
     assert RepairConfig(rng_seed=1).digest != RepairConfig().digest
 
 
+def test_repair_config_carries_conventions_and_keeps_old_digests():
+    from flowmend.engine import Convention
+
+    agent = Convention(name="agent", callees=("agent",), prompt=("#1",), answer="item:1")
+    config = RepairConfig(conventions=(agent,))
+    again = RepairConfig.from_json(json.loads(json.dumps(config.to_json())))
+    assert again == config and again.digest == config.digest != RepairConfig().digest
+    assert "conventions" not in RepairConfig().to_json()  # set-ups made before keep their digest
+
+
 @pytest.mark.parametrize("data, field", [
     ({"iterations": "2"}, "iterations"),
+    ({"conventions": [{"name": "x", "colour": 1}]}, "'conventions'"),
     ({"budget": {"calls": -1}}, "'budget'"),
     ({"budget": {"callz": 1}}, "'budget'"),
     ({"weights": {"alpha": -1}}, "'weights'"),
