@@ -138,6 +138,31 @@ def test_async_and_class_based_workflows_run_with_steps_traced(tmp_path, sandbox
     assert all(ADD.prompt.strip() in r.prompt for r in seen[:1])
 
 
+@pytest.mark.parametrize("name", ["agent_tuples", "dict_answer"])
+def test_convention_fixtures_run_and_an_inserted_verify_step_runs_too(tmp_path, sandbox, name):
+    from flowmend.engine import Applied, Patch, apply_patch, find_project_config
+
+    path = EXAMPLES / "conventions" / name / "workflow.py"
+    config = find_project_config(path)
+    wf = parse_workflow(path.read_text(), conventions=config.conventions, path=str(path))
+
+    class Right(Broker):
+        def call(self, request, timeout=None):
+            return Completion((RIGHT,), 10, 10, 0.0, "smollm2", 20.0)
+
+    backend = open_backend(ModelConfig(kind="replay", replay_path=str(write_replay(tmp_path / "e.jsonl", []))))
+    code_step = wf.steps[-1].id
+    edited = apply_patch(wf, Patch("insert-verify-step", {"step": code_step}, {}))
+    assert isinstance(edited, Applied)
+    for workflow in (wf, edited.workflow):
+        ctx = RunContext(workflow=workflow, task=ADD, program=Right(backend), sandbox=sandbox,
+                         meter=Meter(Budget()))
+        run = run_workflow(ctx, timeout_s=20)
+        assert run.status == "ok", (run.error_type, run.error_message, run.traceback_tail)
+        assert "return a + b" in run.output
+        assert len(run.calls) == len(wf.steps)  # the right code passes: no repair call
+
+
 def test_prompt_mode_menu_holds_prompt_edits_only():
     wf = parse_workflow((EXAMPLES / "plan_then_code.py").read_text())
     from flowmend.engine import menu
