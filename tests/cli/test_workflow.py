@@ -224,7 +224,7 @@ def test_apply_of_a_sibling_prompt_edit_writes_both_files_in_place(capsys, tmp_p
     shutil.copytree(CLASS_ASYNC, folder)
     patch = write_patch(tmp_path, {"schema": PATCH_SCHEMA, "operator": "rewrite-prompt-literal",
                                    "target": {"step": "draft"}, "args": {"text": "Draft it."}})
-    workflow = folder / "workflow.py"
+    workflow = folder / "class_async.py"
     before = workflow.read_text()
     code, _, err = run(capsys, "apply", workflow, patch, "-o", tmp_path / "out.py")
     assert code == 2 and "prompts.py too" in err and not (tmp_path / "out.py").exists()

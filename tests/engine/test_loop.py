@@ -142,7 +142,7 @@ def test_async_and_class_based_workflows_run_with_steps_traced(tmp_path, sandbox
 def test_convention_fixtures_run_and_an_inserted_verify_step_runs_too(tmp_path, sandbox, name):
     from flowmend.engine import Applied, Patch, apply_patch, find_project_config
 
-    path = EXAMPLES / "conventions" / name / "workflow.py"
+    path = EXAMPLES / "conventions" / name / f"{name}.py"
     config = find_project_config(path)
     wf = parse_workflow(path.read_text(), conventions=config.conventions, path=str(path))
 

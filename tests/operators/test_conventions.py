@@ -15,7 +15,7 @@ NAMES = ("class_async", "agent_tuples", "agent_list", "debate", "dict_answer", "
 
 
 def fixture(name: str):
-    path = FIXTURES / name / "workflow.py"
+    path = FIXTURES / name / f"{name}.py"
     config = find_project_config(path)
     return parse_workflow(path.read_text(), entry=config.entry or "solve",
                           conventions=config.conventions, path=str(path))
