@@ -148,3 +148,21 @@ def test_the_project_config_is_found_walking_up_and_checked(tmp_path):
     (nested / "flowmend.toml").write_text('entry = \n')
     with pytest.raises(ProjectConfigError, match="not TOML"):
         read_project_config(nested / "flowmend.toml")
+
+
+def test_a_relatively_imported_sibling_prompt_is_a_constant_of_that_file(tmp_path):
+    (tmp_path / "prompts.py").write_text('# the review prompt\nREVIEW = "Review it."\nN = 3\n')
+    source = textwrap.dedent('''
+        from . import prompts as p
+
+        def solve(task):
+            review = llm(p.REVIEW)
+            other = llm(p.N)
+            return review
+    ''')
+    wf = parse_workflow(source, path=str(tmp_path / "w.py"))
+    review, other = wf.steps
+    assert review.prompt.to_json() == {
+        "kind": "constant", "text": "Review it.", "placeholders": [], "constant": "REVIEW",
+        "module": str(tmp_path / "prompts.py")}
+    assert other.prompt.kind == "opaque" and "no string constant N" in other.prompt.note
