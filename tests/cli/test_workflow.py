@@ -250,3 +250,21 @@ def test_a_sibling_prompt_module_that_cannot_be_read_is_a_one_line_error(capsys,
     code, _, err = run(capsys, "steps", workflow)
     assert code == 2 and message in err and err.count("\n") == 1
     assert f"{workflow}:4" in err
+
+
+def test_project_config_models_and_options_fill_only_what_the_command_line_left(tmp_path):
+    import argparse
+
+    from flowmend.cli._common import add_model_options, add_workflow_options, project_config
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.flowmend]\nentry = "run"\nmodels = {program = "gemma3-270m"}\n'
+        'options = {model_seed = 7, backend = "replay"}\n')
+    workflow = tmp_path / "w.py"
+    parser = argparse.ArgumentParser()
+    add_workflow_options(parser)
+    add_model_options(parser)
+    args = parser.parse_args(["--backend", "openai"])
+    config = project_config(args, workflow)
+    assert config.entry == "run" and args.model == "gemma3-270m" and args.model_seed == 7
+    assert args.backend == "openai"  # given on the command line: the flag wins

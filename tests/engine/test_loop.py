@@ -161,6 +161,8 @@ def test_convention_fixtures_run_and_an_inserted_verify_step_runs_too(tmp_path, 
         assert run.status == "ok", (run.error_type, run.error_message, run.traceback_tail)
         assert "return a + b" in run.output
         assert len(run.calls) == len(wf.steps)  # the right code passes: no repair call
+    # The model calls inside the workflow's own agent helpers are traced to the steps calling them.
+    assert [c.step for c in run.calls] == [s.id for s in wf.steps]
 
 
 def test_prompt_mode_menu_holds_prompt_edits_only():
