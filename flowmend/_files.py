@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flowmend.errors import UserError
 
-__all__ = ["write_atomically", "write_json_atomically", "write_jsonl_atomically"]
+__all__ = ["write_atomically", "write_files_atomically", "write_json_atomically",
+           "write_jsonl_atomically"]
 
 
 def write_atomically(path: str | Path, data: str | bytes) -> None:
@@ -23,6 +24,38 @@ def write_atomically(path: str | Path, data: str | bytes) -> None:
 
     An existing file keeps its permission bits.
     """
+    write_files_atomically({path: data})
+
+
+def write_files_atomically(files: Mapping[str | Path, str | bytes]) -> None:
+    """Write several files all or none (a workflow and the prompt module an edit changed).
+
+    Every file is first written in full to a temporary file beside it; only when all of them
+    are written are they renamed over their targets, so a failure while writing (a full disk,
+    a missing directory) leaves every target as it was.
+    """
+    staged: list[tuple[str, Path, Path]] = []
+    target = None
+    try:
+        for path, data in files.items():
+            staged.append(_stage(path, data))
+        for tmp, target, _ in staged:
+            os.replace(tmp, target)
+    except OSError as err:
+        for tmp, _, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write: {err.strerror or err}",
+                        where=str(target) if target else None) from None
+    except BaseException:
+        for tmp, _, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for directory in dict.fromkeys(d for _, _, d in staged):
+        _fsync_directory(directory)
+
+
+def _stage(path: str | Path, data: str | bytes) -> tuple[str, Path, Path]:
+    """`data` written and synced to a temporary file beside `path`: (temporary, target, folder)."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
@@ -39,14 +72,13 @@ def write_atomically(path: str | Path, data: str | bytes) -> None:
             os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(f"cannot write: {err.strerror or err}", where=str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    return tmp, target, directory
 
 
 def write_json_atomically(path: str | Path, data: Any) -> None:

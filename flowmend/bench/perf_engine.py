@@ -39,8 +39,10 @@ def _median_s(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(samples)
 
 
-def measure(path: Any, step_callees: tuple[str, ...], repeat: int, advance=lambda: None) -> dict:
-    """Medians (seconds) of each engine operation on one workflow."""
+def measure(path: Any, step_callees: tuple[str, ...], repeat: int, advance=lambda: None, *,
+            entry: str = "solve", conventions=None) -> dict:
+    """Medians (seconds) of each engine operation on one workflow, read with `step_callees`
+    or, when given, the step `conventions` (a project config's)."""
     import libcst as cst
 
     from flowmend.engine import Applied, apply_patch, menu, parse_workflow
@@ -49,9 +51,10 @@ def measure(path: Any, step_callees: tuple[str, ...], repeat: int, advance=lambd
     source = path.read_text(encoding="utf-8")
     bare_alone = _median_s(lambda: cst.parse_module(source).code, repeat)
     advance()
-    parse = _median_s(lambda: parse_workflow(source, step_callees=step_callees), repeat)
+    reading = {"entry": entry, "step_callees": step_callees, "conventions": conventions}
+    parse = _median_s(lambda: parse_workflow(source, path=str(path), **reading), repeat)
     advance()
-    wf = parse_workflow(source, step_callees=step_callees, path=path.name)
+    wf = parse_workflow(source, path=str(path), **reading)
     items = menu(wf)
     menu_s = _median_s(lambda: menu(wf), repeat)
     advance()

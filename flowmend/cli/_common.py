@@ -15,7 +15,7 @@ from flowmend.llm._config import KINDS, model_config
 __all__ = [
     "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "LiveBar", "add_model_options",
     "add_workflow_options", "clip", "escape", "load_workflow", "model_configs", "print_json",
-    "read_text", "run_alone", "workflow_options",
+    "project_config", "read_text", "run_alone", "workflow_options",
 ]
 
 DEFAULT_ENTRY = "solve"
@@ -23,13 +23,17 @@ DEFAULT_STEP_CALLEES = ("llm",)
 
 
 def add_workflow_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--entry NAME`` and ``--step-callee PATTERN`` (repeatable) to a verb's parser."""
+    """Add ``--entry NAME`` and ``--step-callee PATTERN`` (repeatable) to a verb's parser.
+
+    Both override the project config (``[tool.flowmend]`` in a pyproject.toml, or a
+    flowmend.toml, found walking up from the workflow), which `project_config` reads.
+    """
     parser.add_argument(
         "--entry",
-        default=DEFAULT_ENTRY,
+        default=None,
         metavar="NAME",
         help="the workflow's entry function: a module-level function or Class.method "
-        f"(default: {DEFAULT_ENTRY})",
+        f"(default: the project config's, else {DEFAULT_ENTRY})",
     )
     parser.add_argument(
         "--step-callee",
@@ -37,16 +41,44 @@ def add_workflow_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="PATTERN",
         help="a call whose dotted callee matches PATTERN is a step; globs allowed "
-        "(self.generate, self.ask_*); repeat for several (default: llm)",
+        "(self.generate, self.ask_*); repeat for several (default: the project config's "
+        "conventions, else llm)",
     )
+    # The parser itself, so that config defaults apply only where a flag kept its default.
+    parser.set_defaults(_workflow_parser=parser)
 
 
-def workflow_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The `parse_workflow` keyword arguments that `add_workflow_options` collected."""
-    return {
-        "entry": getattr(args, "entry", DEFAULT_ENTRY) or DEFAULT_ENTRY,
-        "step_callees": tuple(getattr(args, "step_callees", None) or DEFAULT_STEP_CALLEES),
-    }
+def project_config(args: argparse.Namespace, workflow: str | Path | None):
+    """The project config nearest `workflow` (None: none found, or no workflow named), read
+    once per command; its model names and options fill what the command line left at its
+    default."""
+    if "_project_config" in vars(args):
+        return args._project_config
+    from flowmend.engine._project import find_project_config
+
+    config = find_project_config(workflow) if workflow is not None else None
+    args._project_config = config
+    parser = getattr(args, "_workflow_parser", None)
+    if config is not None and parser is not None:
+        wanted = dict(config.options)
+        for role, dest in (("program", "model"), ("optimizer", "optimizer_model")):
+            if role in config.models:
+                wanted.setdefault(dest, config.models[role])
+        for dest, value in wanted.items():
+            if dest in vars(args) and getattr(args, dest) == parser.get_default(dest):
+                setattr(args, dest, value)
+    return config
+
+
+def workflow_options(args: argparse.Namespace, workflow: str | Path | None = None) -> dict[str, Any]:
+    """The `parse_workflow` keyword arguments: the command line's ``--entry`` and
+    ``--step-callee``, else the project config's entry and conventions, else the defaults."""
+    config = project_config(args, workflow)
+    entry = getattr(args, "entry", None) or (config.entry if config else None) or DEFAULT_ENTRY
+    callees = getattr(args, "step_callees", None)
+    if not callees and config is not None and config.conventions:
+        return {"entry": entry, "conventions": config.conventions}
+    return {"entry": entry, "step_callees": tuple(callees or DEFAULT_STEP_CALLEES)}
 
 
 def read_text(path: str | Path, what: str = "workflow") -> str:
@@ -70,7 +102,7 @@ def load_workflow(path: str | Path, args: argparse.Namespace):
     """Read and parse the workflow a user named, with the verb's `--entry`/`--step-callee`."""
     from flowmend.engine._workflow import parse_workflow
 
-    return parse_workflow(read_text(path), path=str(path), **workflow_options(args))
+    return parse_workflow(read_text(path), path=str(path), **workflow_options(args, path))
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

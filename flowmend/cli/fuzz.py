@@ -34,6 +34,11 @@ def register(sub) -> None:
     p.add_argument("--step-callee", action="append", default=None, metavar="PATTERN",
                    help="callee that makes a call a step (repeatable); the first, a plain dotted "
                         "name, is what generated workflows call (default: llm)")
+    p.add_argument("--convention", default="default", metavar="NAME",
+                   help="write the generated workflows in this step convention: default "
+                        "(llm(prompt, ...)), keyword (generate(instruction=...) answering a dict), "
+                        "agent (thinking, answer = agent([...], instruction), agents[i]) or reply "
+                        "(reviewer(prompt).content) (default: default)")
     p.add_argument("--operator", action="append", default=None, metavar="NAME",
                    help="fuzz only this operator (repeatable; default: all in the library)")
     p.add_argument("--library", action="append", default=None, metavar="SPEC",
@@ -66,6 +71,14 @@ def run_fuzz(args) -> int:
             f"--step-callee: the first pattern must be a plain dotted name that generated "
             f"workflows can call, got {callees[0]!r}"
         )
+    from flowmend.operators.strategies import CONVENTIONS
+
+    if args.convention not in CONVENTIONS:
+        raise UserError(f"--convention: unknown convention {args.convention!r} "
+                        f"(known: {', '.join(CONVENTIONS)})")
+    if args.convention != "default" and args.step_callee:
+        raise UserError("--step-callee and --convention exclude each other: a convention names "
+                        "its own callees")
     library = load_library(args.library or ["builtin"])
     known = library.names()
     unknown = [n for n in args.operator or () if n not in known]
@@ -83,7 +96,7 @@ def run_fuzz(args) -> int:
             examples=args.examples, seed=args.seed, entry=args.entry, callees=callees,
             operators=operators, parser_examples=parser_examples,
             on_example=lambda: progress.advance(task), shrink=not args.no_shrink,
-            library=library,
+            library=library, convention=args.convention,
         )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -98,7 +111,7 @@ def _print_table(report) -> None:
 
     out = Console(highlight=False)
     table = Table(title=f"flowmend fuzz: {report.examples} examples per operator, seed {report.seed}, "
-                        f"{report.seconds:.1f} s")
+                        f"convention {report.convention}, {report.seconds:.1f} s")
     table.add_column("operator", no_wrap=True)
     for column in ("tried", "applied", "not applicable", "invalid", "violations"):
         table.add_column(column, justify="right")

@@ -208,11 +208,17 @@ def run_engine(args: argparse.Namespace) -> int:
     for path, _ in targets:
         if not path.is_file():
             raise UserError("no such workflow file", where=str(path))
+    from flowmend.engine._project import find_project_config
+
     rows = []
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("timing the engine", total=len(targets) * 4)
         for path, callees in targets:
-            rows.append(measure(path, callees, args.repeat, lambda: progress.advance(task)))
+            # A named workflow is read as `flowmend steps` reads it: with its project config.
+            config = find_project_config(path) if args.workflow else None
+            rows.append(measure(path, callees, args.repeat, lambda: progress.advance(task),
+                                entry=(config.entry if config else None) or "solve",
+                                conventions=(config.conventions or None) if config else None))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -108,10 +108,12 @@ def run_repair(args: argparse.Namespace) -> int:
     try:
         budget = Budget(calls=args.budget_calls, tokens=args.budget_tokens,
                         cost=args.budget_cost, wall_s=args.budget_wall_s)
-        options = workflow_options(args)
+        options = workflow_options(args, args.workflow)
         config = RepairConfig(
             iterations=args.iterations, proposals=args.proposals, mode=args.mode,
-            budget=budget, entry=options["entry"], step_callees=tuple(options["step_callees"]),
+            budget=budget, entry=options["entry"],
+            step_callees=tuple(options.get("step_callees", ("llm",))),
+            conventions=tuple(options.get("conventions", ())),
             program_params={"max_tokens": args.max_tokens}, rng_seed=args.seed,
         )
         if args.setup:
@@ -130,7 +132,7 @@ def run_repair(args: argparse.Namespace) -> int:
     from flowmend.engine._workflow import parse_workflow
 
     parse_workflow(seed_source, entry=config.entry, step_callees=config.step_callees,
-                   path=args.workflow)
+                   conventions=config.conventions or None, path=args.workflow)
     out = Path(args.out or Path("runs") / f"repair-{_slug(task.task_id)}")
     out.mkdir(parents=True, exist_ok=True)
     program_cfg, optimizer_cfg = model_configs(args)

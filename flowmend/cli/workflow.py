@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from flowmend._files import write_atomically
-from flowmend.cli._common import (add_workflow_options, clip, escape, workflow_options,
-                                  load_workflow, print_json)
+from flowmend._files import write_files_atomically
+from flowmend.cli._common import (add_workflow_options, clip, escape, load_workflow,
+                                  print_json, project_config, workflow_options)
 from flowmend.errors import UserError
 
 def register(sub) -> None:
@@ -53,6 +53,9 @@ def register(sub) -> None:
     steps.add_argument("workflow", metavar="WORKFLOW.py", help="the workflow to read")
     add_workflow_options(steps)
     steps.add_argument("--menu", action="store_true", help="also list the applicable edits")
+    steps.add_argument("--explain", action="store_true",
+                       help="also say which project config and conventions were used, and why "
+                            "each call is or is not a step")
     steps.add_argument("--json", action="store_true", help="print JSON (keys: entry, steps, ...)")
     steps.set_defaults(run=run_steps)
 
@@ -215,19 +218,58 @@ def _ops_markdown(operators) -> str:
 def run_steps(args: argparse.Namespace) -> int:
     wf = load_workflow(args.workflow, args)
     items = _menu_or_empty(wf) if args.menu else None
+    explained = _explain(args, wf) if args.explain else None
     if args.json:
         data = wf.to_json()
         if items is not None:
             data["menu"] = [item.to_json() for item in items]
+        if explained is not None:
+            data["explain"] = explained
         print_json(data)
         return 0
     from rich.console import Console
 
     console = Console()
+    if explained is not None:
+        _print_explained(console, explained)
     _print_steps(console, wf)
     if items is not None:
         _print_menu(console, items)
     return 0
+
+
+def _explain(args: argparse.Namespace, wf) -> dict:
+    """Which config and conventions were used, and why; why each call is or is not a step."""
+    from flowmend.engine._steps import explain_calls
+
+    config = project_config(args, args.workflow)
+    if args.step_callees:
+        source = "--step-callee on the command line (overrides any project config)"
+    elif config is not None and config.conventions:
+        source = f"the project config {config.path}"
+    else:
+        source = "flowmend's default (no project config names conventions)"
+    return {
+        "config": config.path if config is not None else None,
+        "conventions_from": source,
+        "conventions": [c.to_json() for c in wf.conventions],
+        "calls": [n.to_json() for n in explain_calls(wf)],
+    }
+
+
+def _print_explained(console, explained: dict) -> None:
+    console.print(f"config: {escape(explained['config'] or 'none found')}")
+    console.print(f"conventions from {escape(explained['conventions_from'])}:")
+    for c in explained["conventions"]:
+        prompt = ", ".join(c["prompt"]) if c["prompt"] else "#0 or prompt="
+        params = ", ".join(c["params"]) if c["params"] is not None else "any"
+        console.print(f"  {escape(c['name'])}: callees {escape(', '.join(c['callees']))}; "
+                      f"prompt {escape(prompt)}; params {escape(params)}; "
+                      f"answer {escape(c['answer'])}")
+    for n in explained["calls"]:
+        verdict = f"step {n['step']}" if n["step"] else "not a step"
+        console.print(f"  line {n['line']} {escape(n['callee'])}(...) in {escape(n['function'])}: "
+                      f"{verdict}: {escape(n['why'])}")
 
 
 def _menu_or_empty(wf):
@@ -259,7 +301,15 @@ def _print_steps(console, wf) -> None:
         if step.prompt is not None:
             p = step.prompt
             head = p.kind + (f" {p.constant}" if p.constant else "")
+            if p.module:
+                head += f" in {Path(p.module).name}"
+            if p.variable:
+                head += f" held by {p.variable}"
+            if len(p.shared_by) > 1:
+                head += f" (shared by {', '.join(p.shared_by)})"
             body = clip(p.text.replace("\n", "\\n")) if p.text is not None else ", ".join(p.placeholders)
+            if p.note:
+                body += f" ({p.note})"
             prompt = f"[dim]{head}[/]\n{escape(body)}"
         feeds = ", ".join(step.feeds) or "-"
         if step.flow_caveat:
@@ -292,12 +342,18 @@ def run_apply(args: argparse.Namespace) -> int:
         detail = " ".join(result.detail.split())
         raise UserError(f"{result.reason.value}: {detail}", where=args.patch)
     written = None
+    if result.files and args.output:
+        raise UserError(f"this edit changes {', '.join(result.files)} too: write it with "
+                        "--in-place (both files, or neither), or apply without -o to see the diff",
+                        where=args.patch)
     if args.output or args.in_place:
         written = args.workflow if args.in_place else args.output
-        write_atomically(written, result.source)
+        # The workflow and every prompt module the edit changed: all written, or none.
+        write_files_atomically({written: result.source, **result.files})
     if args.json:
-        print_json({"changed": result.source != wf.source, "diff": result.diff,
-                     "source": result.source, "written": written})
+        print_json({"changed": bool(result.diff), "diff": result.diff,
+                     "source": result.source, "written": written,
+                     "files": sorted(result.files) if written else []})
         return 0
     _print_diff(result.diff)
     from rich.console import Console
@@ -306,7 +362,7 @@ def run_apply(args: argparse.Namespace) -> int:
     if not result.diff:
         note.print("no change")
     if written:
-        note.print(f"wrote {written}")
+        note.print(f"wrote {', '.join([written, *result.files])}")
     return 0
 
 

@@ -19,12 +19,16 @@ def patch_schema(library=None) -> dict:
 
 _api.public_api(__name__, globals(), {
     _api.HERE: ("patch_schema",),
+    "_convention": ("Convention", "ConventionError"),
+    "_project": ("ProjectConfig", "ProjectConfigError", "find_project_config",
+                 "read_project_config"),
+    "_steps": ("CallNote", "explain_calls"),
     "_loop": ("Candidate", "Proposals", "RepairConfig", "RepairResult", "repair"),
     "_optimizer": ("CHOICE_FIELDS", "OptimizerConfig", "TEXT_FIELDS", "check_template"),
     "_library": ("LibraryError", "OperatorLibrary", "default_library", "load_library"),
     "_menu": ("MenuItem", "menu"),
     "_operator": (
-        "Applied", "ArgsError", "Between", "Case", "Identifier", "Invalid", "NoArgs",
+        "Applied", "ArgsError", "Between", "Case", "Edits", "Identifier", "Invalid", "NoArgs",
         "NotApplicable", "Operator", "Reason", "Refusal", "Result", "Text",
         "check_bounds",
     ),

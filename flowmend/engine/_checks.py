@@ -7,6 +7,7 @@ compiled code) per application.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 import libcst as cst
@@ -20,13 +21,21 @@ RUNTIME_NAMES = frozenset({"llm", "verify", "extract_code", "Check", "VerifyLimi
                            "BudgetExhausted"})
 
 
-def check_result(wf: Workflow, source: str) -> Applied | Invalid:
+def check_result(wf: Workflow, source: str,
+                 files: Mapping[str, tuple[str, str]] | None = None) -> Applied | Invalid:
     """The checks every application passes, and the new workflow when `source` passes them.
 
     One parse (the new workflow keeps the module), one compile (the free-name check reads the
     compiled code): the new source parses, compiles, keeps the entry function's signature and
-    reads no name that nothing defines.
+    reads no name that nothing defines. `files` are the sibling modules the edit changes too,
+    by path, (before, after): each must compile, and the diff shows them after the workflow.
     """
+    files = dict(files or {})
+    for path, (_, after) in files.items():
+        try:
+            compile(after, path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as err:
+            return Invalid(Reason.COMPILE, f"edited module {path} does not compile: {err}")
     try:
         new = cst.parse_module(source)
     except cst.ParserSyntaxError as err:
@@ -43,14 +52,18 @@ def check_result(wf: Workflow, source: str) -> Applied | Invalid:
             f"entry {wf.entry} changed signature: {before or 'missing'} -> {after or 'missing'}",
         )
     reads = free_names(code)
-    allowed = RUNTIME_NAMES | {c.split(".")[0] for c in wf.step_callees}
+    allowed = RUNTIME_NAMES | {c.split(".")[0].split("[")[0] for c in wf.step_callees}
     introduced = reads - _free_names_of(wf) - allowed
     if introduced:
         return Invalid(
             Reason.FREE_VARIABLE, f"edit reads undefined name(s): {', '.join(sorted(introduced))}"
         )
-    child = Workflow(source, wf.path, new, wf.entry, wf.step_callees, {_FREE_NAMES: reads})
-    return Applied(source, unified_diff(wf.source, source, wf.path or "workflow.py"), child)
+    changed = {**wf.files, **{path: after for path, (_, after) in files.items()}}
+    child = Workflow(source, wf.path, new, wf.entry, wf.step_callees, wf.conventions,
+                     changed, {_FREE_NAMES: reads})
+    diff = unified_diff(wf.source, source, wf.path or "workflow.py") + "".join(
+        unified_diff(before, after, path) for path, (before, after) in files.items())
+    return Applied(source, diff, child, files=changed)
 
 
 _SIGNATURE = "entry signature"

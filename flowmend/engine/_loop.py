@@ -31,6 +31,7 @@ from flowmend.engine._optimizer import (
     text_prompt,
     with_text,
 )
+from flowmend.engine._convention import Convention
 from flowmend.engine._patch import Patch, apply_patch, apply_patches, diff
 from flowmend.engine._runtime import (
     Budget,
@@ -85,6 +86,8 @@ class RepairConfig:
         budget: hard caps over the whole repair.
         weights: the score's weights.
         entry, step_callees: how to read the workflow.
+        conventions: the step conventions to read it with instead of `step_callees` (a
+            project config's); () reads it with flowmend's own, with `step_callees`.
         pre_patches: applied to the seed before the first run (fixed-workflow baselines).
         program_params: defaults for every program-model call (e.g. max_tokens).
         run_timeout_s: wall-time limit of one workflow run, model waits excluded.
@@ -108,6 +111,7 @@ class RepairConfig:
     weights: ScoreWeights = field(default_factory=ScoreWeights)
     entry: str = "solve"
     step_callees: tuple[str, ...] = ("llm",)
+    conventions: tuple[Convention, ...] = ()
     pre_patches: tuple[Patch, ...] = ()
     program_params: tuple[tuple[str, Any], ...] = (("max_tokens", 384),)
     run_timeout_s: float = 60.0
@@ -141,6 +145,9 @@ class RepairConfig:
         if not all(isinstance(c, str) and c for c in callees):
             raise ValueError(f"step_callees must be non-empty strings, got {self.step_callees!r}")
         object.__setattr__(self, "step_callees", tuple(callees))
+        object.__setattr__(self, "conventions", tuple(self.conventions))
+        if not all(isinstance(c, Convention) for c in self.conventions):
+            raise ValueError("conventions must be Convention values")
         patches = tuple(self.pre_patches)
         if not all(isinstance(p, Patch) for p in patches):
             raise ValueError("pre_patches must be Patch values")
@@ -170,6 +177,9 @@ class RepairConfig:
             "weights": self.weights.to_dict(),
             "entry": self.entry,
             "step_callees": list(self.step_callees),
+            # Only when set, so that every set-up made before conventions keeps its digest.
+            **({"conventions": [c.to_json() for c in self.conventions]}
+               if self.conventions else {}),
             "pre_patches": [p.to_json() for p in self.pre_patches],
             "program_params": dict(self.program_params),
             "run_timeout_s": self.run_timeout_s,
@@ -207,6 +217,7 @@ class RepairConfig:
             "pre_patches": lambda v: tuple(Patch.from_json(p, where=f"pre_patches[{i}]")
                                            for i, p in enumerate(_json_list(v))),
             "step_callees": lambda v: tuple(_json_list(v)),
+            "conventions": lambda v: tuple(Convention.from_json(c) for c in _json_list(v)),
             "program_params": _json_object,
             "library": _library_from_json,
         }
@@ -497,7 +508,8 @@ class _Repair:
                               proposals=c.proposals, budget=c.budget.to_json(),
                               config_digest=c.digest, library=self.library.digest))
         try:
-            wf = parse_workflow(self.seed_source, entry=c.entry, step_callees=c.step_callees)
+            wf = parse_workflow(self.seed_source, entry=c.entry, step_callees=c.step_callees,
+                                conventions=c.conventions or None)
         except WorkflowError as err:
             return self._error(str(err))
         if c.pre_patches:

@@ -77,16 +77,20 @@ def menu(
         op = cls()
         defaults = _defaults(cls)
         for target in op.sites(wf):
+            also = _also_changes(wf, cls, target)
+            description = cls.DESCRIPTION + (
+                f" The prompt is shared: this edit changes steps {', '.join(also)} too."
+                if also else "")
             for args in op.presets(wf, target):
                 data = args_to_json(args)
-                label = _label(cls.name, target, data, defaults)
+                label = _label(cls.name, target, data, defaults, also)
                 n = seen.get(label, 0) + 1
                 seen[label] = n
                 if n > 1:
                     label = f"{label}#{n}"
                 items.append(
                     MenuItem(label, Patch(cls.name, dict(target), data, args), cls.kind,
-                             cls.DESCRIPTION, cls.TEXT_ARG)
+                             description, cls.TEXT_ARG)
                 )
     return items
 
@@ -100,10 +104,20 @@ def _defaults(cls: type) -> dict[str, Any]:
     }
 
 
-def _label(name: str, target: dict, args: dict, defaults: dict) -> str:
+def _also_changes(wf: Workflow, cls: type, target: dict) -> list[str]:
+    """The other steps whose prompt an edit of this step's prompt text changes too."""
+    if not getattr(cls, "EDITS_PROMPT_TEXT", False) or set(target) != {"step"}:
+        return []
+    prompt = wf.step(target["step"]).prompt
+    return [s for s in prompt.shared_by if s != target["step"]] if prompt is not None else []
+
+
+def _label(name: str, target: dict, args: dict, defaults: dict, also: list[str] = ()) -> str:
     site = target.get("step") if set(target) == {"step"} else ",".join(
         f"{k}={_short(v)}" for k, v in sorted(target.items())
     )
+    if also:
+        site = "+".join([site, *also])  # a shared prompt: every step the edit changes
     shown = [f"{k}={_short(v)}" for k, v in args.items() if k not in defaults or defaults[k] != v]
     label = f"{name}@{site}" if site else name
     return f"{label}({','.join(shown)})" if shown else label

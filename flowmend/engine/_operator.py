@@ -21,7 +21,7 @@ from flowmend.engine._checks import (  # noqa: F401
     RUNTIME_NAMES, check_result, entry_signature, find_function, unified_diff,
 )
 from flowmend.engine._result import (  # noqa: F401
-    Applied, Invalid, NotApplicable, Reason, Refusal, Result,
+    Applied, Edits, Invalid, NotApplicable, Reason, Refusal, Result,
 )
 from flowmend.engine._workflow import Workflow
 
@@ -67,6 +67,9 @@ class Operator:
     NOT_APPLICABLE: ClassVar[list[Case]] = []
     # Operators whose second application with the same target and arguments changes nothing.
     IDEMPOTENT: ClassVar[bool] = False
+    # Operators that edit the text of a step's prompt where it is held: when a prompt variable
+    # is shared by several steps, the edit changes them all, and the menu says so.
+    EDITS_PROMPT_TEXT: ClassVar[bool] = False
 
     def sites(self, wf: Workflow) -> list[dict]:
         """Every target this operator applies to in `wf`, e.g. ``[{"step": "code"}]``."""
@@ -78,6 +81,11 @@ class Operator:
             return [self.Args()]
         except (TypeError, ArgsError):
             return []
+
+    def why_not(self, wf: Workflow, target: dict) -> Refusal | None:
+        """Why `target` is not a site, when the operator can say more than "does not apply"
+        (a step convention it cannot keep); None otherwise."""
+        return None
 
     def transform(self, wf: Workflow, target: dict, args: Any) -> cst.Module | str:
         """The libcst edit: a new module (or its source text). Raise `Refusal` to decline."""
@@ -134,10 +142,15 @@ class Operator:
                 )
         # The menu listed the sites already; every candidate of one parent shares them.
         if target not in wf.cached(("sites", type(self)), lambda: self.sites(wf)):
+            refusal = self.why_not(wf, target)
+            if refusal is not None:
+                return refusal.result()
             return NotApplicable(
                 Reason.PRECONDITION, f"{self.name} does not apply at {_show_target(target)}"
             )
         module = self.transform(wf, target, args)
+        if isinstance(module, Edits):
+            return check_result(wf, module.module.code, module.files)
         return check_result(wf, module.code if isinstance(module, cst.Module) else str(module))
 
 

@@ -16,6 +16,7 @@ from flowmend.engine._args import ArgsError, args_to_json
 from flowmend.engine._checks import unified_diff
 from flowmend.engine._library import OperatorLibrary, default_library
 from flowmend.engine._result import Applied, Invalid, Reason, Result
+from flowmend.engine._siblings import read_sibling
 from flowmend.engine._workflow import Workflow, WorkflowError, parse_workflow
 from flowmend.errors import UserError
 
@@ -213,9 +214,13 @@ def apply_patches(
         current = result.workflow
     if len(patches) == 1:
         return result
-    return replace(
-        result, diff=diff(original.source, current.source, original.path or "workflow.py")
-    )
+    text = diff(original.source, current.source, original.path or "workflow.py")
+    for path, after in current.files.items():
+        before = original.files.get(path)
+        if before is None:
+            before = read_sibling(Path(path), {}, path).source
+        text += diff(before, after, path)
+    return replace(result, diff=text)
 
 
 def diff(before: str, after: str, path: str = "workflow.py") -> str:

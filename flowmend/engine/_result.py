@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Union
+
+import libcst as cst
 
 from flowmend.engine._workflow import Workflow
 
@@ -23,6 +26,7 @@ class Reason(enum.Enum):
     PLACEHOLDER = "placeholder"  # a rewrite would drop a placeholder that reads a live variable
     SHARED_CONSTANT = "shared-constant"  # a module-level prompt constant is used by other steps
     DATA_FLOW = "data-flow"  # the edit would break which values reach which steps
+    CONVENTION = "convention"  # the edit cannot keep the step's convention (a parameter its callee does not take)
     PARSE = "parse"
     COMPILE = "compile"
     SIGNATURE = "signature"  # the entry function's signature changed
@@ -41,12 +45,15 @@ class Applied:
             again.
         library_digest: the digest of the operator library the patch was applied with (set
             by `apply_patch`; None for a direct `Operator.apply`).
+        files: the new text of every other file the edits changed, by path (a sibling prompt
+            module); writing the result writes these too, all or none.
     """
 
     source: str
     diff: str
     workflow: Workflow = field(compare=False, repr=False)
     library_digest: str | None = None
+    files: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,15 @@ class Invalid:
 
 
 Result = Union[Applied, NotApplicable, Invalid]
+
+
+@dataclass(frozen=True)
+class Edits:
+    """What an operator's `transform` returns when its edit changes sibling modules too: the
+    workflow's new module, and by path each other file's text before and after."""
+
+    module: cst.Module
+    files: Mapping[str, tuple[str, str]]
 
 
 class Refusal(Exception):

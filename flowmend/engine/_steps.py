@@ -4,18 +4,23 @@ steps, what each step's prompt says and reads, and the steps' stable ids."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import string
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
 
+from flowmend.engine._convention import Convention, callee_name, convention_for
 from flowmend.engine._cstutil import (
-    assignments, bound_names, dedupe, dotted_name, matches_callee, names_read, param_names,
-    self_param,
+    assignments, bound_names, dedupe, dotted_name, names_read, param_names, self_param,
 )
 from flowmend.engine._dataflow import DataFlow, origin_step
+from flowmend.engine._siblings import (Sibling, sibling_imports, sibling_path,
+                                       string_constants, workflow_sibling)
 from flowmend.engine._workflow import Function, Prompt, Step, Workflow, WorkflowError, _Model
+from flowmend.errors import UserError
 
 _BUILTINS = frozenset(dir(builtins))
 # Calls whose presence makes a function's data flow impossible to follow by reading it.
@@ -25,10 +30,13 @@ _DYNAMIC_CALLS = frozenset({"eval", "exec", "locals", "globals", "vars", "setatt
 class Modeller:
     def __init__(self, wf: Workflow, where: str):
         self.where = where
+        self.wf = wf
         self.module: cst.Module = wf.module
         self.positions = wf.positions
         self.entry = wf.entry
         self.callees = wf.step_callees
+        self.conventions = wf.conventions
+        self.strict = False
         self.functions: dict[str, tuple[cst.FunctionDef, str | None]] = {}
         self.classes: dict[str, cst.ClassDef] = {}
         self.class_bases: dict[str, tuple[str, ...]] = {}
@@ -55,8 +63,27 @@ class Modeller:
     def line(self, node: cst.CSTNode) -> int:
         return self.positions[node].start.line
 
+    def prompt_variable(self, qualname: str, name: str, call: cst.Call) -> cst.BaseExpression | str | None:
+        """The string a local prompt variable holds: the value of its one assignment before
+        `call` in the function; a reason (str) when it is a string assigned more than once,
+        so the prompt is refused rather than guessed; None when it holds no string."""
+        facts = self.facts(qualname)
+        values = [v for t, v in facts.assignments if isinstance(t, cst.Name) and t.value == name]
+        if not any(_is_string(v) for v in values):
+            return None
+        lines = sorted(self.line(v) for v in values)
+        if facts.bindings.get(name, 0) != 1 or len(values) != 1:
+            where = f" (lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
+            return (f"prompt variable {name} is bound {facts.bindings.get(name, 0)} times"
+                    f"{where}: its text at the call is not one string, so it is not edited")
+        here, there = self.positions[values[0]].start, self.positions[call].start
+        if (here.line, here.column) > (there.line, there.column):
+            return f"prompt variable {name} is assigned after the call (line {lines[0]})"
+        return values[0]
+
     def _index_module(self) -> None:
-        assigned: dict[str, int] = {}
+        self.constants, self.constant_nodes = string_constants(self.module)
+        self.sibling_aliases = sibling_imports(self.module)
         for stmt in self.module.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.functions[stmt.name.value] = (stmt, None)
@@ -69,20 +96,29 @@ class Modeller:
                 for item in stmt.body.body if isinstance(stmt.body, cst.IndentedBlock) else ():
                     if isinstance(item, cst.FunctionDef):
                         self.functions[f"{name}.{item.name.value}"] = (item, name)
-            elif isinstance(stmt, cst.SimpleStatementLine):
-                for small in stmt.body:
-                    for target, value in assignments(small):
-                        if isinstance(target, cst.Name):
-                            assigned[target.value] = assigned.get(target.value, 0) + 1
-                            text = _string_value(value)
-                            if text is not None:
-                                self.constants[target.value] = text
-                                self.constant_nodes[target.value] = value
-        # A name assigned twice at module level is not a constant.
-        for name, count in assigned.items():
-            if count > 1:
-                self.constants.pop(name, None)
-                self.constant_nodes.pop(name, None)
+
+    def sibling(self, alias: str, node: cst.CSTNode) -> Sibling | None:
+        """The sibling module an import binds to `alias`, read once per workflow; None when
+        the name is not a sibling (``import json``: no json.py beside the workflow).
+
+        Raises:
+            WorkflowError: a relative import of a module that is not there, or a sibling that
+                cannot be read (in a strict reading; otherwise None).
+        """
+        name, relative = self.sibling_aliases[alias]
+        path = sibling_path(self.wf.path, name)
+        where = f"{self.where}:{self.line(node)}"
+        if path is None or not path.is_file() and str(path) not in self.wf.files:
+            if relative and self.strict:
+                raise WorkflowError(f"prompt module {name}.py not found beside the workflow",
+                                    where=where)
+            return None
+        try:
+            return workflow_sibling(self.wf, path, where)
+        except UserError as err:
+            if self.strict:
+                raise WorkflowError(err.message, where=err.where) from None
+            return None
 
     # -- reachability ---------------------------------------------------------------------------
 
@@ -103,8 +139,7 @@ class Modeller:
         instances = self.instances(qualname)
         found: list[str] = []
         for call in self.facts(qualname).calls:
-            name = dotted_name(call.func)
-            if matches_callee(name, self.callees):
+            if convention_for(self.conventions, call.func) is not None:
                 continue  # a step is a leaf: its callee's body is the model, not the workflow
             callee = self._resolve_one(call.func, cls, self_name, instances)
             for c in callee:
@@ -159,6 +194,7 @@ class Modeller:
                 f"no entry function {self.entry!r} (define it, or name another with --entry)",
                 where=self.where,
             )
+        self.strict = strict
         reachable = self._reachable()
         raw: list[RawStep] = []
         for qualname in reachable:
@@ -173,6 +209,7 @@ class Modeller:
             )
         raw.sort(key=lambda r: (self.positions[r.call].start.line, self.positions[r.call].start.column))
         ids = _assign_ids(raw)
+        _share_prompt_variables(raw, ids)
         flow = DataFlow(self, reachable, raw).run()
         steps = []
         consumed = [{origin_step(o) for o in flow.consumes[i]} for i in range(len(raw))]
@@ -195,6 +232,7 @@ class Modeller:
                     flow_caveat=flow.caveat(i),
                     call=r.call,
                     statement=r.statement,
+                    convention=r.convention,
                 )
             )
         functions = tuple(
@@ -223,6 +261,7 @@ class RawStep:
     statement: cst.BaseStatement | None
     self_name: str | None
     in_lambda: bool = False
+    convention: Convention | None = None
 
 
 class _StepFinder(cst.CSTVisitor):
@@ -236,6 +275,8 @@ class _StepFinder(cst.CSTVisitor):
         self._statement: list[cst.BaseStatement | None] = []
         self._awaited: set[int] = set()
         self._targets: dict[int, str] = {}
+        # Calls assigned to a tuple of names (`thinking, answer = agent(...)`): the names.
+        self._tuples: dict[int, list[str]] = {}
         self._lambdas = 0
         self._locals = modeller.facts(qualname).local_names
         module_level = {q for q, (_, c) in modeller.functions.items() if c is None}
@@ -251,6 +292,14 @@ class _StepFinder(cst.CSTVisitor):
                 name = dotted_name(target)
                 if isinstance(inner, cst.Call) and name and name.count(".") <= 1:
                     self._targets[id(inner)] = name
+            if isinstance(small, cst.Assign) and len(small.targets) == 1 and \
+                    isinstance(small.targets[0].target, (cst.Tuple, cst.List)):
+                value = small.value.expression if isinstance(small.value, cst.Await) else small.value
+                names = [e.value.value for e in small.targets[0].target.elements
+                         if isinstance(e.value, cst.Name)]
+                if isinstance(value, cst.Call) and names and \
+                        len(names) == len(small.targets[0].target.elements):
+                    self._tuples[id(value)] = names
 
     def leave_SimpleStatementLine(self, original_node: cst.SimpleStatementLine) -> None:
         self._statement.pop()
@@ -280,28 +329,53 @@ class _StepFinder(cst.CSTVisitor):
         self._lambdas -= 1
 
     def visit_Call(self, node: cst.Call) -> None:
-        callee = dotted_name(node.func)
-        if not matches_callee(callee, self.mod.callees):
+        convention = convention_for(self.mod.conventions, node.func)
+        if convention is None:
             return
-        prompt_arg, params = _split_args(node, self.mod.module)
+        prompt_arg, params = _split_args(node, self.mod.module, convention)
+        if prompt_arg is None and convention.requires_prompt and self.mod.strict \
+                and not any(a.star for a in node.args):
+            raise WorkflowError(
+                f"convention {convention.name!r} puts the prompt in "
+                f"{' or '.join(_describe_arg(a) for a in convention.prompt_candidates)}, "
+                f"which this call of {self.mod.module.code_for_node(node.func)} does not pass",
+                where=f"{self.mod.where}:{self.mod.line(node)}",
+            )
         target = self._targets.get(id(node))
         if target and "." in target and not target.startswith(f"{self.self_name}."):
             target = None  # obj.attr = llm(...) on some other object: no id from it
+        names = self._tuples.get(id(node))
+        if names:
+            item = convention.answer_item
+            target = names[item] if item is not None and item < len(names) else names[0]
         self.found.append(
             RawStep(
                 call=node,
-                callee=callee,  # type: ignore[arg-type]
+                callee=callee_name(node.func) or self.mod.module.code_for_node(node.func),
                 function=self.qualname,
                 awaited=id(node) in self._awaited,
                 target=target,
-                prompt=self._prompt(prompt_arg) if prompt_arg is not None else None,
+                prompt=self._at_call(prompt_arg, node) if prompt_arg is not None else None,
                 params=params,
                 reads=_reads(node.args, self.self_name, self._exclude()),
                 statement=self._statement[-1] if self._statement else None,
                 self_name=self.self_name,
                 in_lambda=self._lambdas > 0,
+                convention=convention,
             )
         )
+
+    def _at_call(self, expr: cst.BaseExpression, call: cst.Call) -> Prompt:
+        """The prompt at the call, or the text of the local variable the call passes."""
+        if isinstance(expr, cst.Name) and expr.value in self._locals:
+            held = self.mod.prompt_variable(self.qualname, expr.value, call)
+            if isinstance(held, str):
+                return Prompt("opaque", None, (expr.value,), None, expr, note=held)
+            if held is not None:
+                prompt = self._prompt(held)
+                if prompt.kind in ("literal", "fstring", "concat"):
+                    return dataclasses.replace(prompt, variable=expr.value, at_call=expr)
+        return self._prompt(expr)
 
     def _exclude(self) -> frozenset[str]:
         """Names that are not variables: builtins and module-level functions and classes."""
@@ -349,6 +423,18 @@ class _StepFinder(cst.CSTVisitor):
         if isinstance(expr, cst.Name) and expr.value in self.mod.constants \
                 and expr.value not in self._locals:
             return Prompt("constant", self.mod.constants[expr.value], (), expr.value, expr)
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) \
+                and expr.value.value in self.mod.sibling_aliases \
+                and expr.value.value not in self._locals:
+            sibling = self.mod.sibling(expr.value.value, expr)
+            attr = expr.attr.value
+            if sibling is not None and attr in sibling.constants:
+                return Prompt("constant", sibling.constants[attr], (), attr, expr,
+                              module=sibling.path)
+            if sibling is not None:
+                return Prompt("opaque", None, (), None, expr,
+                              note=f"{Path(sibling.path).name} has no string constant {attr} "
+                                   "assigned once")
         return Prompt("opaque", None, _reads([cst.Arg(expr)], self.self_name, self._exclude()), None, expr)
 
 
@@ -421,23 +507,54 @@ def _flatten_add(node: cst.BaseExpression) -> list[cst.BaseExpression]:
     return [node]
 
 
-def _split_args(call: cst.Call, module: cst.Module):
-    prompt = None
+def prompt_arg(call: cst.Call, convention: Convention) -> cst.Arg | None:
+    """The argument holding the prompt: the first of the convention's candidates the call
+    passes (``#N``: the N-th positional argument; else a keyword)."""
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    for where in convention.prompt_candidates:
+        if where.startswith("#"):
+            index = int(where[1:])
+            if index < len(positional):
+                # Positions after a `*args` cannot be counted.
+                if not any(a.star == "*" for a in call.args[: call.args.index(positional[index])]):
+                    return positional[index]
+            continue
+        for arg in call.args:
+            if arg.keyword is not None and arg.keyword.value == where:
+                return arg
+    return None
+
+
+def _split_args(call: cst.Call, module: cst.Module, convention: Convention):
+    chosen = prompt_arg(call, convention)
     params: list[tuple[str, str]] = []
     positional = 0
     for arg in call.args:
         if arg.keyword is None and not arg.star:
-            if positional == 0:
-                prompt = arg.value
-            else:
+            if arg is not chosen:
                 params.append((f"#{positional}", module.code_for_node(arg.value)))
             positional += 1
-        elif arg.keyword is not None and arg.keyword.value == "prompt":
-            prompt = arg.value
-        else:
+        elif arg is not chosen:
             key = arg.keyword.value if arg.keyword is not None else arg.star
             params.append((key, module.code_for_node(arg.value)))
-    return prompt, tuple(params)
+    return (chosen.value if chosen is not None else None), tuple(params)
+
+
+def _describe_arg(where: str) -> str:
+    return f"positional argument {where[1:]}" if where.startswith("#") else f"{where}="
+
+
+def _share_prompt_variables(raw: list[RawStep], ids: list[str]) -> None:
+    """Mark each prompt variable that several steps send with the ids of all of them."""
+    users: dict[int, list[int]] = {}
+    for i, r in enumerate(raw):
+        if r.prompt is not None and r.prompt.variable is not None:
+            users.setdefault(id(r.prompt.node), []).append(i)
+    for group in users.values():
+        if len(group) > 1:
+            shared = tuple(ids[i] for i in group)
+            for i in group:
+                raw[i].prompt = dataclasses.replace(raw[i].prompt, shared_by=shared)
 
 
 @dataclass
@@ -447,7 +564,14 @@ class Facts:
     calls: list[cst.Call] = field(default_factory=list)
     assignments: list[tuple[cst.BaseExpression, cst.BaseExpression]] = field(default_factory=list)
     local_names: set[str] = field(default_factory=set)
+    # How many times each name is bound in the function (parameters and every binding form).
+    bindings: dict[str, int] = field(default_factory=dict)
     dynamic: str | None = None
+
+    def bind(self, names) -> None:
+        for name in names:
+            self.local_names.add(name)
+            self.bindings[name] = self.bindings.get(name, 0) + 1
 
 
 class _FactsCollector(cst.CSTVisitor):
@@ -466,34 +590,34 @@ class _FactsCollector(cst.CSTVisitor):
     def visit_Assign(self, node: cst.Assign) -> None:
         self.facts.assignments.extend(assignments(node))
         for t in node.targets:
-            self.facts.local_names.update(bound_names(t.target))
+            self.facts.bind(bound_names(t.target))
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         self.facts.assignments.extend(assignments(node))
-        self.facts.local_names.update(bound_names(node.target))
+        self.facts.bind(bound_names(node.target))
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        self.facts.local_names.update(bound_names(node.target))
+        self.facts.bind(bound_names(node.target))
 
     def visit_For(self, node: cst.For) -> None:
-        self.facts.local_names.update(bound_names(node.target))
+        self.facts.bind(bound_names(node.target))
 
     def visit_CompFor(self, node: cst.CompFor) -> None:
-        self.facts.local_names.update(bound_names(node.target))
+        self.facts.bind(bound_names(node.target))
 
     def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-        self.facts.local_names.update(bound_names(node.target))
+        self.facts.bind(bound_names(node.target))
 
     def visit_AsName(self, node: cst.AsName) -> None:
-        self.facts.local_names.update(bound_names(node.name))
+        self.facts.bind(bound_names(node.name))
 
     def visit_MatchAs(self, node: cst.MatchAs) -> None:
         if node.name is not None:
-            self.facts.local_names.add(node.name.value)
+            self.facts.bind([node.name.value])
 
     def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
         if node.asname is None:
-            self.facts.local_names.add((dotted_name(node.name) or "").split(".")[0])
+            self.facts.bind([(dotted_name(node.name) or "").split(".")[0]])
 
     def visit_Global(self, node: cst.Global) -> None:
         self._dynamic("uses global/nonlocal")
@@ -502,11 +626,11 @@ class _FactsCollector(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._dynamic("defines a nested function or class")
-        self.facts.local_names.add(node.name.value)
+        self.facts.bind([node.name.value])
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self._dynamic("defines a nested function or class")
-        self.facts.local_names.add(node.name.value)
+        self.facts.bind([node.name.value])
 
     def visit_Del(self, node: cst.Del) -> None:
         self._dynamic("deletes variables")
@@ -515,7 +639,7 @@ class _FactsCollector(cst.CSTVisitor):
 def function_facts(fn: cst.FunctionDef) -> Facts:
     collector = _FactsCollector()
     fn.body.visit(collector)
-    collector.facts.local_names.update(param_names(fn.params))
+    collector.facts.bind(param_names(fn.params))
     return collector.facts
 
 
@@ -543,3 +667,72 @@ def _assign_ids(raw: list[RawStep]) -> list[str]:
         taken.add(candidate)
         ids.append(candidate)
     return ids
+
+
+# -- explaining discovery ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallNote:
+    """Why one call of a workflow is, or is not, a step (``flowmend steps --explain``)."""
+
+    line: int
+    function: str
+    callee: str
+    step: str | None
+    why: str
+
+    def to_json(self) -> dict:
+        return {"line": self.line, "function": self.function, "callee": self.callee,
+                "step": self.step, "why": self.why}
+
+
+def explain_calls(wf: Workflow) -> list[CallNote]:
+    """Every call in the module's functions (builtins aside), in source order, with the reason
+    it is a step (which convention and pattern, where its prompt is) or is not one."""
+    mod = Modeller(wf, wf.path or "<workflow>")
+    reachable = set(mod._reachable())
+    by_call = {id(s.call): s for s in wf.steps}
+    notes: list[CallNote] = []
+    for qualname, (node, cls) in mod.functions.items():
+        facts = mod.facts(qualname)
+        resolved = set(mod._resolve_calls(qualname)) if qualname in reachable else set()
+        for call in facts.calls:
+            name = callee_name(call.func)
+            shown = name or wf.code_for(call.func)
+            if name in _BUILTINS and name not in facts.local_names:
+                continue
+            convention = convention_for(wf.conventions, call.func)
+            step = by_call.get(id(call))
+            if convention is not None and step is not None:
+                why = (f"matches {convention.matches(call.func)!r} of convention "
+                       f"{convention.name!r}; prompt: {_prompt_where(step)}")
+            elif convention is not None:
+                why = (f"matches {convention.matches(call.func)!r} of convention "
+                       f"{convention.name!r}, but {qualname} is not reached from the entry "
+                       f"{wf.entry}")
+            else:
+                followed = [q for q in mod._resolve_one(
+                    call.func, cls, self_param(node) if cls else None, mod.instances(qualname))
+                    if q in resolved]
+                why = (f"calls {followed[0]}, whose steps are read too" if followed else
+                       f"matches no callee pattern ({', '.join(wf.step_callees)})")
+            notes.append(CallNote(mod.line(call), qualname, shown,
+                                  step.id if step is not None else None, why))
+    notes.sort(key=lambda n: n.line)
+    return notes
+
+
+def _prompt_where(step) -> str:
+    p = step.prompt
+    if p is None:
+        return "none (the call passes none of " + ", ".join(
+            step.convention.prompt_candidates) + ")"
+    if p.variable:
+        return f"{p.kind} held by local variable {p.variable}" + (
+            f", shared by {', '.join(p.shared_by)}" if p.shared_by else "")
+    if p.constant:
+        return f"{p.kind} constant {p.constant}"
+    if p.note:
+        return f"opaque: {p.note}"
+    return p.kind

@@ -15,6 +15,7 @@ from typing import Any
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
+from flowmend.engine._convention import DEFAULT, Convention, check_unique, from_callees
 from flowmend.engine._cstutil import (  # noqa: F401 - dotted_name, matches_callee: public API
     dotted_name, matches_callee, parent_map, positions_and_code, rebuild,
 )
@@ -38,7 +39,18 @@ class Prompt:
             (``task.prompt``, ``plan``); for ``format`` the template's field names.
         constant: the module-level constant holding the text (``constant``, or ``format`` on a
             constant), else None.
-        node: the prompt expression at the call.
+        variable: the local variable holding the text, assigned once before the call in the
+            same function (``cot_instruction = "..."``; ``kind`` is then the kind of its
+            value), else None.
+        shared_by: the ids of every step whose prompt is this same variable or constant, this
+            one included, when more than one step uses it (an edit of the text changes them all).
+        note: why the text could not be read, for an opaque prompt that looked readable (a
+            prompt variable assigned more than once); None otherwise.
+        node: the expression holding the text: the prompt at the call, or the value assigned to
+            the prompt variable.
+        at_call: the prompt expression at the call (``node`` itself unless a variable holds it).
+        module: the sibling module file holding ``constant`` (``prompts.CODE`` with prompts.py
+            beside the workflow), else None: an edit of the text changes that file.
     """
 
     kind: str
@@ -46,14 +58,32 @@ class Prompt:
     placeholders: tuple[str, ...]
     constant: str | None = None
     node: cst.BaseExpression | None = field(default=None, compare=False, repr=False)
+    variable: str | None = None
+    shared_by: tuple[str, ...] = ()
+    note: str | None = None
+    at_call: cst.BaseExpression | None = field(default=None, compare=False, repr=False)
+    module: str | None = None
+
+    @property
+    def call_node(self) -> cst.BaseExpression | None:
+        """The prompt expression at the call."""
+        return self.at_call if self.at_call is not None else self.node
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "kind": self.kind,
             "text": self.text,
             "placeholders": list(self.placeholders),
             "constant": self.constant,
         }
+        # Keys only where they say something, so a workflow in flowmend's own convention reads
+        # exactly as it always did.
+        for key in ("variable", "note", "module"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        if self.shared_by:
+            data["shared_by"] = list(self.shared_by)
+        return data
 
 
 @dataclass(frozen=True)
@@ -68,8 +98,11 @@ class Step:
         callee: dotted callee as written (``llm``, ``self.generate``).
         function: qualified enclosing function (``solve``, ``Flow.run``).
         awaited: the call is the operand of ``await``.
-        target: the variable assigned (``plan``, ``self.plan``), if any.
-        prompt: the prompt argument (first positional or ``prompt=``), None if absent.
+        target: the variable assigned (``plan``, ``self.plan``), if any; for a tuple target
+            (``thinking, answer = agent(...)``) the name the convention's ``item:N`` answer
+            names, else the first.
+        prompt: the prompt argument (where the convention says: by default the first
+            positional or ``prompt=``), None if absent.
         params: the other arguments as (keyword, source text); extra positionals as ``#1``, ...
         reads: variables the call reads: plain names, and ``self.x`` for attributes of a method's
             instance; builtins and module-level functions and classes are not variables.
@@ -80,6 +113,7 @@ class Step:
         call: the call node in `Workflow.module`.
         statement: the simple statement (``plan = llm(...)``) holding the call, or None when
             the call sits in a compound statement's header.
+        convention: the convention under which the call is a step.
     """
 
     id: str
@@ -96,9 +130,10 @@ class Step:
     flow_caveat: str | None = None
     call: cst.Call | None = field(default=None, compare=False, repr=False)
     statement: cst.BaseStatement | None = field(default=None, compare=False, repr=False)
+    convention: Convention = DEFAULT
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "line": self.line,
             "callee": self.callee,
@@ -112,6 +147,9 @@ class Step:
             "consumes": list(self.consumes),
             "flow_caveat": self.flow_caveat,
         }
+        if self.convention != DEFAULT:
+            data["convention"] = self.convention.name
+        return data
 
 
 @dataclass(frozen=True)
@@ -149,6 +187,11 @@ class Workflow:
     module: cst.Module = field(compare=False, repr=False)
     entry: str
     step_callees: tuple[str, ...]
+    # How step calls are written, first match wins; `parse_workflow` always fills it.
+    conventions: tuple[Convention, ...] = ()
+    # The new text of each sibling module an edit changed (path -> source); every other
+    # sibling is read from the disk.
+    files: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Values derived from this workflow, each computed once: the model, metadata, sites.
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -268,6 +311,8 @@ class Workflow:
             "entry": self.entry,
             "async": self.is_async,
             "step_callees": list(self.step_callees),
+            **({"conventions": [c.to_json() for c in self.conventions]}
+               if self.conventions != (DEFAULT,) else {}),
             "functions": [f.qualname for f in self.functions],
             "steps": [s.to_json() for s in self.steps],
         }
@@ -286,6 +331,8 @@ def parse_workflow(
     step_callees: Sequence[str] = ("llm",),
     path: str | None = None,
     module: cst.Module | None = None,
+    conventions: Sequence[Convention] | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> Workflow:
     """Parse `source` once and model its entry function's steps and data flow.
 
@@ -296,19 +343,31 @@ def parse_workflow(
             (``llm``, ``self.generate``, ``self.custom*``).
         path: where the source came from, for error messages.
         module: `source` already parsed by libcst, so that it is not parsed again.
+        conventions: how step calls are written (first match wins); when given,
+            `step_callees` is ignored. Default: flowmend's own convention with `step_callees`.
+        files: sibling modules' text by path, read instead of the disk (what an edit changed).
 
     Raises:
         WorkflowError: not Python, no such entry function, or no steps reachable from it.
     """
     where = path or "<workflow>"
-    callees = tuple(step_callees)
-    if not callees or any(not isinstance(c, str) or not c.strip() for c in callees):
-        raise WorkflowError("step callee patterns must be non-empty strings", where=where)
+    if conventions is not None:
+        conventions = tuple(conventions)
+        if not conventions:
+            raise WorkflowError("no step convention given", where=where)
+        check_unique(conventions, where)
+        callees = tuple(dict.fromkeys(c for conv in conventions for c in conv.callees))
+    else:
+        callees = tuple(step_callees)
+        if not callees or any(not isinstance(c, str) or not c.strip() for c in callees):
+            raise WorkflowError("step callee patterns must be non-empty strings", where=where)
+        conventions = from_callees(callees)
     if module is None:
         module = parse_module(source, where)
     positions, code = positions_and_code(module)
     _check_round_trip(code, source, where)
-    wf = Workflow(source, path, module, entry, callees, {_POSITIONS: positions})
+    wf = Workflow(source, path, module, entry, callees, conventions, dict(files or {}),
+                  {_POSITIONS: positions})
     wf._cache[_MODEL] = _model(wf, strict=True)
     return wf
 

@@ -53,6 +53,92 @@ def assign_steps(wf: Workflow) -> list[Any]:
     return [s for s in wf.steps if assigned_name(s) is not None]
 
 
+# --- the text answer, as the step's convention reads it -------------------------------------
+
+
+def result_target(step: Any) -> str | None:
+    """The target of ``target = [await] call(...)`` as source: a name (``code``) or a tuple of
+    names (``thinking, answer``); None for any other statement."""
+    small = assigned_call(step.statement, step.call)
+    if not isinstance(small, cst.Assign):
+        return None
+    target = small.targets[0].target
+    if isinstance(target, cst.Name):
+        return target.value
+    names = _tuple_names(target)
+    return ", ".join(names) if names else None
+
+
+def _tuple_names(target: cst.CSTNode) -> list[str] | None:
+    if not isinstance(target, (cst.Tuple, cst.List)):
+        return None
+    names = [e.value.value for e in target.elements
+             if isinstance(e, cst.Element) and isinstance(e.value, cst.Name)]
+    return names if len(names) == len(target.elements) else None
+
+
+def target_names(step: Any) -> set[str]:
+    """The names the step's statement assigns (both of ``thinking, answer = ...``)."""
+    target = result_target(step)
+    return set(target.split(", ")) if target else set()
+
+
+def answer_of(step: Any) -> str | None:
+    """Source reading the step's text answer through its convention's accessor: ``code``,
+    ``solution['response']``, ``reply.content``, or the N-th name of a tuple target; None when
+    the statement has no target it can be read from."""
+    small = assigned_call(step.statement, step.call)
+    if not isinstance(small, cst.Assign):
+        return None
+    target = small.targets[0].target
+    convention = step.convention
+    if isinstance(target, cst.Name):
+        return convention.answer_of(target.value)
+    names = _tuple_names(target)
+    item = convention.answer_item
+    if names and item is not None and item < len(names):
+        return names[item]
+    return None
+
+
+def answer_variable(step: Any) -> str | None:
+    """The variable the text answer is read from (``solution`` for ``solution['response']``)."""
+    answer = answer_of(step)
+    return answer.split("[", 1)[0].split(".", 1)[0] if answer is not None else None
+
+
+def answer_steps(wf: Workflow) -> list[Any]:
+    """Steps written as ``target = [await] call(...)`` alone on their line, whose text answer
+    their convention can read."""
+    return [s for s in wf.steps if answer_of(s) is not None]
+
+
+def accepts(step: Any, param: str) -> bool:
+    """Whether the step's callee takes keyword `param` (its convention says)."""
+    return step.convention.accepts(param)
+
+
+def convention_refusal(wf: Workflow, target: dict, *params: str) -> Refusal | None:
+    """Why an operator cannot keep the convention of the step at `target`: its callee takes
+    none of `params`, or its text answer cannot be read (a tuple target and no ``item:N``
+    answer); None when neither holds."""
+    try:
+        step = wf.step(target.get("step"))
+    except (KeyError, TypeError):
+        return None
+    convention = step.convention
+    if params and not any(convention.accepts(p) for p in params):
+        return Refusal(Reason.CONVENTION,
+                       f"step {step.id}'s callee takes no {' or '.join(params)} (convention "
+                       f"{convention.name!r} accepts "
+                       f"{', '.join(convention.params or ()) or 'no parameters'})")
+    if result_target(step) is not None and answer_of(step) is None:
+        return Refusal(Reason.CONVENTION,
+                       f"step {step.id} assigns a tuple and convention {convention.name!r} "
+                       "names no item:N answer, so its text answer cannot be read")
+    return None
+
+
 def parent(wf: Workflow, node: cst.CSTNode) -> cst.CSTNode | None:
     """The node's parent in the workflow's module (None for the module itself)."""
     return wf.parent(node)
@@ -87,7 +173,16 @@ def step_statement_region(wf: Workflow, step_id: str) -> list[tuple[int, int]]:
 
 
 class StepStatementOperator(Operator):
-    """An operator whose edit stays inside one step's statement (or call, when it has none)."""
+    """An operator whose edit stays inside one step's statement (or call, when it has none).
+
+    When a target is not a site because of the step's convention, the refusal says so: the
+    callee takes none of `CONVENTION_PARAMS` (when set), or the text answer cannot be read.
+    """
+
+    CONVENTION_PARAMS: tuple[str, ...] = ()
+
+    def why_not(self, wf: Workflow, target: dict) -> Refusal | None:
+        return convention_refusal(wf, target, *self.CONVENTION_PARAMS)
 
     def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return step_statement_region(wf, target["step"])
@@ -252,16 +347,27 @@ def code_of(wf: Workflow, node: cst.CSTNode) -> str:
 
 def call_expr(step: Any, wf: Workflow, prompt_code: str, *, drop: Iterable[str] = ("n",),
               overrides: Mapping[str, str] | None = None) -> str:
-    """Source of a new call to the step's model: same callee and keyword arguments, new prompt.
+    """Source of a new call to the step's model: same callee and other arguments, new prompt
+    where the step's convention puts it (by default first; else at its own position or
+    keyword, the other positional arguments kept).
 
     `drop` names keyword arguments not to copy (``n`` would return several samples);
     `overrides` sets keyword arguments to source text.
     """
     overrides = dict(overrides or {})
     drop = set(drop)
-    parts = [prompt_code]
+    own = step.convention.prompt is None
+    at_call = step.prompt.call_node if step.prompt is not None else None
+    parts = [prompt_code] if own else []
     for arg in step.call.args:
-        if arg.keyword is None or arg.keyword.value == "prompt" or arg.keyword.value in drop:
+        if not own and arg.value is at_call:
+            parts.append(f"{arg.keyword.value}={prompt_code}" if arg.keyword else prompt_code)
+            continue
+        if arg.keyword is None:
+            if not own:
+                parts.append(code_of(wf, arg.value))  # the other positionals as written
+            continue
+        if (own and arg.keyword.value == "prompt") or arg.keyword.value in drop:
             continue
         key = arg.keyword.value
         value = overrides.pop(key) if key in overrides else code_of(wf, arg.value)
@@ -332,7 +438,8 @@ def thread(prompt: cst.BaseExpression, label: str, name: str) -> cst.BinaryOpera
 
 
 def threaded_name(node: cst.CSTNode) -> str | None:
-    """The variable a `thread` suffix feeds, when `node` is ``expr + f"\\n\\n...:\\n{name}"``."""
+    """The variable a `thread` suffix feeds, when `node` is ``expr + f"\\n\\n...:\\n{name}"``
+    (or ``{name['key']}``, ``{name.attr}``, ``{name[N]}``: the answer a convention reads)."""
     if not (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add)):
         return None
     right = node.right
@@ -342,10 +449,11 @@ def threaded_name(node: cst.CSTNode) -> str | None:
     if not (isinstance(text, cst.FormattedStringText) and text.value.startswith("\\n\\n")
             and text.value.endswith(":\\n")):
         return None
-    if not (isinstance(expr, cst.FormattedStringExpression) and isinstance(expr.expression, cst.Name)
+    if not (isinstance(expr, cst.FormattedStringExpression)
+            and m.matches(expr.expression, _ANSWER_OF_NAME)
             and expr.conversion is None and expr.format_spec is None):
         return None
-    return expr.expression.value
+    return _root(expr.expression)
 
 
 def require(condition: bool, reason: Reason, detail: str) -> None:
@@ -371,34 +479,47 @@ def yields_code(wf: Workflow, step: Any) -> bool:
 
 
 def _yields_code(wf: Workflow, step: Any) -> bool:
-    name = assigned_name(step)
+    name = answer_variable(step)
     if name is None:
         return False
     if any(word in name.lower() for word in _CODE_WORDS):
         return True
-    return name in cached(wf, ("code names", step.function), lambda: _code_names(wf, step))
+    answer = answer_of(step).replace('"', "'")
+    return answer in cached(wf, ("code names", step.function), lambda: _code_names(wf, step))
 
 
-# What makes a variable code: the function returns it as is, or checks or extracts it.
-RETURNED = m.Return(value=m.Name())
+# What makes a variable code: the function returns it as is (or its answer: `r['response']`,
+# `r.content`), or checks or extracts it.
+_ANSWER_OF_NAME = m.Name() | m.Subscript(value=m.Name()) | m.Attribute(value=m.Name())
+RETURNED = m.Return(value=_ANSWER_OF_NAME)
 CHECKED = m.Call(func=m.Name("extract_code") | m.Name("verify"))
 
 
 def _code_names(wf: Workflow, step: Any) -> set[str]:
-    """Names a function returns as is or passes to ``extract_code``/``verify`` (one pass)."""
+    """What a function returns as is or passes to ``extract_code``/``verify``: names, and
+    ``name['key']``/``name.attr``/``name[N]`` answers, as source text (one pass)."""
     names: set[str] = set()
+
+    def add(node: cst.BaseExpression) -> None:
+        names.add(code_of(wf, node).replace('"', "'"))
 
     class _Collect(cst.CSTVisitor):
         def visit_Return(self, node: cst.Return) -> None:
             if m.matches(node, RETURNED):
-                names.add(node.value.value)
+                add(node.value)
 
         def visit_Call(self, node: cst.Call) -> None:
             if m.matches(node, CHECKED):
-                names.update(a.value.value for a in node.args if isinstance(a.value, cst.Name))
+                for a in node.args:
+                    if m.matches(a.value, _ANSWER_OF_NAME):
+                        add(a.value)
 
     step_function(wf, step).body.visit(_Collect())
     return names
+
+
+def _root(node: cst.BaseExpression) -> str:
+    return node.value if isinstance(node, cst.Name) else node.value.value
 
 
 def next_statement(wf: Workflow, statement: cst.CSTNode) -> cst.CSTNode | None:
@@ -411,21 +532,24 @@ def verified_right_after(wf: Workflow, step: Any) -> bool:
     nxt = next_statement(wf, step.statement)
     if nxt is None:
         return False
-    name = assigned_name(step)
-    return bool(m.findall(nxt, m.Call(func=m.Name("verify"), args=[m.Arg(value=m.Name(name))])))
+    answer = answer_of(step)
+    return any(code_of(wf, c.args[0].value) == answer for c in m.findall(
+        nxt, m.Call(func=m.Name("verify"), args=[m.Arg()])))
 
 
 def plain_call(step: Any) -> bool:
-    """A call `call_expr` can copy: a prompt, keyword arguments, no ``*``/``**`` and no extra positionals."""
+    """A call `call_expr` can copy: a prompt, no ``*``/``**``, and no extra positionals unless
+    the step's convention says where the prompt is among them."""
     positional = [a for a in step.call.args if a.keyword is None]
-    return step.prompt is not None and len(positional) <= 1 and not any(a.star for a in step.call.args)
+    return step.prompt is not None and not any(a.star for a in step.call.args) and (
+        len(positional) <= 1 or step.convention.prompt is not None)
 
 
 def code_step_sites(wf: Workflow) -> list[dict]:
     """Steps that yield code and are not already checked by the statement after them."""
     return [
         {"step": s.id}
-        for s in assign_steps(wf)
+        for s in answer_steps(wf)
         if plain_call(s) and yields_code(wf, s) and not verified_right_after(wf, s)
     ]
 

@@ -28,7 +28,8 @@ class PropertyViolation(AssertionError):
 def _parse(source: str, wf: Workflow):
     from flowmend.engine._workflow import parse_workflow
 
-    return parse_workflow(source, entry=wf.entry, step_callees=wf.step_callees, path=wf.path)
+    return parse_workflow(source, entry=wf.entry, conventions=wf.conventions, path=wf.path,
+                          files=wf.files)
 
 
 def split_footer(text: str) -> tuple[str, str]:
@@ -48,7 +49,10 @@ def check_roundtrip(source: str) -> None:
 
 def outside_unchanged(before: str, after: str, regions: Sequence[tuple[int, int]]) -> str | None:
     """None when every line of `before` outside `regions` appears unchanged, in order, in
-    `after` (the prefix and suffix at the same places); else a description of the first change."""
+    `after` (the prefix and suffix at the same places); else a description of the first change.
+    No region (an edit of another file only) means nothing may change."""
+    if not regions:
+        return None if before == after else "the text changed though the edit has no region here"
     old = before.splitlines(keepends=True)
     new = after.splitlines(keepends=True)
     spans = sorted((max(1, a), min(len(old), b)) for a, b in regions)
@@ -98,7 +102,7 @@ def check_application(wf: Workflow, operator: str, target: dict, args: Any, *,
     shown += f"\n--- result\n{new_source}"
     try:
         compile(new_source, "<fuzz>", "exec", dont_inherit=True)
-        new_wf = _parse(new_source, wf)
+        new_wf = _parse(new_source, result.workflow)  # with the sibling modules it edited
     except Exception as err:  # noqa: BLE001
         raise PropertyViolation(f"result does not parse as a workflow: {err}\n{shown}") from err
     check_roundtrip(new_source)
@@ -179,6 +183,7 @@ class FuzzReport:
     operators: list[OperatorStats]
     parser: OperatorStats
     seconds: float
+    convention: str = "default"
 
     @property
     def violated(self) -> bool:
@@ -189,6 +194,7 @@ class FuzzReport:
             "examples": self.examples,
             "seed": self.seed,
             "seconds": round(self.seconds, 2),
+            "convention": self.convention,
             "violated": self.violated,
             "operators": [s.to_json() for s in self.operators],
             "parser": self.parser.to_json(),
@@ -197,18 +203,22 @@ class FuzzReport:
 
 def fuzz_operator(name: str, *, examples: int, seed: int, entry: str = "solve",
                   callees: Sequence[str] = ("llm",), on_example: Callable[[], None] | None = None,
-                  shrink: bool = True, library: OperatorLibrary | None = None) -> OperatorStats:
+                  shrink: bool = True, library: OperatorLibrary | None = None,
+                  convention: str = "default") -> OperatorStats:
     """Run `examples` random workflows × random applications of one operator of `library`
-    (default: the built-ins)."""
+    (default: the built-ins), the workflows written in `convention` (a key of
+    `strategies.CONVENTIONS`; other than ``default``, `callees` is not used)."""
     library = default_library() if library is None else library
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
     from flowmend.engine._workflow import parse_workflow
-    from flowmend.operators.strategies import patches, workflow_sources
+    from flowmend.operators.strategies import CONVENTIONS, patches, workflow_sources
 
     stats = OperatorStats(name)
+    reading = {"step_callees": tuple(callees)} if convention == "default" else \
+        {"conventions": (CONVENTIONS[convention],)}
     callee = callees[0] if "*" not in callees[0] else "llm"
 
     phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
@@ -219,9 +229,10 @@ def fuzz_operator(name: str, *, examples: int, seed: int, entry: str = "solve",
               verbosity=Verbosity.quiet)
     @given(st.data())
     def run(data):
-        source = data.draw(workflow_sources(entry=entry, callee=callee), label="workflow")
+        source = data.draw(workflow_sources(entry=entry, callee=callee, convention=convention),
+                           label="workflow")
         check_roundtrip(source)
-        wf = parse_workflow(source, entry=entry, step_callees=tuple(callees))
+        wf = parse_workflow(source, entry=entry, **reading)
         patch = data.draw(patches(wf, (name,), library=library), label="patch")
         # After the first violation Hypothesis only shrinks it: those replays are not counted.
         counting = not stats.violations
@@ -329,7 +340,7 @@ def fuzz_parser(*, examples: int, seed: int, on_example: Callable[[], None] | No
 def fuzz(*, examples: int, seed: int, entry: str = "solve", callees: Sequence[str] = ("llm",),
          operators: Sequence[str] | None = None, parser_examples: int | None = None,
          on_example: Callable[[], None] | None = None, shrink: bool = True,
-         library: OperatorLibrary | None = None) -> FuzzReport:
+         library: OperatorLibrary | None = None, convention: str = "default") -> FuzzReport:
     """Fuzz every (or the named) operators of `library` (default: the built-ins), then the
     parser; nothing here raises on a violation."""
     start = time.monotonic()
@@ -337,9 +348,10 @@ def fuzz(*, examples: int, seed: int, entry: str = "solve", callees: Sequence[st
     names = list(operators or library.names())
     stats = [
         fuzz_operator(n, examples=examples, seed=seed, entry=entry, callees=callees,
-                      on_example=on_example, shrink=shrink, library=library)
+                      on_example=on_example, shrink=shrink, library=library,
+                      convention=convention)
         for n in names
     ]
     parser = fuzz_parser(examples=examples if parser_examples is None else parser_examples, seed=seed,
                          on_example=on_example)
-    return FuzzReport(examples, seed, stats, parser, time.monotonic() - start)
+    return FuzzReport(examples, seed, stats, parser, time.monotonic() - start, convention)

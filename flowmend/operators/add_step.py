@@ -108,7 +108,7 @@ class AddStep(_cst.StepStatementOperator):
             for s in wf.steps
             if _cst.assigned_call(s.statement, s.call) is not None
             and _cst.plain_call(s)
-            and _cst.binds_tighter_than_add(s.prompt.node)
+            and _cst.binds_tighter_than_add(s.prompt.call_node)
         ]
 
     def presets(self, wf: Workflow, target: dict) -> list[Any]:
@@ -123,7 +123,7 @@ class AddStep(_cst.StepStatementOperator):
         if args.position == "after":
             consumer = _consumer(wf, step)
             if consumer is not None:
-                regions.append(_cst.node_lines(wf, consumer.prompt.node))
+                regions.append(_cst.node_lines(wf, consumer.prompt.call_node))
         return regions
 
     def transform(self, wf: Workflow, target: dict, args: AddStepArgs) -> cst.Module:
@@ -131,14 +131,18 @@ class AddStep(_cst.StepStatementOperator):
         new_var = _cst.fresh_name(wf, args.purpose)
         instruction = args.instruction or INSTRUCTIONS[(args.purpose, args.position)]
         label = LABELS[args.purpose]
+        # The new step is called like the step (the prompt where its convention puts it), and
+        # its text answer, read through the convention's accessor, joins the prompt at the call.
+        at_call = step.prompt.call_node
+        new_answer = step.convention.answer_of(new_var)
         if args.position == "before":
-            prompt = f"{_quote.render_literal(instruction + chr(10) * 2)} + {_cst.code_of(wf, step.prompt.node)}"
+            prompt = f"{_quote.render_literal(instruction + chr(10) * 2)} + {_cst.code_of(wf, at_call)}"
             new = _cst.parse_statements(wf, f"{new_var} = {_cst.call_expr(step, wf, prompt)}\n")[0]
             threaded = step.statement.deep_replace(
-                step.prompt.node, _cst.thread(step.prompt.node, label, new_var)
+                at_call, _cst.thread(at_call, label, new_answer)
             )
             return _cst.replace(wf, {step.statement: cst.FlattenSentinel([new, threaded])})
-        var = _cst.assigned_name(step)
+        var = _cst.answer_of(step)
         consumer = _consumer(wf, step)
         _cst.require(
             consumer is not None, Reason.DATA_FLOW,
@@ -149,7 +153,8 @@ class AddStep(_cst.StepStatementOperator):
         new = _cst.parse_statements(wf, f"{new_var} = {_cst.call_expr(step, wf, prompt)}\n")[0]
         return _cst.replace(wf, {
             step.statement: cst.FlattenSentinel([step.statement, new]),
-            consumer.prompt.node: _cst.thread(consumer.prompt.node, label, new_var),
+            consumer.prompt.call_node: _cst.thread(consumer.prompt.call_node, label,
+                                                   consumer.convention.answer_of(new_var)),
         })
 
 
@@ -160,16 +165,17 @@ def _consumer(wf: Workflow, step: Any) -> Any | None:
 
 
 def _find_consumer(wf: Workflow, step: Any) -> Any | None:
-    var = _cst.assigned_name(step)
+    var = _cst.answer_variable(step)
     if var is None:
         return None
     block, index = _cst.block_of(wf, step.statement)
     for other in wf.steps:
         if other.function != step.function or other.line <= step.line or other.prompt is None:
             continue
-        if other.prompt.node is None or not _cst.binds_tighter_than_add(other.prompt.node):
+        at_call = other.prompt.call_node
+        if at_call is None or not _cst.binds_tighter_than_add(at_call):
             continue
-        if not _cst.reads_in(wf, other.prompt.node, var):
+        if not _cst.reads_in(wf, at_call, var):
             continue
         node = other.call
         while node is not None and _cst.parent(wf, node) is not block:

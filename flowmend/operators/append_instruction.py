@@ -30,6 +30,7 @@ class AppendInstructionArgs:
 class AppendInstruction(_cst.StepStatementOperator):
     name = "append-instruction"
     kind = "prompt"
+    EDITS_PROMPT_TEXT = True
     Args = AppendInstructionArgs
     DESCRIPTION = "Append one instruction sentence, on a new line, to the end of a step's prompt."
     EXAMPLES = [

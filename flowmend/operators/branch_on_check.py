@@ -87,12 +87,12 @@ class BranchOnCheck(_cst.StepStatementOperator):
 
     def transform(self, wf: Workflow, target: dict, args: BranchOnCheckArgs) -> cst.Module:
         step = wf.step(target["step"])
-        var = _cst.assigned_name(step)
+        answer, var = _cst.answer_of(step), _cst.result_target(step)
         check = _cst.fresh_name(wf, "check")
-        lines = [f"{check} = verify({var})\n"]
+        lines = [f"{check} = verify({answer})\n"]
         for i, kind in enumerate(FAILURE_KINDS):
             keyword = "if" if i == 0 else "elif"
-            call = _cst.call_expr(step, wf, _cst.repair_prompt(getattr(args, kind), check, var))
+            call = _cst.call_expr(step, wf, _cst.repair_prompt(getattr(args, kind), check, answer))
             lines.append(f'{keyword} {check}.kind == "{kind}":\n{_cst.indent(wf)}{var} = {call}\n')
         new = [step.statement, *_cst.parse_statements(wf, "".join(lines))]
         return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})

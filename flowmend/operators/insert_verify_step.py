@@ -106,16 +106,18 @@ class InsertVerifyStep(_cst.StepStatementOperator):
 
     def transform(self, wf: Workflow, target: dict, args: InsertVerifyStepArgs) -> cst.Module:
         step = wf.step(target["step"])
-        var = _cst.assigned_name(step)
+        # The check reads the text answer through the step's convention; the repair call
+        # assigns the step's own target, so what follows reads it as before.
+        answer = _cst.answer_of(step)
         check = _cst.fresh_name(wf, "check")
-        prompt = _cst.repair_prompt(args.instruction, check, var)
+        prompt = _cst.repair_prompt(args.instruction, check, answer)
         ind = _cst.indent(wf)
         # A repair the budget refuses keeps the unrepaired answer.
         code = (
-            f"{check} = verify({var})\n"
+            f"{check} = verify({answer})\n"
             f"if not {check}.passed:\n"
             f"{ind}try:\n"
-            f"{ind * 2}{var} = {_cst.call_expr(step, wf, prompt)}\n"
+            f"{ind * 2}{_cst.result_target(step)} = {_cst.call_expr(step, wf, prompt)}\n"
             f"{ind}except BudgetExhausted:\n"
             f"{ind * 2}pass\n"
         )

@@ -71,8 +71,8 @@ class ReorderSteps(_cst.StepStatementOperator):
 
 
 def _independent(wf: Workflow, first: Any, second: Any) -> bool:
-    writes_first = {_cst.assigned_name(first)} - {None}
-    writes_second = {_cst.assigned_name(second)} - {None}
+    writes_first = _cst.target_names(first)
+    writes_second = _cst.target_names(second)
     reads_first = _cst.names_read(wf, first.statement)
     reads_second = _cst.names_read(wf, second.statement)
     return not (

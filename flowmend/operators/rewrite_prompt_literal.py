@@ -6,11 +6,13 @@ import builtins
 import re
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Reason, Text, check_bounds
+from flowmend.engine._operator import Case, Edits, Reason, Text, check_bounds
+from flowmend.engine._siblings import workflow_sibling
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst, _quote
 
@@ -30,6 +32,7 @@ class RewritePromptLiteralArgs:
 class RewritePromptLiteral(_cst.StepStatementOperator):
     name = "rewrite-prompt-literal"
     kind = "prompt"
+    EDITS_PROMPT_TEXT = True
     Args = RewritePromptLiteralArgs
     TEXT_ARG = "text"
     DESCRIPTION = (
@@ -157,6 +160,8 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
 
     def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         step = wf.step(target["step"])
+        if step.prompt.module is not None:
+            return []  # the text lives in the sibling module: the workflow stays as it is
         if step.prompt.constant is not None:
             return [_cst.node_lines(wf, _constant_statement(wf, step.prompt.constant)[0])]
         return [_cst.node_lines(wf, step.prompt.node)]
@@ -166,6 +171,8 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         prompt = step.prompt
         if prompt.kind == "format":
             _check_format_fields(prompt, args.text)
+        if prompt.module is not None:
+            return _rewrite_sibling_constant(wf, step, args.text)
         if prompt.constant is not None:
             statement, value = _constant_statement(wf, prompt.constant)
             uses = [
@@ -211,6 +218,23 @@ class RewritePromptLiteral(_cst.StepStatementOperator):
         )
         new_prompt = cst.parse_expression(rendered)
         return _cst.replace(wf, {prompt.node: new_prompt})
+
+
+def _rewrite_sibling_constant(wf: Workflow, step: Any, text: str) -> Edits:
+    """The constant rewritten in the sibling module that holds it; the workflow is unchanged."""
+    prompt = step.prompt
+    users = [s.id for s in wf.steps if s.prompt is not None
+             and (s.prompt.module, s.prompt.constant) == (prompt.module, prompt.constant)]
+    _cst.require(
+        len(users) == 1, Reason.SHARED_CONSTANT,
+        f"constant {prompt.constant} of {Path(prompt.module).name} is sent by steps "
+        f"{', '.join(users)}, not by step {step.id} alone",
+    )
+    sibling = workflow_sibling(wf, prompt.module)
+    value = sibling.nodes[prompt.constant]
+    new_value = cst.parse_expression(_quote.render_literal(text, like=value))
+    new_module = sibling.module.deep_replace(value, new_value)
+    return Edits(wf.module, {prompt.module: (sibling.source, new_module.code)})
 
 
 def _format_fields(template: str) -> list[str] | None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import Between, Case, check_bounds
+from flowmend.engine._operator import Between, Case, Reason, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst
 
@@ -88,18 +88,25 @@ class SampleAndSelect(_cst.StepStatementOperator):
     ]
 
     def sites(self, wf: Workflow) -> list[dict]:
-        return [{"step": s.id} for s in _cst.assign_steps(wf) if _cst.plain_call(s) and _cst.yields_code(wf, s)]
+        return [{"step": s.id} for s in _cst.answer_steps(wf) if _cst.plain_call(s) and _cst.yields_code(wf, s)]
 
     def presets(self, wf: Workflow, target: dict) -> list[Any]:
+        if not _cst.accepts(wf.step(target["step"]), "temperature"):
+            # The callee takes no temperature: the samples repeat the call as it is.
+            return [self.Args(n=3, temperature=None), self.Args(n=5, temperature=None)]
         return [self.Args(n=3), self.Args(n=5)]
 
     def transform(self, wf: Workflow, target: dict, args: SampleAndSelectArgs) -> cst.Module:
         step = wf.step(target["step"])
-        var = _cst.assigned_name(step)
+        var = _cst.result_target(step)
         samples = _cst.fresh_name(wf, "samples")
         index = _cst.fresh_name(wf, "sample_index")
+        _cst.require(
+            args.temperature is None or _cst.accepts(step, "temperature"), Reason.CONVENTION,
+            f"step {step.id}'s callee takes no temperature (convention "
+            f"{step.convention.name!r}); sample with temperature null to repeat the call as is")
         overrides = {"temperature": repr(args.temperature)} if args.temperature is not None else {}
-        call = _cst.call_expr(step, wf, _cst.code_of(wf, step.prompt.node),
+        call = _cst.call_expr(step, wf, _cst.code_of(wf, step.prompt.call_node),
                               overrides=overrides)
         ind = _cst.indent(wf)
         # The budget may stop the sampling early: select among the samples drawn so far.
@@ -112,7 +119,8 @@ class SampleAndSelect(_cst.StepStatementOperator):
             f"{ind * 2}if not {samples}:\n"
             f"{ind * 3}raise\n"
             f"{ind * 2}break\n"
-            f"{var} = max({samples}, key=lambda sample: verify(sample).passed)\n"
+            f"{var} = max({samples}, key=lambda sample: "
+            f"verify({step.convention.answer_of('sample')}).passed)\n"
         )
         new = _cst.with_leading(_cst.parse_statements(wf, code), step.statement.leading_lines)
         return _cst.replace(wf, {step.statement: cst.FlattenSentinel(new)})

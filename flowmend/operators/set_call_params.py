@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import libcst as cst
 
-from flowmend.engine._operator import ArgsError, Between, Case, Text, check_bounds
+from flowmend.engine._operator import ArgsError, Between, Case, Reason, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst, _quote
 
@@ -38,6 +38,7 @@ class SetCallParams(_cst.StepStatementOperator):
     Args = SetCallParamsArgs
     DESCRIPTION = "Set temperature, max_tokens, n or the model name of one step's call."
     IDEMPOTENT = True
+    CONVENTION_PARAMS = ("temperature", "max_tokens", "n", "model")
     EXAMPLES = [
         Case(
             before='''
@@ -85,11 +86,14 @@ class SetCallParams(_cst.StepStatementOperator):
     ]
 
     def sites(self, wf: Workflow) -> list[dict]:
-        return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)]
+        return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)
+                and any(_cst.accepts(s, f.name) for f in fields(self.Args))]
 
     def presets(self, wf: Workflow, target: dict) -> list[Any]:
-        # A preset that sets what the call already has would change nothing: leave it out.
-        current = dict(wf.step(target["step"]).params)
+        # A preset that sets what the call already has would change nothing, and one the
+        # callee does not take would fail when run: leave both out.
+        step = wf.step(target["step"])
+        current = dict(step.params)
         presets = [
             self.Args(temperature=0.0),
             self.Args(temperature=0.7),
@@ -100,19 +104,31 @@ class SetCallParams(_cst.StepStatementOperator):
             p for p in presets
             if not any(_same(current.get(f.name), getattr(p, f.name)) for f in fields(p)
                        if getattr(p, f.name) is not None)
+            and all(_cst.accepts(step, name) for name in _set(p))
         ]
 
     def edit_region(self, wf: Workflow, target: dict, args: Any) -> list[tuple[int, int]]:
         return [_cst.node_lines(wf, wf.step(target["step"]).call)]
 
     def transform(self, wf: Workflow, target: dict, args: SetCallParamsArgs) -> cst.Module:
-        call = wf.step(target["step"]).call
+        step = wf.step(target["step"])
+        refused = [name for name in _set(args) if not _cst.accepts(step, name)]
+        _cst.require(not refused, Reason.CONVENTION,
+                     f"step {step.id}'s callee takes no {', '.join(refused)} (convention "
+                     f"{step.convention.name!r} accepts "
+                     f"{', '.join(step.convention.params or ()) or 'no parameters'})")
+        call = step.call
         new = call
         for f in fields(args):
             value = getattr(args, f.name)
             if value is not None:
                 new = _cst.set_keyword(new, f.name, cst.parse_expression(_literal(value)))
         return _cst.replace(wf, {call: new})
+
+
+def _set(args: Any) -> list[str]:
+    """The parameters an argument value sets."""
+    return [f.name for f in fields(args) if getattr(args, f.name) is not None]
 
 
 def _same(source: str | None, value: Any) -> bool:

@@ -15,10 +15,24 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from flowmend.engine._args import ArgsError, Between, Identifier, Text
+from flowmend.engine._convention import Convention
 from flowmend.engine._library import OperatorLibrary, default_library
 from flowmend.engine._workflow import Workflow
 
 STEP_NAMES = ("plan", "draft", "code", "critique", "tests", "answer", "notes", "solution")
+
+# The step conventions the fuzzer writes workflows in: flowmend's own, and one of each family
+# that agent frameworks publish (keyword instruction and dict answer; positional instruction,
+# tuple target and a list of agents; a reply object read by attribute).
+CONVENTIONS = {
+    "default": Convention(),
+    "keyword": Convention(name="keyword", callees=("generate",), prompt=("instruction",),
+                          params=("max_tokens",), answer="key:response"),
+    "agent": Convention(name="agent", callees=("agent", "agents"), prompt=("#1",),
+                        params=("temperature",), answer="item:1"),
+    "reply": Convention(name="reply", callees=("reviewer",), prompt=("#0", "prompt"),
+                        params=("temperature", "model"), answer="attr:content"),
+}
 MODELS = ("smollm2", "gemma3-270m", "local/model-a")
 
 # Prompt text: letters plus everything that needs escaping somewhere (quotes, braces, backslash).
@@ -64,12 +78,38 @@ def _prompt(draw, available: list[str], constants: dict[str, str]) -> str:
     return f"{quote}{text}{{x}}{quote}.format(x={field})"
 
 
+def _convention_call(draw, convention: str, i: int, prompt: str, params: list[str],
+                     body: list[str]) -> tuple[str, str, list[str]]:
+    """How a step call is written in a convention other than flowmend's own: the callee, the
+    arguments (prompt where the convention puts it) and the statement target's prefix."""
+    accepted = CONVENTIONS[convention].params or ()
+    params = [p for p in params if p.split("=", 1)[0] in accepted]
+    if convention == "keyword":
+        return "generate", ["problem=task.prompt", f"instruction={prompt}", *params], ""
+    if convention == "reply":
+        keyword = draw(st.booleans())
+        return "reviewer", [f"prompt={prompt}" if keyword else prompt, *params], ""
+    # agent: the instruction second, now and then held by a local variable; now and then an
+    # agent of a list, called through a subscript.
+    if draw(st.booleans()):
+        body.append(f"instruction_{i} = {prompt}")
+        prompt = f"instruction_{i}"
+    callee = "agent"
+    if draw(st.integers(0, 2)) == 0:
+        if "agents = [agent, agent]" not in body:
+            body.append("agents = [agent, agent]")
+        callee = f"agents[{draw(st.integers(0, 1))}]"
+    return callee, ["[task.prompt]", prompt, *params], f"thinking_{i}, "
+
+
 @st.composite
-def workflow_sources(draw, entry: str = "solve", callee: str = "llm") -> str:
+def workflow_sources(draw, entry: str = "solve", callee: str = "llm",
+                     convention: str = "default") -> str:
     """Source of a random valid workflow: an entry function of 1 to 5 steps and its module.
 
     A `callee` starting with ``self.`` makes a class-based workflow: the steps are calls of that
-    method in ``Flow.run``, which the entry function calls.
+    method in ``Flow.run``, which the entry function calls. A `convention` other than
+    ``default`` (a key of `CONVENTIONS`) writes the steps in that convention instead.
     """
     is_async = draw(st.booleans())
     constants: dict[str, str] = {}
@@ -96,39 +136,48 @@ def workflow_sources(draw, entry: str = "solve", callee: str = "llm") -> str:
             params.append(f"max_tokens={draw(st.sampled_from([128, 256, 512]))}")
         if draw(st.integers(0, 3)) == 0:
             params.append(f'model="{draw(st.sampled_from(MODELS))}"')
-        call = f"{call_prefix}{callee}({', '.join([prompt, *params])})"
+        step_callee, args, tuple_head = callee, [prompt, *params], ""
+        if convention != "default":
+            step_callee, args, tuple_head = _convention_call(draw, convention, i, prompt, params, body)
+        call = f"{call_prefix}{step_callee}({', '.join(args)})"
         trailing = f"  # {draw(comment_text)}".rstrip() if draw(st.integers(0, 4)) == 0 else ""
         shape = draw(st.sampled_from(["plain"] * 4 + ["loop", "branch", "opaque", "bare", "try", "tall"]))
         if shape == "tall":
             # One argument per line, with a trailing comma: keyword edits must keep the layout.
-            args = ",\n".join(f"        {a}" for a in [prompt, *params])
-            body.append(f"{name} = {call_prefix}{callee}(\n{args},\n    ){trailing}")
+            tall = ",\n".join(f"        {a}" for a in args)
+            body.append(f"{tuple_head}{name} = {call_prefix}{step_callee}(\n{tall},\n    ){trailing}")
         elif shape == "try":
             body.append("try:")
-            body.append(f"    {name} = {call}{trailing}")
+            body.append(f"    {tuple_head}{name} = {call}{trailing}")
             body.append("except Exception as error:")
             body.append(f"    {name} = str(error)")
         elif shape == "loop":
             body.append(f"for round_{i} in range({draw(st.integers(1, 3))}):")
-            body.append(f"    {name} = {call}{trailing}")
+            body.append(f"    {tuple_head}{name} = {call}{trailing}")
         elif shape == "branch" and available:
             body.append(f"if {draw(st.sampled_from(available))}:")
-            body.append(f"    {name} = {call}{trailing}")
+            body.append(f"    {tuple_head}{name} = {call}{trailing}")
             body.append("else:")
             body.append(f"    {name} = {draw(st.sampled_from(available))}")
         elif shape == "opaque":
             body.append(f"prompt_{i} = task.prompt.strip()")
-            body.append(f"{name} = {call_prefix}{callee}(prompt_{i}){trailing}")
+            opaque = call.replace(prompt, f"prompt_{i}", 1) if convention != "default" \
+                else f"{call_prefix}{callee}(prompt_{i})"
+            body.append(f"{tuple_head}{name} = {opaque}{trailing}")
         elif shape == "bare" and i < n_steps - 1:
             body.append(f"{call}{trailing}")
             continue
         else:
-            body.append(f"{name} = {call}{trailing}")
+            body.append(f"{tuple_head}{name} = {call}{trailing}")
         if name not in available:
             available.append(name)
     if not available:
         available.append("answer")
-        body.append(f'answer = {call_prefix}{callee}(task.prompt)')
+        if convention == "default":
+            body.append(f'answer = {call_prefix}{callee}(task.prompt)')
+        else:
+            step_callee, args, tuple_head = _convention_call(draw, convention, n_steps, "task.prompt", [], body)
+            body.append(f"{tuple_head}answer = {call_prefix}{step_callee}({', '.join(args)})")
     last = available[-1]
     if draw(st.booleans()):
         body.append(f"return extract_code({last})")

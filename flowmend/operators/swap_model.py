@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import libcst as cst
 
-from flowmend.engine._operator import Case, Text, check_bounds
+from flowmend.engine._operator import Case, Reason, Text, check_bounds
 from flowmend.engine._workflow import Workflow
 from flowmend.operators import _cst, _quote
 
@@ -27,6 +27,7 @@ class SwapModel(_cst.StepStatementOperator):
     Args = SwapModelArgs
     DESCRIPTION = "Make one step call a different model (its model= keyword)."
     IDEMPOTENT = True
+    CONVENTION_PARAMS = ("model",)
     EXAMPLES = [
         Case(
             before='''
@@ -56,7 +57,8 @@ class SwapModel(_cst.StepStatementOperator):
     ]
 
     def sites(self, wf: Workflow) -> list[dict]:
-        return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)]
+        return [{"step": s.id} for s in wf.steps if not any(a.star == "**" for a in s.call.args)
+                and _cst.accepts(s, "model")]
 
     def presets(self, wf: Workflow, target: dict) -> list[Any]:
         # Operators know no model store: offer the other models this workflow already names.
@@ -75,6 +77,10 @@ class SwapModel(_cst.StepStatementOperator):
         return [_cst.node_lines(wf, wf.step(target["step"]).call)]
 
     def transform(self, wf: Workflow, target: dict, args: SwapModelArgs) -> cst.Module:
-        call = wf.step(target["step"]).call
+        step = wf.step(target["step"])
+        _cst.require(_cst.accepts(step, "model"), Reason.CONVENTION,
+                     f"step {step.id}'s callee takes no model (convention "
+                     f"{step.convention.name!r})")
+        call = step.call
         value = cst.parse_expression(_quote.render_literal(args.model))
         return _cst.replace(wf, {call: _cst.set_keyword(call, "model", value)})

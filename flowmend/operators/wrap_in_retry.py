@@ -126,7 +126,7 @@ class WrapInRetry(_cst.StepStatementOperator):
     ]
 
     def sites(self, wf: Workflow) -> list[dict]:
-        return [{"step": s.id} for s in _cst.assign_steps(wf)]
+        return [{"step": s.id} for s in _cst.answer_steps(wf)]
 
     def presets(self, wf: Workflow, target: dict) -> list[Any]:
         step = wf.step(target["step"])
@@ -137,7 +137,7 @@ class WrapInRetry(_cst.StepStatementOperator):
 
     def transform(self, wf: Workflow, target: dict, args: WrapInRetryArgs) -> cst.Module:
         step = wf.step(target["step"])
-        var = _cst.assigned_name(step)
+        var = _cst.answer_of(step)  # the text answer, read through the step's convention
         i = _cst.fresh_name(wf, "attempt")
         ind = _cst.indent(wf)
         lines = [

@@ -27,10 +27,19 @@ def test_fuzz_table(capsys):
     assert "append-instruction" in out and "violations" in out and "hypothesmith" in out
 
 
+def test_fuzz_in_another_step_convention(capsys):
+    code = main(["fuzz", "--examples", "3", "--convention", "agent", "--operator",
+                 "insert-verify-step", "--parser-examples", "0", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["convention"] == "agent" and report["violated"] is False
+    assert report["operators"][0]["tried"] >= 3
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--examples", "0"], "--examples must be at least 1"),
+        (["--convention", "nope"], "unknown convention 'nope'"),
         (["--operator", "nope"], "unknown operator(s) nope"),
         (["--entry", "not a name"], "--entry must be a function name"),
         (["--step-callee", "llm*"], "must be a plain dotted name"),

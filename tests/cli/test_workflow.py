@@ -165,3 +165,108 @@ def test_crlf_workflow_keeps_its_line_ends_in_place(capsys, tmp_path):
     assert path.read_bytes() == (
         b"def solve(task):\r\n    code = llm(task.prompt, temperature=0.7)\r\n    return code\r\n"
     )
+
+
+AGENT_WORKFLOW = '''\
+def solve(task):
+    cot_instruction = "Think step by step, then solve."
+    thinking, answer = cot_agent([task], cot_instruction)
+    return answer
+'''
+
+AGENT_CONFIG = '''\
+[[conventions]]
+name = "agent"
+callees = ["cot_agent"]
+prompt = [1]
+params = []
+answer = "item:1"
+'''
+
+
+def test_steps_reads_the_project_config_and_flags_override_it(capsys, tmp_path):
+    (tmp_path / "flowmend.toml").write_text(AGENT_CONFIG)
+    workflow = tmp_path / "agent.py"
+    workflow.write_text(AGENT_WORKFLOW)
+    code, out, _ = run(capsys, "steps", workflow, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["conventions"][0]["name"] == "agent"
+    assert [(s["id"], s["prompt"]["variable"]) for s in data["steps"]] == [("answer", "cot_instruction")]
+    code, _, err = run(capsys, "steps", workflow, "--step-callee", "llm")
+    assert code == 2 and "makes no step call" in err
+
+
+def test_steps_explain_names_the_config_and_the_reason_for_each_call(capsys, tmp_path):
+    (tmp_path / "flowmend.toml").write_text(AGENT_CONFIG)
+    workflow = tmp_path / "agent.py"
+    workflow.write_text(AGENT_WORKFLOW)
+    code, out, _ = run(capsys, "steps", workflow, "--explain", "--json")
+    explained = json.loads(out)["explain"]
+    assert code == 0 and explained["config"] == str(tmp_path / "flowmend.toml")
+    assert explained["conventions_from"].startswith("the project config")
+    assert explained["calls"][0]["step"] == "answer"
+    assert "convention 'agent'" in explained["calls"][0]["why"]
+    code, out, _ = run(capsys, "steps", workflow, "--explain")
+    assert code == 0 and "step answer" in out
+
+
+def test_a_bad_project_config_is_a_one_line_error(capsys, tmp_path):
+    (tmp_path / "flowmend.toml").write_text(AGENT_CONFIG + "colour = 1\n")
+    workflow = tmp_path / "agent.py"
+    workflow.write_text(AGENT_WORKFLOW)
+    code, _, err = run(capsys, "steps", workflow)
+    assert code == 2 and err.count("\n") == 1 and "unknown key" in err
+
+
+CLASS_ASYNC = EXAMPLES / "conventions" / "class_async"
+
+
+def test_apply_of_a_sibling_prompt_edit_writes_both_files_in_place(capsys, tmp_path):
+    folder = tmp_path / "class_async"
+    shutil.copytree(CLASS_ASYNC, folder)
+    patch = write_patch(tmp_path, {"schema": PATCH_SCHEMA, "operator": "rewrite-prompt-literal",
+                                   "target": {"step": "draft"}, "args": {"text": "Draft it."}})
+    workflow = folder / "class_async.py"
+    before = workflow.read_text()
+    code, _, err = run(capsys, "apply", workflow, patch, "-o", tmp_path / "out.py")
+    assert code == 2 and "prompts.py too" in err and not (tmp_path / "out.py").exists()
+    code, out, _ = run(capsys, "apply", workflow, patch, "--in-place", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["files"] == [str(folder / "prompts.py")]
+    assert workflow.read_text() == before
+    prompts = (folder / "prompts.py").read_text()
+    assert 'DRAFT_PROMPT = "Draft it."' in prompts and "# Asked first: a complete draft." in prompts
+    code, out, _ = run(capsys, "steps", workflow, "--json")
+    assert json.loads(out)["steps"][0]["prompt"]["text"] == "Draft it."
+
+
+@pytest.mark.parametrize("importing, message", [
+    ("from . import missing as p\n", "prompt module missing.py not found beside the workflow"),
+    ("import broken as p\n", "prompt module broken.py is not Python"),
+])
+def test_a_sibling_prompt_module_that_cannot_be_read_is_a_one_line_error(capsys, tmp_path,
+                                                                          importing, message):
+    (tmp_path / "broken.py").write_text("X = (\n")
+    workflow = tmp_path / "w.py"
+    workflow.write_text(importing + "\ndef solve(task):\n    return llm(p.PROMPT)\n")
+    code, _, err = run(capsys, "steps", workflow)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert f"{workflow}:4" in err
+
+
+def test_project_config_models_and_options_fill_only_what_the_command_line_left(tmp_path):
+    import argparse
+
+    from flowmend.cli._common import add_model_options, add_workflow_options, project_config
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.flowmend]\nentry = "run"\nmodels = {program = "gemma3-270m"}\n'
+        'options = {model_seed = 7, backend = "replay"}\n')
+    workflow = tmp_path / "w.py"
+    parser = argparse.ArgumentParser()
+    add_workflow_options(parser)
+    add_model_options(parser)
+    args = parser.parse_args(["--backend", "openai"])
+    config = project_config(args, workflow)
+    assert config.entry == "run" and args.model == "gemma3-270m" and args.model_seed == 7
+    assert args.backend == "openai"  # given on the command line: the flag wins

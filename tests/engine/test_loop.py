@@ -138,6 +138,33 @@ def test_async_and_class_based_workflows_run_with_steps_traced(tmp_path, sandbox
     assert all(ADD.prompt.strip() in r.prompt for r in seen[:1])
 
 
+@pytest.mark.parametrize("name", ["agent_tuples", "dict_answer"])
+def test_convention_fixtures_run_and_an_inserted_verify_step_runs_too(tmp_path, sandbox, name):
+    from flowmend.engine import Applied, Patch, apply_patch, find_project_config
+
+    path = EXAMPLES / "conventions" / name / f"{name}.py"
+    config = find_project_config(path)
+    wf = parse_workflow(path.read_text(), conventions=config.conventions, path=str(path))
+
+    class Right(Broker):
+        def call(self, request, timeout=None):
+            return Completion((RIGHT,), 10, 10, 0.0, "smollm2", 20.0)
+
+    backend = open_backend(ModelConfig(kind="replay", replay_path=str(write_replay(tmp_path / "e.jsonl", []))))
+    code_step = wf.steps[-1].id
+    edited = apply_patch(wf, Patch("insert-verify-step", {"step": code_step}, {}))
+    assert isinstance(edited, Applied)
+    for workflow in (wf, edited.workflow):
+        ctx = RunContext(workflow=workflow, task=ADD, program=Right(backend), sandbox=sandbox,
+                         meter=Meter(Budget()))
+        run = run_workflow(ctx, timeout_s=20)
+        assert run.status == "ok", (run.error_type, run.error_message, run.traceback_tail)
+        assert "return a + b" in run.output
+        assert len(run.calls) == len(wf.steps)  # the right code passes: no repair call
+    # The model calls inside the workflow's own agent helpers are traced to the steps calling them.
+    assert [c.step for c in run.calls] == [s.id for s in wf.steps]
+
+
 def test_prompt_mode_menu_holds_prompt_edits_only():
     wf = parse_workflow((EXAMPLES / "plan_then_code.py").read_text())
     from flowmend.engine import menu
@@ -268,8 +295,19 @@ def test_repair_config_is_one_json_record_with_a_digest():
     assert RepairConfig(rng_seed=1).digest != RepairConfig().digest
 
 
+def test_repair_config_carries_conventions_and_keeps_old_digests():
+    from flowmend.engine import Convention
+
+    agent = Convention(name="agent", callees=("agent",), prompt=("#1",), answer="item:1")
+    config = RepairConfig(conventions=(agent,))
+    again = RepairConfig.from_json(json.loads(json.dumps(config.to_json())))
+    assert again == config and again.digest == config.digest != RepairConfig().digest
+    assert "conventions" not in RepairConfig().to_json()  # set-ups made before keep their digest
+
+
 @pytest.mark.parametrize("data, field", [
     ({"iterations": "2"}, "iterations"),
+    ({"conventions": [{"name": "x", "colour": 1}]}, "'conventions'"),
     ({"budget": {"calls": -1}}, "'budget'"),
     ({"budget": {"callz": 1}}, "'budget'"),
     ({"weights": {"alpha": -1}}, "'weights'"),

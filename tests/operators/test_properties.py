@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from flowmend.engine import default_library
 from flowmend.engine._workflow import WorkflowError, parse_workflow
 from flowmend.operators._fuzz import check_application, check_roundtrip, outside_unchanged
-from flowmend.operators.strategies import patches, workflow_sources
+from flowmend.operators.strategies import CONVENTIONS, patches, workflow_sources
 
 # A third of the profile's examples per operator: eleven operators share the CI budget.
 PER_OPERATOR = max(5, settings.default.max_examples // 3)
@@ -55,6 +55,23 @@ def test_class_based_workflows(data):
     assert all(s.function == "Flow.run" for s in wf.steps)
     patch = data.draw(patches(wf), label="patch")
     check_application(wf, patch.operator, patch.target, patch.args)
+
+
+@pytest.mark.parametrize("convention", [c for c in CONVENTIONS if c != "default"])
+@pytest.mark.parametrize("operator", default_library().names())
+def test_operator_properties_in_every_convention(convention, operator):
+    @settings(max_examples=max(3, PER_OPERATOR // 3), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def run(data):
+        source = data.draw(workflow_sources(convention=convention), label="workflow")
+        check_roundtrip(source)
+        wf = parse_workflow(source, conventions=[CONVENTIONS[convention]])
+        assert wf.steps and all(s.convention == CONVENTIONS[convention] for s in wf.steps)
+        patch = data.draw(patches(wf, (operator,)), label="patch")
+        check_application(wf, patch.operator, patch.target, patch.args)
+
+    run()
 
 
 def test_parser_fails_cleanly_on_hypothesmith_modules():
