@@ -3,29 +3,16 @@ and 64 records the same thing for every (task, method), wall times aside."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from flowmend.bench._store import read_results
 from flowmend.cli import main
+from tests.llm.recordings import one_answer_per_request
 
 # SmolLM2's answers in one run of b0, b1 and b2 on four tasks (tests/chaos/data/README.md).
 RECORDING = Path(__file__).parents[1] / "chaos" / "data" / "humaneval_test4_smollm2.replay.jsonl"
 # What a record measures rather than decides.
 TIMINGS = ("wall_s", "hidden_check_s")
-
-
-def one_answer_per_request(path: Path, out: Path) -> Path:
-    """vLLM may answer one greedy request differently in different batches, and a replay hands a
-    request's recordings out in arrival order, which the concurrency changes: keep the first."""
-    seen, lines = set(), []
-    for line in path.read_text().splitlines():
-        key = json.loads(line)["key"]
-        if key not in seen:
-            seen.add(key)
-            lines.append(line)
-    out.write_text("\n".join(lines) + "\n")
-    return out
 
 
 def records_at(concurrency: int, replay: Path, out: Path) -> dict[str, dict]:

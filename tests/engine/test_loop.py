@@ -21,6 +21,7 @@ from flowmend.llm import Broker, Completion, ModelConfig, Request, open_backend
 from flowmend.sandbox import Sandbox
 from flowmend.task import Task
 from flowmend.verifier import ScoreWeights
+from tests.llm.recordings import one_answer_per_request
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "workflows"
@@ -154,19 +155,6 @@ RECORDED = [
     ("replay_prompt.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
      dict(iterations=2, proposals=3, mode="prompt", program_params={"max_tokens": 200})),
 ]
-
-
-def one_answer_per_request(path: Path, out: Path) -> Path:
-    """The recording with each request's first answer only. vLLM may answer one greedy request
-    differently in different batches; a replay hands out a key's answers in arrival order, and
-    a run that sends fewer requests would get other texts, so reuse could not be compared."""
-    seen, lines = set(), []
-    for line in path.read_text().splitlines():
-        if json.loads(line)["key"] not in seen:
-            seen.add(json.loads(line)["key"])
-            lines.append(line)
-    out.write_text("\n".join(lines) + "\n")
-    return out
 
 
 def replay_recorded(sandbox, tmp_path, replay, workflow, task, options, *, reuse_greedy,
