@@ -55,6 +55,9 @@ def register(sub) -> None:
     repair.add_argument("--max-tokens", type=int, default=384,
                         help="default max_tokens of the workflow's own calls (default 384)")
     repair.add_argument("--seed", type=int, default=0, help="seeds the menu sampling")
+    repair.add_argument("--no-reuse", action="store_true",
+                        help="send every greedy call, even one whose exact request this repair "
+                             "already had answered (docs/loop.md)")
     repair.add_argument("--out", metavar="DIR", default=None,
                         help="where to write the results (default runs/repair-<task>)")
     repair.add_argument("--setup", metavar="DIR", default=None,
@@ -113,6 +116,7 @@ def run_repair(args: argparse.Namespace) -> int:
             iterations=args.iterations, proposals=args.proposals, mode=args.mode,
             budget=budget, entry=options["entry"], step_callees=tuple(options["step_callees"]),
             program_params={"max_tokens": args.max_tokens}, rng_seed=args.seed,
+            reuse_greedy=not args.no_reuse,
         )
         if args.setup:
             from dataclasses import replace

@@ -294,12 +294,14 @@ def test_repair_config_is_one_json_record_with_a_digest():
         pre_patches=(Patch("append-instruction", {"step": "code"}, {"sentence": "Be brief."}),),
         program_params={"max_tokens": 200, "stop": ["\n\n"]},
         optimizer=OptimizerConfig(menu_size=6, text_template="{instruction}"),
+        reuse_greedy=False,
     )
     data = json.loads(json.dumps(config.to_json()))
     again = RepairConfig.from_json(data)
     assert again == config and again.digest == config.digest and len(config.digest) == 64
     assert RepairConfig.from_json({}) == RepairConfig()
     assert RepairConfig(rng_seed=1).digest != RepairConfig().digest
+    assert RepairConfig(reuse_greedy=False).digest != RepairConfig().digest
 
 
 @pytest.mark.parametrize("data, field", [
@@ -312,6 +314,7 @@ def test_repair_config_is_one_json_record_with_a_digest():
     ({"step_callees": "llm"}, "'step_callees'"),
     ({"seeds": 1}, "'seeds'"),
     ({"rng_seed": 1.5}, "rng_seed"),
+    ({"reuse_greedy": "yes"}, "reuse_greedy"),
 ])
 def test_repair_config_from_json_names_the_bad_field_in_one_line(data, field):
     with pytest.raises(ValueError, match=field) as err:
