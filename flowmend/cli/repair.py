@@ -125,7 +125,8 @@ def run_repair(args: argparse.Namespace) -> int:
 
             learned = LearnedSetup.load(args.setup, model=args.model)
             config = replace(learned.setup.config, budget=budget, entry=config.entry,
-                             step_callees=config.step_callees, rng_seed=args.seed)
+                             step_callees=config.step_callees, rng_seed=args.seed,
+                             reuse_greedy=learned.setup.config.reuse_greedy and not args.no_reuse)
     except ValueError as err:
         raise UserError(str(err)) from None
     if args.max_tokens < 1:
