@@ -169,6 +169,7 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
             "iteration": it, "index": idx, "parent": c.get("parent"),
             "patch": c.get("patch"), "score": c.get("score"),
             "passed_visible": c.get("passed_visible"), "tokens": c.get("tokens"),
+            "reused": int(c.get("reused") or 0),
             "selected": bool(c.get("selected")), "hidden": found.share,
             "utility": found.utility, "patch_size": size, "output": c.get("output") or "",
             "source_sha256": hashlib.sha256(own.encode()).hexdigest()[:16]
@@ -188,6 +189,8 @@ def build_record(problem_id: str, method: Method, result: dict, *, hidden: Hidde
         "iterations": int(result.get("iterations") or 0),
         "calls": int(result.get("calls") or 0),
         "tokens": int(result.get("tokens") or 0),
+        "reused_calls": int(result.get("reused_calls") or 0),
+        "reused_tokens": int(result.get("reused_tokens") or 0),
         "cost": float(result.get("cost") or 0.0),
         "budget": result.get("budget"),
         "wall_s": round(wall_s, 3),

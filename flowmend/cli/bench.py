@@ -70,7 +70,11 @@ def register(sub) -> None:
                             "(plan_then_code, single_shot, ...) or a file")
     bench.add_argument("--budget-calls", type=int, default=40, help="LLM calls per task")
     bench.add_argument("--budget-tokens", type=int, default=30_000, help="tokens per task")
-    bench.add_argument("--budget-wall-s", type=float, default=600.0, help="wall seconds per task")
+    bench.add_argument("--budget-wall-s", type=float, default=None, metavar="S",
+                       help="a wall-clock cap per task (default: none). It counts time the "
+                            "task's requests wait behind other tasks', so a result it cuts "
+                            "depends on --concurrency; calls and tokens are the budget "
+                            "(docs/bench.md)")
     bench.add_argument("--raw-baseline", action="store_true",
                        help="after the run, send every request it made again, all at once, "
                             "straight to vLLM, and record the bench's throughput against that "

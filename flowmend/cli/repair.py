@@ -55,6 +55,9 @@ def register(sub) -> None:
     repair.add_argument("--max-tokens", type=int, default=384,
                         help="default max_tokens of the workflow's own calls (default 384)")
     repair.add_argument("--seed", type=int, default=0, help="seeds the menu sampling")
+    repair.add_argument("--no-reuse", action="store_true",
+                        help="send every greedy call, even one whose exact request this repair "
+                             "already had answered (docs/loop.md)")
     repair.add_argument("--out", metavar="DIR", default=None,
                         help="where to write the results (default runs/repair-<task>)")
     repair.add_argument("--setup", metavar="DIR", default=None,
@@ -115,6 +118,7 @@ def run_repair(args: argparse.Namespace) -> int:
             step_callees=tuple(options.get("step_callees", ("llm",))),
             conventions=tuple(options.get("conventions", ())),
             program_params={"max_tokens": args.max_tokens}, rng_seed=args.seed,
+            reuse_greedy=not args.no_reuse,
         )
         if args.setup:
             from dataclasses import replace
@@ -123,7 +127,8 @@ def run_repair(args: argparse.Namespace) -> int:
 
             learned = LearnedSetup.load(args.setup, model=args.model)
             config = replace(learned.setup.config, budget=budget, entry=config.entry,
-                             step_callees=config.step_callees, rng_seed=args.seed)
+                             step_callees=config.step_callees, rng_seed=args.seed,
+                             reuse_greedy=learned.setup.config.reuse_greedy and not args.no_reuse)
     except ValueError as err:
         raise UserError(str(err)) from None
     if args.max_tokens < 1:

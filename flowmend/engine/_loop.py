@@ -33,6 +33,7 @@ from flowmend.engine._optimizer import (
 )
 from flowmend.engine._convention import Convention
 from flowmend.engine._patch import Patch, apply_patch, apply_patches, diff
+from flowmend.engine._reuse import AnswerCache
 from flowmend.engine._runtime import (
     Budget,
     BudgetExhausted,
@@ -102,6 +103,8 @@ class RepairConfig:
             uniformly from the same shown menu (its own rng, seeded from `rng_seed`) and makes
             no optimizer call: items whose argument is free text need the model, so it
             draws among the others.
+        reuse_greedy: a greedy program call whose request is exactly one this repair already
+            had answered gets that answer, unsent and uncharged (docs/loop.md).
     """
 
     iterations: int = 4
@@ -120,6 +123,7 @@ class RepairConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     library: OperatorLibrary | None = None
     chooser: str = "model"
+    reuse_greedy: bool = True
 
     def __post_init__(self) -> None:
         if self.chooser not in CHOOSERS:
@@ -136,6 +140,8 @@ class RepairConfig:
                              f"got {self.max_verify_calls!r}")
         if isinstance(self.rng_seed, bool) or not isinstance(self.rng_seed, int):
             raise ValueError(f"rng_seed must be an integer, got {self.rng_seed!r}")
+        if not isinstance(self.reuse_greedy, bool):
+            raise ValueError(f"reuse_greedy must be true or false, got {self.reuse_greedy!r}")
         if isinstance(self.run_timeout_s, bool) or not isinstance(self.run_timeout_s, (int, float)) \
                 or self.run_timeout_s <= 0:
             raise ValueError(f"run_timeout_s must be a positive number, got {self.run_timeout_s!r}")
@@ -187,6 +193,7 @@ class RepairConfig:
             "rng_seed": self.rng_seed,
             "optimizer": self.optimizer.to_json(),
             "library": {"digest": self.operators.digest, "specs": list(self.operators.specs)},
+            "reuse_greedy": self.reuse_greedy,
         }
 
     @property
@@ -290,6 +297,8 @@ class Candidate:
         score: `score(feedback, config.weights)`, what the loop ranked it by.
         run_status: how its run ended ("ok", "error", "timeout", "budget_exhausted", ...).
         tokens, calls: what its run spent (calls as the budget counts them).
+        reused: calls of its run answered from answers the repair already had (not in
+            `tokens`, not in `calls`).
         selected: whether it became the incumbent.
         budget_stop: the cap that refused one of its calls ("tokens", "calls", ...), if one
             did; it was scored on whatever output it returned all the same.
@@ -308,6 +317,7 @@ class Candidate:
     calls: int
     selected: bool = False
     budget_stop: str | None = None
+    reused: int = 0
 
     @property
     def key(self) -> CandidateKey:
@@ -335,6 +345,7 @@ class Candidate:
             "passed_visible": self.passed_visible,
             "tokens": self.tokens,
             "calls": self.calls,
+            "reused": self.reused,
             "status": self.run_status,
             "selected": self.selected,
             "budget_stop": self.budget_stop,
@@ -375,6 +386,8 @@ class RepairResult:
 
     ``candidates`` is the whole lineage: every executed candidate with its parent's
     (iteration, index), so nobody re-derives a parent by re-applying patches.
+    ``reused_calls`` program calls were answered from greedy answers the repair already had,
+    saving ``reused_tokens`` (not in ``calls`` or ``tokens``, which were spent).
     """
 
     status: str
@@ -396,6 +409,8 @@ class RepairResult:
     error: str | None = None
     config_digest: str | None = None
     checks_cached: int = 0
+    reused_calls: int = 0
+    reused_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.status not in REPAIR_STATUSES:
@@ -426,6 +441,8 @@ class RepairResult:
             "error": self.error,
             "config_digest": self.config_digest,
             "checks_cached": self.checks_cached,
+            "reused_calls": self.reused_calls,
+            "reused_tokens": self.reused_tokens,
         }
 
 
@@ -440,7 +457,8 @@ class _Evaluated:
 
     @property
     def rank(self) -> tuple[float, int]:
-        return (self.score, -self.run.tokens)
+        # The program's own tokens, reused calls included: reuse must not change the choice.
+        return (self.score, -self.feedback.cost.tokens)
 
 
 def repair(
@@ -501,6 +519,8 @@ class _Repair:
         # Owned by this repair: a workflow's own verify(code) and the feedback on the same
         # output run the visible checks once.
         self.checks = CheckCache()
+        self.answers = AnswerCache() if config.reuse_greedy else None
+        self.reused_tokens = 0  # what the reused calls would have cost, had they been sent
 
     def run(self) -> RepairResult:
         c = self.config
@@ -672,17 +692,26 @@ class _Repair:
         first = 0 if iteration == 0 else 1
 
         def on_call(call: CallRecord) -> None:
+            # A reused call was not sent and cost nothing: the trace books it at 0.
+            spent = 0 if call.reused else None
             self.trace(LlmEvent(role="program", iteration=iteration, step=call.step,
-                                prompt_sha=call.prompt_sha, prompt_tokens=call.prompt_tokens,
-                                completion_tokens=call.completion_tokens,
-                                latency_s=call.latency_s, model=call.model, cost=call.cost,
-                                error=call.error))
+                                prompt_sha=call.prompt_sha,
+                                prompt_tokens=call.prompt_tokens if spent is None else spent,
+                                completion_tokens=call.completion_tokens if spent is None else spent,
+                                latency_s=call.latency_s, model=call.model,
+                                cost=call.cost if spent is None else 0.0,
+                                error=call.error, reused=call.reused or None))
+
+        indexed = list(enumerate(programs, start=first))
+        # Each run reads the answers of earlier iterations and its own, never a sibling's: which
+        # calls are reused must not depend on which parallel candidate asked first.
+        views = [self.answers.view() if self.answers is not None else None for _ in indexed]
 
         def one(index: int, wf: Workflow) -> _Evaluated:
             ctx = RunContext(
                 workflow=wf, task=self.task, program=self.program, sandbox=self.sandbox,
                 meter=self.meter, program_params=dict(self.config.program_params),
-                on_call=on_call, checks=self.checks,
+                on_call=on_call, checks=self.checks, answers=views[index - first],
             )
             run = run_workflow(ctx, timeout_s=self.config.run_timeout_s,
                                max_verify_calls=self.config.max_verify_calls)
@@ -691,20 +720,25 @@ class _Repair:
             return _Evaluated((iteration, index), wf.source, wf, run, fb,
                               score(fb, self.config.weights))
 
-        indexed = list(enumerate(programs, start=first))
         if len(indexed) == 1:
-            return [one(*indexed[0])]
-        with ThreadPoolExecutor(max_workers=len(indexed)) as pool:
-            return list(pool.map(lambda pair: one(*pair), indexed))
+            evaluated = [one(*indexed[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(indexed)) as pool:
+                evaluated = list(pool.map(lambda pair: one(*pair), indexed))
+        if self.answers is not None:
+            self.answers.merge(views)
+        return evaluated
 
     def _record(self, e: _Evaluated, *, parent: CandidateKey | None, patch: Patch | None,
                 label: str | None, selected: bool) -> None:
         iteration, index = e.key
+        self.reused_tokens += sum(c.prompt_tokens + c.completion_tokens
+                                  for c in e.run.calls if c.reused)
         self.candidates.append(Candidate(
             iteration=iteration, index=index, parent=parent, patch=patch, label=label,
             source=e.source, feedback=e.feedback, score=e.score, run_status=e.run.status,
             tokens=e.run.tokens, calls=e.run.llm_calls, selected=selected,
-            budget_stop=e.run.budget_stop,
+            budget_stop=e.run.budget_stop, reused=e.run.reused,
         ))
         self.trace(VerdictEvent(
             iteration=iteration, index=index, label=label, run_status=e.run.status,
@@ -738,6 +772,8 @@ class _Repair:
             error=error,
             config_digest=self.config.digest,
             checks_cached=self.checks.hits,
+            reused_calls=sum(c.reused for c in self.candidates),
+            reused_tokens=self.reused_tokens,
         )
         self.trace(StopEvent(status=status, stopped_by=stopped_by, iterations=iterations,
                              calls=result.calls, tokens=result.tokens,

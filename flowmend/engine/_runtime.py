@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flowmend.engine._checks import RUNTIME_NAMES
+from flowmend.engine._reuse import RunAnswers
 from flowmend.engine._workflow import Workflow
 from flowmend.llm import Broker, Completion, Request, prompt_bytes_bound
 from flowmend.sandbox import ExecResult, Limits, Sandbox, model_wait
@@ -329,8 +330,10 @@ def metered_call(broker: Broker, meter: Meter, request: Request) -> Completion:
 class CallRecord:
     """One LLM call as the trace keeps it.
 
-    ``samples`` is what the budget counted it as: one call per sample drawn, 0 for a call the
-    budget refused.
+    ``samples`` is what the budget counts it as: one call per sample drawn, 0 for a call the
+    budget refused. A ``reused`` call was answered from the repair's greedy answers
+    (`flowmend.engine._reuse`): nothing was sent and nothing charged. Its counts are those of
+    the answer it reused, what the call takes when the program runs on its own.
     """
 
     step: str | None
@@ -342,6 +345,7 @@ class CallRecord:
     cost: float
     error: str | None = None
     samples: int = 1
+    reused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -364,24 +368,33 @@ class RunRecord:
 
     @property
     def tokens(self) -> int:
-        return sum(c.prompt_tokens + c.completion_tokens for c in self.calls)
+        """Tokens the run was charged: reused calls cost nothing."""
+        return sum(c.prompt_tokens + c.completion_tokens for c in self.calls if not c.reused)
 
     @property
     def llm_calls(self) -> int:
-        """Calls as the budget counts them: one per sample, refused calls not at all."""
-        return sum(c.samples for c in self.calls)
+        """Calls as the budget counts them: one per sample, refused and reused calls not at
+        all."""
+        return sum(c.samples for c in self.calls if not c.reused)
 
     @property
     def cost(self) -> float:
-        return sum(c.cost for c in self.calls)
+        return sum(c.cost for c in self.calls if not c.reused)
+
+    @property
+    def reused(self) -> int:
+        """Calls answered from answers the repair already had."""
+        return sum(c.reused for c in self.calls)
 
     def to_cost(self) -> Cost:
-        """What the run spent, as the verifier's `Cost` (a failed call counts, at 0 tokens)."""
+        """What the program's calls take, as the verifier's `Cost` (a failed call counts, at 0
+        tokens). Reused calls count at their answer's size: a score must not depend on which
+        answers this repair happened to have already."""
         return Cost(
-            calls=self.llm_calls,
+            calls=sum(c.samples for c in self.calls),
             prompt_tokens=sum(c.prompt_tokens for c in self.calls),
             completion_tokens=sum(c.completion_tokens for c in self.calls),
-            units=self.cost,
+            units=sum(c.cost for c in self.calls),
             wall_s=self.wall_s,
         )
 
@@ -396,7 +409,8 @@ class RunContext:
     """What the parent needs to answer one run's RPC calls.
 
     ``checks`` is the repair's check cache: a workflow's own ``verify(code)`` and the final
-    feedback on the same code then run the visible checks once.
+    feedback on the same code then run the visible checks once. ``answers`` are the greedy
+    answers this run may reuse instead of calling the model (None: every call is sent).
     """
 
     workflow: Workflow
@@ -407,6 +421,7 @@ class RunContext:
     program_params: dict[str, Any] = field(default_factory=dict)
     on_call: Callable[[CallRecord], None] | None = None
     checks: CheckCache | None = None
+    answers: RunAnswers | None = None
 
 
 # The names the harness gives a workflow are the names an edit may read without defining them.
@@ -508,6 +523,12 @@ def _answer_llm(ctx: RunContext, payload: Any, spans, calls, budget_stop, lock) 
     request = Request(prompt=payload["prompt"], model=model, **merged)
     step = _step_of(payload.get("lines") or (), spans)
     sha = hashlib.sha256(request.prompt.encode()).hexdigest()[:16]
+    known = ctx.answers.get(request) if ctx.answers is not None else None
+    if known is not None:
+        return _reply(ctx, CallRecord(step, sha, known.prompt_tokens, known.completion_tokens,
+                                      0.0, known.model, known.cost, samples=len(known.texts),
+                                      reused=True),
+                      known, calls, lock)
     try:
         with model_wait():  # the run's clock stands still while the model works, not otherwise
             completion = metered_call(ctx.program, ctx.meter, request)
@@ -522,10 +543,17 @@ def _answer_llm(ctx: RunContext, payload: Any, spans, calls, budget_stop, lock) 
             calls.append(CallRecord(step, sha, 0, 0, 0.0, ctx.program.model, 0.0,
                                     f"{type(err).__name__}: {err}", samples=request.n))
         raise
+    if ctx.answers is not None:
+        ctx.answers.put(request, completion)
     record = CallRecord(
         step, sha, completion.prompt_tokens, completion.completion_tokens,
         completion.latency_s, completion.model, completion.cost, samples=len(completion.texts),
     )
+    return _reply(ctx, record, completion, calls, lock)
+
+
+def _reply(ctx: RunContext, record: CallRecord, completion: Completion, calls, lock
+           ) -> dict[str, Any]:
     with lock:
         calls.append(record)
     if ctx.on_call is not None:

@@ -88,12 +88,13 @@ class ProposalEvent(TraceEvent):
 @dataclass(frozen=True)
 class LlmEvent(TraceEvent):
     """One LLM call, by the program (a step of the workflow) or the optimizer (a choice or a
-    text). A call that failed has ``error`` and no token counts."""
+    text). A call that failed has ``error`` and no token counts. A ``reused`` call was answered
+    with an answer the repair already had: not sent, booked at 0 tokens and 0 cost."""
 
     EVENT: ClassVar[str] = "llm"
     OPTIONAL: ClassVar[tuple[str, ...]] = (
         "purpose", "step", "prompt_sha", "prompt_tokens", "completion_tokens", "latency_s",
-        "model", "cost", "answers", "error",
+        "model", "cost", "answers", "error", "reused",
     )
     role: str
     iteration: int
@@ -107,6 +108,7 @@ class LlmEvent(TraceEvent):
     cost: float | None = None
     answers: tuple[str, ...] | None = None
     error: str | None = None
+    reused: bool | None = None
     t: float = 0.0
 
     def to_json(self) -> dict[str, Any]:

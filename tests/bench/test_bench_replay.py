@@ -17,6 +17,7 @@ from flowmend.bench._store import RESULTS
 from flowmend.cli import main
 
 DATA = Path(__file__).parent / "data"
+BUILT_IN = Path(__file__).parents[2] / "flowmend" / "bench" / "methods"
 REPLAY = DATA / "humaneval_test1_smollm2.replay.jsonl"
 # What the recorded run itself found, per (task, method): a replay must find the same.
 EXPECTED = DATA / "humaneval_test1_smollm2.expected.json"
@@ -31,13 +32,28 @@ TASKS = ["HumanEval/3"]
 GREEDY = ("b0", "b1")
 
 
+def recorded_methods(folder: Path) -> str:
+    """The built-in methods as the recording ran them: every call sent, none reused (the
+    recording predates reuse; with it a method spends less and goes on past the recording)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in METHODS:
+        method = json.loads((BUILT_IN / f"{name}.json").read_text())
+        method["config"]["reuse_greedy"] = False
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(method))
+        paths.append(str(path))
+    return ",".join(paths)
+
+
 def bench_args(out, *extra):
     # A small budget keeps the recording small (the same for every method, as always); no
     # wall-time cap, so a replay makes the calls the (slower) recorded run made.
     return ["bench", "--suite", "humaneval", "--split", "test", "--limit", "1",
             "--budget-calls", "8", "--budget-tokens", "4000", "--budget-wall-s", "36000",
-            "--methods", ",".join(METHODS), "--backend", "replay", "--replay", str(REPLAY),
-            "--model", "smollm2", "--out", str(out), "--no-progress", *extra]
+            "--methods", recorded_methods(Path(out).parent / "methods"), "--backend", "replay",
+            "--replay", str(REPLAY), "--model", "smollm2", "--out", str(out), "--no-progress",
+            *extra]
 
 
 def summary(record):

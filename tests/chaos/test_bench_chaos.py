@@ -4,7 +4,6 @@ nothing is recorded twice, nothing it started is left running."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -18,6 +17,7 @@ import pytest
 
 from flowmend import _lifeline
 from flowmend.bench._store import RESULTS, read_results
+from tests.llm.recordings import one_answer_per_request
 
 ROOT = Path(__file__).parents[2]
 # Every answer SmolLM2 gave in one run of the greedy methods on four tasks (data/README.md).
@@ -33,15 +33,7 @@ def replay(tmp_path_factory) -> Path:
     """The recording with one answer per request. Under batching, vLLM's greedy answers to two
     identical requests can differ, and a replay hands them out in arrival order, which a resume
     restarts: with one answer each, a resumed run must equal an uninterrupted one exactly."""
-    seen, lines = set(), []
-    for line in RECORDING.read_text().splitlines():
-        key = json.dumps(json.loads(line)["request"], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            lines.append(line)
-    path = tmp_path_factory.mktemp("replay") / "replay.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return one_answer_per_request(RECORDING, tmp_path_factory.mktemp("replay") / "replay.jsonl")
 
 
 @pytest.fixture(scope="module")

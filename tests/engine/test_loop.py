@@ -21,6 +21,7 @@ from flowmend.llm import Backend, Broker, Completion, ModelConfig, Request, open
 from flowmend.sandbox import Sandbox
 from flowmend.task import Task
 from flowmend.verifier import ScoreWeights
+from tests.llm.recordings import one_answer_per_request
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "workflows"
@@ -188,23 +189,35 @@ RECORDED = [
 ]
 
 
-@pytest.mark.parametrize("replay,workflow,task,options", RECORDED)
-def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, task, options):
+def replay_recorded(sandbox, tmp_path, replay, workflow, task, options, *, reuse_greedy,
+                    first_answers=False):
     from flowmend.bench.datasets import task_by_id
 
     path = DATA / replay
     if not path.exists():
         pytest.fail(f"missing recording {path}: see tests/engine/data/README.md")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if first_answers:
+        path = one_answer_per_request(path, tmp_path / replay)
     if task.endswith(".json"):
         the_task = Task.from_json(json.loads(Path(task).read_text()))
     else:
         the_task = task_by_id(task)
-    broker = broker_for(path)
-    config = RepairConfig(budget=Budget(calls=40, tokens=30_000, wall_s=900), **options)
+    config = RepairConfig(budget=Budget(calls=40, tokens=30_000, wall_s=900),
+                          reuse_greedy=reuse_greedy, **options)
     seed = (EXAMPLES / workflow).read_text()
+    broker = broker_for(path)
     result = repair(seed, the_task, program=broker, optimizer=broker, sandbox=sandbox,
                     config=config, trace_path=tmp_path / "trace.jsonl")
-    expected = json.loads(path.with_suffix(".result.json").read_text())
+    return config, result, json.loads((DATA / replay).with_suffix(".result.json").read_text())
+
+
+@pytest.mark.parametrize("replay,workflow,task,options", RECORDED)
+def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, task, options):
+    # Recorded without reuse: every call of the recording is made again.
+    config, result, expected = replay_recorded(sandbox, tmp_path, replay, workflow, task, options,
+                                               reuse_greedy=False)
+    assert result.reused_calls == 0
     # Token counts are not compared with the recording: vLLM on CPU may answer the same greedy
     # request with different texts in different batches, and which of a key's recordings a
     # concurrent candidate gets back is a race. The decisions and counts are exact, except
@@ -222,6 +235,35 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
     if options.get("mode") == "prompt":
         kinds = {default_library().get(c.patch.operator).kind for c in result.candidates if c.patch}
         assert kinds <= {"prompt"}
+
+
+# The sessions that iterate (the first one's seed passes at once).
+@pytest.mark.parametrize("replay,workflow,task,options", RECORDED[1:])
+def test_reusing_greedy_answers_spends_less_for_the_same_decisions(tmp_path, sandbox, replay,
+                                                                    workflow, task, options):
+    _, plain, _ = replay_recorded(sandbox, tmp_path / "plain", replay, workflow, task, options,
+                                  reuse_greedy=False, first_answers=True)
+    _, result, _ = replay_recorded(sandbox, tmp_path / "reuse", replay, workflow, task, options,
+                                   reuse_greedy=True, first_answers=True)
+    for key in ("status", "passed_visible", "iterations", "stopped_by", "proposals"):
+        assert result.to_json()[key] == plain.to_json()[key], key
+    assert [(c.key, c.source, c.selected, c.passed_visible) for c in result.candidates] == \
+        [(c.key, c.source, c.selected, c.passed_visible) for c in plain.candidates]
+    # Every call of the plain run was either made again or reused; a reused one was not sent.
+    assert result.calls + result.reused_calls == plain.calls
+    assert sum(c.reused for c in result.candidates) == result.reused_calls
+    assert sum(c.calls for c in result.candidates) + result.reused_calls == \
+        sum(c.calls for c in plain.candidates)
+    assert result.reused_calls > 0, "nothing reused: the recording no longer shows reuse"
+    assert result.tokens < plain.tokens and result.reused_tokens > 0
+    # The trace books reused calls at 0 tokens, so its sum is what the repair spent.
+    trace = [json.loads(line) for line in (tmp_path / "reuse" / "trace.jsonl").read_text()
+             .splitlines()]
+    reused = [e for e in trace if e["event"] == "llm" and e.get("reused")]
+    assert len(reused) == result.reused_calls
+    assert all(e["prompt_tokens"] == e["completion_tokens"] == 0 for e in reused)
+    answered = [e for e in trace if e["event"] == "llm" and "prompt_tokens" in e]
+    assert sum(e["prompt_tokens"] + e["completion_tokens"] for e in answered) == result.tokens
 
 
 def test_lineage_names_each_parent_and_its_patch_rebuilds_the_child(sandbox):
@@ -287,12 +329,14 @@ def test_repair_config_is_one_json_record_with_a_digest():
         pre_patches=(Patch("append-instruction", {"step": "code"}, {"sentence": "Be brief."}),),
         program_params={"max_tokens": 200, "stop": ["\n\n"]},
         optimizer=OptimizerConfig(menu_size=6, text_template="{instruction}"),
+        reuse_greedy=False,
     )
     data = json.loads(json.dumps(config.to_json()))
     again = RepairConfig.from_json(data)
     assert again == config and again.digest == config.digest and len(config.digest) == 64
     assert RepairConfig.from_json({}) == RepairConfig()
     assert RepairConfig(rng_seed=1).digest != RepairConfig().digest
+    assert RepairConfig(reuse_greedy=False).digest != RepairConfig().digest
 
 
 def test_repair_config_carries_conventions_and_keeps_old_digests():
@@ -316,6 +360,7 @@ def test_repair_config_carries_conventions_and_keeps_old_digests():
     ({"step_callees": "llm"}, "'step_callees'"),
     ({"seeds": 1}, "'seeds'"),
     ({"rng_seed": 1.5}, "rng_seed"),
+    ({"reuse_greedy": "yes"}, "reuse_greedy"),
 ])
 def test_repair_config_from_json_names_the_bad_field_in_one_line(data, field):
     with pytest.raises(ValueError, match=field) as err:
