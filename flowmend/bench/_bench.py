@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -109,10 +109,12 @@ def make_plan(*, suite: str, split: str, split_scheme: str, methods: str, seed_w
               budget: dict[str, Any], backend: str, model: str, optimizer_model: str | None,
               replay: str | None, record: str | None, base_url: str | None, seed: int,
               limit: int | None, out: str | Path, raw_baseline: bool = False,
-              allow_weak_isolation: bool = False, isolation: str | None = None) -> BenchPlan:
+              allow_weak_isolation: bool = False, isolation: str | None = None,
+              extra_methods: Sequence[Method] = ()) -> BenchPlan:
     """Load and check what a run needs (methods, seed workflow, pre-patches, the split's tasks,
     a sandbox with namespaces unless ``allow_weak_isolation``) before anything is written; a
-    `UserError` says what is wrong. ``isolation`` forces a sandbox mode (tests)."""
+    `UserError` says what is wrong. ``isolation`` forces a sandbox mode (tests);
+    ``extra_methods`` join the named ones (a learned set-up's, built by the command line)."""
     from flowmend.sandbox import describe_isolation
 
     found = describe_isolation(isolation)
@@ -121,6 +123,10 @@ def make_plan(*, suite: str, split: str, split_scheme: str, methods: str, seed_w
                         "code could read the hidden tests; install bubblewrap, or pass "
                         "--allow-weak-isolation to run anyway (every output then says so)")
     loaded = load_methods(methods)
+    clash = sorted({m.name for m in loaded} & {m.name for m in extra_methods})
+    if clash:
+        raise UserError(f"method name(s) {', '.join(clash)} used twice")
+    loaded += list(extra_methods)
     seed_source, seed_where = read_seed_workflow(seed_workflow)
     from flowmend.engine import parse_workflow
 
@@ -173,7 +179,8 @@ def check_pre_patches(methods, seed_source: str, where: str) -> None:
     for method in methods:
         if not method.config.pre_patches:
             continue
-        result = apply_patches(seed_source, list(method.config.pre_patches))
+        result = apply_patches(method.seed_source or seed_source,
+                               list(method.config.pre_patches))
         if not isinstance(result, Applied):
             raise UserError(f"method {method.name}'s pre-patches do not apply to the seed "
                             f"workflow: {result.detail}", where=where)
@@ -218,8 +225,9 @@ def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox, hidden=None):
         if method.strategy == "oracle-select" and hidden is not None:
             def utility(code: str) -> float:
                 return as_hidden(hidden(problem, code)).utility
-        return solve_with(method.strategy, plan.seed_source, problem.task, program=program,
-                          optimizer=optimizer, sandbox=sandbox, config=config, utility=utility)
+        return solve_with(method.strategy, method.seed_source or plan.seed_source, problem.task,
+                          program=program, optimizer=optimizer, sandbox=sandbox, config=config,
+                          utility=utility)
 
     return solve
 

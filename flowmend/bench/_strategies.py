@@ -57,10 +57,6 @@ class RoundLog:
     many candidates ran."""
 
     def __init__(self) -> None:
-        from flowmend.engine import BudgetExhausted
-
-        self._refusals = {str(BudgetExhausted(limit))
-                          for limit in ("calls", "tokens", "cost", "wall_time")}
         self.rounds: dict[int, dict[str, Any]] = {}
 
     def __call__(self, event) -> None:
@@ -70,8 +66,7 @@ class RoundLog:
             self._round(event.iteration)["menu"] = event.size
         elif isinstance(event, LlmEvent) and event.role == "optimizer" \
                 and event.purpose == "choice":
-            cut = event.error is not None and event.error in self._refusals
-            self._round(event.iteration)["budget_cut"] = cut
+            self._round(event.iteration)["budget_cut"] = event.budget_stop is not None
         elif isinstance(event, IterationEvent):
             self._round(event.iteration)["candidates"] = event.candidates
 

@@ -46,6 +46,8 @@ class Method:
         origin: where the definition came from (``builtin:b0`` or a path).
         strategy: ``repair`` (the inner loop with this config), ``best-of-n``, ``self-repair``
             or ``oracle-select`` (see `flowmend.bench._strategies`).
+        seed_label, seed_source: the method's own seed workflow (a learned set-up's,
+            `flowmend bench --setup`); None runs the run's ``--seed-workflow``.
     """
 
     name: str
@@ -54,16 +56,22 @@ class Method:
     config: RepairConfig = field(default_factory=lambda: RepairConfig(iterations=0))
     origin: str = field(default="", compare=False)
     strategy: str = "repair"
+    seed_label: str | None = None
+    seed_source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        # The default strategy is left out: the identity of runs made before it stays the same.
+        # The defaults are left out: the identity of runs made before they existed stays.
         strategy = {} if self.strategy == "repair" else {"strategy": self.strategy}
+        seed = {} if self.seed_source is None else {
+            "seed_workflow": self.seed_label,
+            "seed_workflow_sha256": hashlib.sha256(self.seed_source.encode()).hexdigest()[:16]}
         return {
             "schema": METHOD_SCHEMA,
             "name": self.name,
             "description": self.description,
             "baseline": self.baseline,
             **strategy,
+            **seed,
             "config": self.config.to_json(),
         }
 

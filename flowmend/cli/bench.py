@@ -84,6 +84,10 @@ def register(sub) -> None:
                        help="run even where the sandbox has no namespaces (no bubblewrap, or "
                             "it is refused): candidate code could then read the hidden tests, "
                             "and run.json, every record, REPORT.md and the console say so")
+    bench.add_argument("--setup", default=None, metavar="DIR",
+                       help="a learned set-up directory (`flowmend meta train`'s DIR/learned): "
+                            "adds two methods, `meta` (the learned set-up) and `meta-default` "
+                            "(the set-up its search started from), each on its own seed")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.set_defaults(run=_run_bench, starts_processes=True)
 
@@ -125,6 +129,7 @@ def _run_bench(args) -> int:
         replay=args.replay, record=args.record, base_url=args.base_url, seed=args.seed,
         limit=args.limit, out=args.out, raw_baseline=args.raw_baseline,
         allow_weak_isolation=args.allow_weak_isolation,
+        extra_methods=_setup_methods(args.setup, args.model) if args.setup else (),
     )
     console = Console(stderr=True)
     with _ProgressBar(console, disable=args.no_progress) as bar:
@@ -137,6 +142,24 @@ def _run_bench(args) -> int:
     if plan.isolation_warning:
         console.print(plan.isolation_warning, highlight=False)
     return 0
+
+
+def _setup_methods(directory: str, model: str):
+    """A learned set-up as two methods: ``meta`` (the learned set-up) and ``meta-default``
+    (the set-up its search started from), each on its own seed workflow."""
+    from flowmend.bench.methods import Method
+    from flowmend.meta import LearnedSetup
+
+    learned = LearnedSetup.load(directory, model=model)
+    return (
+        Method(name="meta", description=f"the meta-learned set-up ({directory}, "
+                                        f"{learned.setup.digest()[:12]})",
+               config=learned.setup.config, seed_label=learned.setup.seed,
+               seed_source=learned.setup.seed_source, origin=directory),
+        Method(name="meta-default", description="the set-up the meta search started from",
+               baseline=True, config=learned.default.config, seed_label=learned.default.seed,
+               seed_source=learned.default.seed_source, origin=directory),
+    )
 
 
 def _check_flags(args) -> None:

@@ -106,6 +106,10 @@ def _add_plan_options(parser) -> None:
                              "is the default set-up's")
     parser.add_argument("--minibatch", type=int, default=16,
                         help="train-search tasks each trial is scored on")
+    parser.add_argument("--split-limit", type=int, default=None, metavar="N",
+                        help="at most N tasks of train-confirm, val and test, the first in "
+                             "dataset order: a smoke run on a small machine (part of the "
+                             "study's identity; REPORT.md gives every n)")
     parser.add_argument("--confirm-top", type=int, default=3,
                         help="top trials re-evaluated on train-confirm and compared on val")
     parser.add_argument("--template-mutations", type=int, default=4,
@@ -147,6 +151,8 @@ def _plan(args):
                         ("--workers", getattr(args, "workers", 1))):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, not {value}")
+    if args.split_limit is not None and args.split_limit < 1:
+        raise UserError(f"--split-limit must be at least 1, not {args.split_limit}")
     if not 0 <= args.template_mutations <= 16:
         raise UserError(f"--template-mutations must lie in [0, 16], not "
                         f"{args.template_mutations}")
@@ -175,7 +181,7 @@ def _plan(args):
         seeds={s: seeds.load(s) for s in ids}, minibatch=args.minibatch,
         confirm_top=args.confirm_top, max_tokens_per_task=args.max_tokens_per_task,
         concurrency=args.concurrency, template_mutations=args.template_mutations,
-        meta_model=args.meta_model, base=base)
+        meta_model=args.meta_model, base=base, split_limit=args.split_limit)
 
 
 def _generation_library(path: str):

@@ -671,7 +671,7 @@ class _Repair:
             completion = metered_call(self.optimizer, self.meter, request)
         except BudgetExhausted as err:
             self.trace(LlmEvent(role="optimizer", purpose=purpose, iteration=iteration,
-                                error=str(err)))
+                                error=str(err), budget_stop=err.limit))
             raise
         except Exception as err:  # noqa: BLE001 - a model fault is data in the trace
             self.optimizer_errors += 1

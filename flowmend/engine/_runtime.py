@@ -97,11 +97,28 @@ def verify(code):
     return Check.from_json(answer)
 
 
+def _siblings(namespace):
+    # The workflow's sibling modules (prompts.py beside it), importable as `import prompts`
+    # and, through a package the workflow belongs to, as `from . import prompts`.
+    package = _types.ModuleType("_flowmend_workflow")
+    package.__path__ = []
+    _sys.modules["_flowmend_workflow"] = package
+    for name, source in {modules}.items():
+        module = _types.ModuleType(name)
+        module.__package__ = "_flowmend_workflow"
+        exec(compile(source, name + ".py", "exec"), module.__dict__)
+        _sys.modules[name] = _sys.modules["_flowmend_workflow." + name] = module
+        setattr(package, name, module)
+    namespace["__package__"] = "_flowmend_workflow"
+
+
 def _main():
     task = _types.SimpleNamespace(**{task})
     namespace = {{"__name__": "workflow", "llm": llm, "verify": verify,
                  "extract_code": extract_code, "Check": Check,
                  "VerifyLimitExceeded": VerifyLimitExceeded, "BudgetExhausted": BudgetExhausted}}
+    if {modules}:
+        _siblings(namespace)
     exec(compile({source}, _WORKFLOW_FILE, "exec"), namespace)
     entry = namespace.get({entry})
     if not callable(entry):
@@ -436,11 +453,14 @@ def harness(workflow: Workflow, task: Task) -> str:
         "entry_point": task.entry_point,
         "visible_tests": list(task.visible_tests),
     }
+    from flowmend.engine._siblings import sibling_sources
+
     return _HARNESS.format(
         helpers=_HELPERS,
         task=repr(visible_task),
         source=repr(workflow.source),
         entry=repr(workflow.entry),
+        modules=repr(sibling_sources(workflow)),
     )
 
 

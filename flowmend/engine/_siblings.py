@@ -84,6 +84,17 @@ def sibling_path(workflow_path: str | None, name: str) -> Path | None:
     return Path(workflow_path).parent / f"{name}.py" if workflow_path else None
 
 
+def sibling_sources(wf) -> dict[str, str]:
+    """Module name -> source of every sibling module the workflow imports (an edit's new text
+    where it changed one): what the sandbox must provide for the workflow to run."""
+    found: dict[str, str] = {}
+    for name, _relative in sibling_imports(wf.module).values():
+        path = sibling_path(wf.path, name)
+        if path is not None and (str(path) in wf.files or path.is_file()):
+            found[name] = workflow_sibling(wf, path).source
+    return found
+
+
 def workflow_sibling(wf, path: str | Path, where: str | None = None) -> Sibling:
     """The sibling module at `path` as workflow `wf` sees it, read once per workflow."""
     key = str(path)

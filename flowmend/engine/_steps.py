@@ -154,7 +154,13 @@ class Modeller:
             if func.value in self.classes:
                 init = self._method(func.value, "__init__")
                 return [init] if init else []
+            if func.value in instances:  # an instance called: its class's __call__
+                hit = self._method(instances[func.value], "__call__")
+                return [hit] if hit else []
             return []
+        if isinstance(func, cst.Call) and dotted_name(func.func) in self.classes:
+            hit = self._method(dotted_name(func.func), "__call__")  # Flow()(...)
+            return [hit] if hit else []
         if not isinstance(func, cst.Attribute):
             return []
         attr = func.attr.value

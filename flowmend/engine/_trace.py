@@ -88,13 +88,14 @@ class ProposalEvent(TraceEvent):
 @dataclass(frozen=True)
 class LlmEvent(TraceEvent):
     """One LLM call, by the program (a step of the workflow) or the optimizer (a choice or a
-    text). A call that failed has ``error`` and no token counts. A ``reused`` call was answered
-    with an answer the repair already had: not sent, booked at 0 tokens and 0 cost."""
+    text). A call that failed has ``error`` and no token counts; one the budget refused also
+    names the cap in ``budget_stop``. A ``reused`` call was answered with an answer the repair
+    already had: not sent, booked at 0 tokens and 0 cost."""
 
     EVENT: ClassVar[str] = "llm"
     OPTIONAL: ClassVar[tuple[str, ...]] = (
         "purpose", "step", "prompt_sha", "prompt_tokens", "completion_tokens", "latency_s",
-        "model", "cost", "answers", "error", "reused",
+        "model", "cost", "answers", "error", "reused", "budget_stop",
     )
     role: str
     iteration: int
@@ -109,6 +110,7 @@ class LlmEvent(TraceEvent):
     answers: tuple[str, ...] | None = None
     error: str | None = None
     reused: bool | None = None
+    budget_stop: str | None = None
     t: float = 0.0
 
     def to_json(self) -> dict[str, Any]:

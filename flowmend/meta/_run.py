@@ -138,6 +138,7 @@ def evolve_library(plan: TrainPlan, *, prune: bool = False, min_count: int = 2,
     problems = problems_of(plan.suite) if problems is None else problems
     search, confirm = cut_train(splits.select(problems, "train", task_id=_task_id),
                                 task_id=_task_id)
+    confirm = confirm[: plan.split_limit]
     search_ids = {_task_id(p) for p in search}
     learned_dir = plan.out / LEARNED_DIR
     setup = LearnedSetup.load(learned_dir).setup if learned_dir.is_dir() else \
@@ -185,7 +186,7 @@ def report(plan: TrainPlan, *, resamples: int = 10_000,
         records = kept["records"]
     else:
         problems = splits.select(problems_of(plan.suite) if problems is None else problems,
-                                 "test", task_id=_task_id)
+                                 "test", task_id=_task_id)[: plan.split_limit]
         records = []
         with open_evaluator(plan, models) as evaluator:
             for name, setup in (("default", learned.default), ("learned", chosen)):

@@ -68,6 +68,8 @@ class TrainPlan:
         template_mutations: rewrites of each optimizer template the meta model is asked for
             once, when the study starts; the accepted ones join the search (0: none).
         meta_model: the model that writes them (None: the optimizer model).
+        split_limit: at most this many tasks of train-confirm, val and test, the first in
+            dataset order (a smoke run on a small machine; None: all).
     """
 
     suite: str
@@ -90,6 +92,7 @@ class TrainPlan:
     base: RepairConfig = field(default_factory=RepairConfig)
     template_mutations: int = 0
     meta_model: str | None = None
+    split_limit: int | None = None
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -100,6 +103,7 @@ class TrainPlan:
                       for k, v in self.seeds.items()},
             "base": self.space().base.digest,
             "template_mutations": self.template_mutations, "meta_model": self.meta_name,
+            "split_limit": self.split_limit,
             "max_tokens_per_task": self.max_tokens_per_task,
         }
 
@@ -152,9 +156,10 @@ class Study:
         self.plan = plan
         self.evaluator = evaluator
         self.space = plan.space()
-        search, self.confirm = cut_train(train, task_id=_task_id)
+        search, confirm = cut_train(train, task_id=_task_id)
         self.search = search_order(search, plan.seed)[: plan.minibatch]
-        self.val = list(val)
+        self.confirm = confirm[: plan.split_limit]
+        self.val = list(val)[: plan.split_limit]
         if not self.search or not self.confirm or not self.val:
             raise UserError(f"too few tasks for the meta splits (train-search "
                             f"{len(self.search)}, train-confirm {len(self.confirm)}, "

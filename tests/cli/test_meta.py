@@ -71,3 +71,24 @@ def test_a_set_up_that_cannot_be_used_is_refused_in_one_line(tmp_path):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bench_with_a_learned_set_up_adds_it_and_its_default_as_two_methods(tmp_path):
+    from flowmend.bench.methods import Method
+    from flowmend.cli.bench import _setup_methods
+
+    weights = replace(RepairConfig().weights, beta=0.125)
+    directory = _saved(tmp_path, RepairConfig(iterations=2, proposals=2, weights=weights))
+    meta, default = _setup_methods(str(directory), "smollm2")
+    assert (meta.name, default.name) == ("meta", "meta-default") and default.baseline
+    assert meta.config.weights.beta == 0.125 and meta.seed_source == seeds.load("single_shot")
+    assert meta.to_json()["seed_workflow"] == "single_shot"
+    assert "seed_workflow" not in Method(name="x").to_json()  # old identities unchanged
+    replay = ROOT / "tests" / "chaos" / "data" / "humaneval_test4_smollm2.replay.jsonl"
+    result = _flowmend("bench", "--suite", "humaneval", "--limit", "1", "--methods", "b0",
+                       "--setup", str(directory), "--backend", "replay", "--replay",
+                       str(replay), "--out", str(tmp_path / "run"), "--no-progress",
+                       "--budget-calls", "1")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").open()]
+    assert sorted(r["method"] for r in records) == ["b0", "meta", "meta-default"]

@@ -166,6 +166,45 @@ def test_convention_fixtures_run_and_an_inserted_verify_step_runs_too(tmp_path, 
     assert [c.step for c in run.calls] == [s.id for s in wf.steps]
 
 
+def test_a_workflow_with_its_prompts_in_a_sibling_module_runs_and_runs_its_edited_prompt(
+        tmp_path, sandbox):
+    """`import prompts` beside the workflow: the sandbox gets the module (and an edit's new
+    text of it), so the class-based fixture runs as written and after a prompt rewrite."""
+    import shutil
+
+    from flowmend.engine import Applied, Patch, apply_patch, find_project_config
+
+    folder = tmp_path / "class_async"
+    shutil.copytree(EXAMPLES / "conventions" / "class_async", folder)
+    path = folder / "class_async.py"
+    config = find_project_config(path)
+    wf = parse_workflow(path.read_text(), entry=config.entry, conventions=config.conventions,
+                        path=str(path))
+    seen: list[str] = []
+
+    class Right(Broker):
+        def call(self, request, timeout=None):
+            seen.append(request.prompt)
+            return Completion((RIGHT,), 10, 10, 0.0, "smollm2", 20.0)
+
+    backend = open_backend(ModelConfig(kind="replay", replay_path=str(write_replay(tmp_path / "e.jsonl", []))))
+    edited = apply_patch(wf, Patch("rewrite-prompt-literal", {"step": "draft"},
+                                   {"text": "Draft the function, code only."}))
+    assert isinstance(edited, Applied) and edited.files  # the edit rewrote prompts.py
+    for workflow, draft in ((wf, "Write a complete, correct Python solution."),
+                            (edited.workflow, "Draft the function, code only.")):
+        seen.clear()
+        ctx = RunContext(workflow=workflow, task=ADD, program=Right(backend), sandbox=sandbox,
+                         meter=Meter(Budget()))
+        run = run_workflow(ctx, timeout_s=20)
+        assert run.status == "ok", (run.error_type, run.error_message, run.traceback_tail)
+        assert "return a + b" in run.output
+        assert seen[0].startswith(draft)
+        assert [c.step for c in run.calls] == ["draft", "solution"]
+    assert path.read_text() == (EXAMPLES / "conventions" / "class_async" / "class_async.py"
+                                ).read_text()  # nothing on disk changed
+
+
 def test_prompt_mode_menu_holds_prompt_edits_only():
     wf = parse_workflow((EXAMPLES / "plan_then_code.py").read_text())
     from flowmend.engine import menu

@@ -174,6 +174,7 @@ def test_meta_train_refuses_bad_flags_in_one_line(tmp_path):
 
     for argv, message in ((["--trials", "0"], "--trials must be at least 1"),
                           (["--template-mutations", "17"], "--template-mutations must lie"),
+                          (["--split-limit", "0"], "--split-limit must be at least 1"),
                           (["--seeds", "nosuch"], "unknown seed workflow 'nosuch'"),
                           (["--backend", "replay"], "--backend replay needs --replay FILE")):
         result = subprocess.run([sys.executable, "-m", "flowmend", "meta", "train", "--out",

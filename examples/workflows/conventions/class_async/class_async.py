@@ -26,3 +26,9 @@ class Workflow:
             instruction=f"Review this draft and return the corrected code:\n{draft['response']}",
         )
         return solution["response"]
+
+
+async def solve(task):
+    # What the framework's runner does: build the workflow and call it on the problem.
+    workflow = Workflow()
+    return await workflow(task.prompt, task.entry_point)
