@@ -218,13 +218,8 @@ RECORDED = [
      dict(iterations=2, proposals=2)),
     ("replay_he0.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
      dict(iterations=2, proposals=3, program_params={"max_tokens": 200})),
-    pytest.param(
-        "replay_prompt.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
-        dict(iterations=2, proposals=3, mode="prompt", program_params={"max_tokens": 200}),
-        marks=pytest.mark.skip(reason="recorded when the prompt-mode menu still offered "
-                               "set-call-params (now a structure edit), so its optimizer "
-                               "prompts miss; re-record it with data/README.md's command, "
-                               "which needs the model")),
+    ("replay_prompt.jsonl", "plan_then_code.py", "humaneval/HumanEval/0",
+     dict(iterations=2, proposals=3, mode="prompt", program_params={"max_tokens": 200})),
 ]
 
 
@@ -263,6 +258,7 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
     # `no_code`, left out for the same reason: it depends on the texts.
     got = result.to_json()
     got["proposals"].pop("no_code")
+    expected["proposals"].pop("no_code", None)
     for key in ("status", "passed_visible", "iterations", "calls", "stopped_by", "proposals"):
         assert got[key] == expected[key], key
     assert result.tokens <= config.budget.tokens and result.calls <= config.budget.calls
@@ -276,8 +272,10 @@ def test_recorded_sessions_replay_exactly(tmp_path, sandbox, replay, workflow, t
         assert kinds <= {"prompt"}
 
 
-# The sessions that iterate (the first one's seed passes at once).
-@pytest.mark.parametrize("replay,workflow,task,options", RECORDED[1:])
+# The session that iterates and edits a step whose answer others reuse (the first one's seed
+# passes at once; the prompt-mode one's recorded edits all rewrite the plan, which the code
+# step reads, so nothing there is reusable).
+@pytest.mark.parametrize("replay,workflow,task,options", RECORDED[1:2])
 def test_reusing_greedy_answers_spends_less_for_the_same_decisions(tmp_path, sandbox, replay,
                                                                     workflow, task, options):
     _, plain, _ = replay_recorded(sandbox, tmp_path / "plain", replay, workflow, task, options,
