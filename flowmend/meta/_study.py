@@ -23,9 +23,9 @@ from flowmend import _lifeline
 from flowmend.errors import UserError
 
 STUDY_NAME = "flowmend-meta"
-OWNER = "flowmend_owner"  # trial system attr: {"host", "pid", "start"}
-HEARTBEAT = "flowmend_heartbeat"  # trial system attr: wall-clock seconds of the last beat
-RETRY_OF = "flowmend_retry_of"
+OWNER = "owner"  # trial user attr: {"host", "pid", "start"}
+HEARTBEAT = "heartbeat"  # trial user attr: wall-clock seconds of the last beat
+RETRY_OF = "retry_of"
 
 
 def storage_for(spec: str | None, out: Path):
@@ -71,16 +71,16 @@ def open_study(storage, identity: dict[str, Any], *, seed: int):
     return study
 
 
-def own(study, trial) -> None:
+def own(trial) -> None:
     """Stamp `trial` as this process's, with a first heartbeat."""
     owner = {"host": socket.gethostname(), "pid": os.getpid(),
              "start": _lifeline.start_time(os.getpid())}
-    study._storage.set_trial_system_attr(trial._trial_id, OWNER, owner)
-    beat(study, trial)
+    trial.set_user_attr(OWNER, owner)
+    beat(trial)
 
 
-def beat(study, trial) -> None:
-    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, time.time())
+def beat(trial) -> None:
+    trial.set_user_attr(HEARTBEAT, time.time())
 
 
 def recover_stale(study, *, stale_after_s: float) -> list[int]:
@@ -91,12 +91,12 @@ def recover_stale(study, *, stale_after_s: float) -> list[int]:
     host = socket.gethostname()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.system_attrs.get(OWNER)
-        last = t.system_attrs.get(HEARTBEAT, 0.0)
+        owner = t.user_attrs.get(OWNER)
+        last = t.user_attrs.get(HEARTBEAT, 0.0)
         gone = isinstance(owner, dict) and owner.get("host") == host \
             and not _lifeline.alive(int(owner.get("pid", -1)), owner.get("start"))
         if gone or time.time() - float(last) > stale_after_s:
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            study.tell(t.number, state=TrialState.FAIL)
             study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF: t.number},
                                 skip_if_exists=False)
             recovered.append(t.number)

@@ -257,7 +257,7 @@ class Study:
         ran = 0
         while self._open_slots() > 0:
             trial = self.study.ask()
-            _study.own(self.study, trial)
+            _study.own(trial)
             setup = self.space.suggest(trial)
             self.save_setup(setup)
             trial.set_user_attr("setup", setup.digest())
@@ -294,7 +294,7 @@ class Study:
             passed += bool(record.get("passed"))
             tokens.append(int(record.get("tokens") or 0))
             trial.report(utilities[-1], step)
-            _study.beat(self.study, trial)
+            _study.beat(trial)
             if trial.should_prune():
                 trial.set_user_attr("tasks", len(utilities))
                 return TrialState.PRUNED, None, records

@@ -22,7 +22,7 @@ from flowmend.engine import RepairConfig
 from flowmend.errors import UserError
 from flowmend.meta import (EvalCache, LearnedSetup, SearchSpace, cache_key, learn, meta_split,
                            report, train)
-from flowmend.meta._study import RETRY_OF, STUDY_NAME, storage_for
+from flowmend.meta._study import OWNER, RETRY_OF, STUDY_NAME, storage_for
 from flowmend.meta._train import TrainPlan
 from tests.meta import oracle
 
@@ -129,7 +129,7 @@ def test_two_workers_share_one_study(tmp_path):
     trials = _trials(tmp_path)
     assert len(trials) == 6 and len({t.number for t in trials}) == 6
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    owners = {t.system_attrs["flowmend_owner"]["pid"] for t in trials}
+    owners = {t.user_attrs[OWNER]["pid"] for t in trials}
     assert owners == {w.pid for w in workers}
     learned = train(oracle.plan(tmp_path, trials=6), problems=oracle.PROBLEMS,
                     models=oracle.models())
