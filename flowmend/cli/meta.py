@@ -96,8 +96,9 @@ def _add_plan_options(parser) -> None:
                              "a journal file (default: DIR/study.journal)")
     parser.add_argument("--budget-calls", type=int, default=8, help="LLM calls per task")
     parser.add_argument("--budget-tokens", type=int, default=4000, help="tokens per task")
-    parser.add_argument("--budget-wall-s", type=float, default=600.0,
-                        help="wall seconds per task")
+    parser.add_argument("--budget-wall-s", type=float, default=None, metavar="S",
+                        help="wall seconds per task (default: none; as in the bench, a task's "
+                             "wall time depends on what runs beside it, docs/bench.md)")
     parser.add_argument("--max-tokens-per-task", type=float, default=None,
                         help="cost constraint: a set-up spending more tokens per task on "
                              "average is infeasible (default: the token budget)")
@@ -156,7 +157,7 @@ def _plan(args):
     if not 0 <= args.template_mutations <= 16:
         raise UserError(f"--template-mutations must lie in [0, 16], not "
                         f"{args.template_mutations}")
-    if args.budget_wall_s <= 0:
+    if args.budget_wall_s is not None and args.budget_wall_s <= 0:
         raise UserError(f"--budget-wall-s must be positive, not {args.budget_wall_s}")
     if args.backend == "replay" and not args.replay:
         raise UserError("--backend replay needs --replay FILE (recorded completions)")

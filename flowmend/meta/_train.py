@@ -76,7 +76,7 @@ class TrainPlan:
     out: Path
     storage: str | None = None
     trials: int = 20
-    budget: Budget = field(default_factory=lambda: Budget(calls=8, tokens=4000, wall_s=600.0))
+    budget: Budget = field(default_factory=lambda: Budget(calls=8, tokens=4000, wall_s=None))
     model: str = "smollm2"
     optimizer_model: str | None = None
     backend: str = "vllm"
