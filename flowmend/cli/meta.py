@@ -17,9 +17,11 @@ def register(sub) -> None:
     meta = sub.add_parser(
         "meta", help="learn the inner loop's set-up offline (Optuna), report it on test",
         description="The offline outer loop. `train` searches set-ups (seed workflow, loop "
-                    "shape, mode, menu, verifier weights) with Optuna on train tasks, using "
-                    "their hidden tests; `report` evaluates the learned set-up against the "
-                    "default on the test split, once.")
+                    "shape, mode, menu, optimizer templates, verifier weights) with Optuna on "
+                    "train tasks, using their hidden tests; `library` evolves the operator "
+                    "library (mined macros, admitted only if they help); `show` sets a learned "
+                    "set-up beside its default; `report` evaluates it against the default on "
+                    "the test split, once.")
     verbs = meta.add_subparsers(dest="meta_verb", metavar="VERB")
     train = verbs.add_parser(
         "train", help="search set-ups; resumable, several workers may share one study",
