@@ -14,6 +14,6 @@ from flowmend import _api
 
 _api.public_api(__name__, globals(), {
     "_bench": ("BenchOutcome", "BenchPlan", "broker_stats", "make_plan", "models_for",
-               "pass_counts", "run_bench"),
+               "pass_counts", "run_bench", "task_id"),
     "_runner": ("BenchProgress", "build_record", "error_result", "hidden_utility_with"),
 })

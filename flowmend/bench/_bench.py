@@ -221,10 +221,8 @@ def repair_solver(plan: BenchPlan, *, program, optimizer, sandbox, hidden=None):
 
     def solve(problem, method: Method) -> dict:
         config = replace(method.config, budget=budget, rng_seed=plan.seed)
-        utility = None
-        if method.strategy == "oracle-select" and hidden is not None:
-            def utility(code: str) -> float:
-                return as_hidden(hidden(problem, code)).utility
+        oracle = method.strategy == "oracle-select" and hidden is not None
+        utility = (lambda code: as_hidden(hidden(problem, code)).utility) if oracle else None
         return solve_with(method.strategy, method.seed_source or plan.seed_source, problem.task,
                           program=program, optimizer=optimizer, sandbox=sandbox, config=config,
                           utility=utility)

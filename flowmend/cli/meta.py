@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from flowmend.cli._common import LiveBar
+from flowmend.cli._common import LiveBar, read_text
 from flowmend.llm._config import KINDS as BACKENDS
 
 SUITES = ("humaneval", "mbpp", "mbpp-sanitized")
@@ -194,9 +194,7 @@ def _generation_library(path: str):
     from flowmend.errors import UserError
 
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
-    except OSError as err:
-        raise UserError(f"cannot read: {err.strerror}", where=path) from None
+        data = json.loads(read_text(path, "library generation"))
     except json.JSONDecodeError as err:
         raise UserError(f"not JSON: {err.msg}", where=path) from None
     if not isinstance(data, dict) or data.get("schema") != "flowmend.library-generation/1":

@@ -13,7 +13,7 @@ from flowmend._files import write_atomically, write_json_atomically
 from flowmend.errors import UserError
 from flowmend.meta._cache import EvalCache
 from flowmend.meta._evaluate import Evaluator
-from flowmend.bench import splits
+from flowmend.bench import splits, task_id
 from flowmend.engine import RepairConfig
 from flowmend.meta._learned import LearnedSetup
 from flowmend.meta._train import LEARNED_DIR, MetaProgress, Study, TrainPlan
@@ -72,8 +72,8 @@ def train(plan: TrainPlan, *, finalize: bool = True,
     the plan's suite and models. Only the `lead` worker prepares a new study (template
     variants, the default trial); the others wait for it."""
     problems = problems_of(plan.suite) if problems is None else problems
-    return _study_run(plan, train=splits.select(problems, "train", task_id=_task_id),
-                      val=splits.select(problems, "val", task_id=_task_id), models=models,
+    return _study_run(plan, train=splits.select(problems, "train", task_id=task_id),
+                      val=splits.select(problems, "val", task_id=task_id), models=models,
                       finalize=finalize, before_finalize=before_finalize,
                       on_progress=on_progress, lead=lead)
 
@@ -136,10 +136,10 @@ def evolve_library(plan: TrainPlan, *, prune: bool = False, min_count: int = 2,
 
     say = on_progress or (lambda _t: None)
     problems = problems_of(plan.suite) if problems is None else problems
-    search, confirm = cut_train(splits.select(problems, "train", task_id=_task_id),
-                                task_id=_task_id)
+    search, confirm = cut_train(splits.select(problems, "train", task_id=task_id),
+                                task_id=task_id)
     confirm = confirm[: plan.split_limit]
-    search_ids = {_task_id(p) for p in search}
+    search_ids = {task_id(p) for p in search}
     learned_dir = plan.out / LEARNED_DIR
     setup = LearnedSetup.load(learned_dir).setup if learned_dir.is_dir() else \
         plan.space().setup(next(iter(plan.seeds)))
@@ -186,7 +186,7 @@ def report(plan: TrainPlan, *, resamples: int = 10_000,
         records = kept["records"]
     else:
         problems = splits.select(problems_of(plan.suite) if problems is None else problems,
-                                 "test", task_id=_task_id)[: plan.split_limit]
+                                 "test", task_id=task_id)[: plan.split_limit]
         records = []
         with open_evaluator(plan, models) as evaluator:
             for name, setup in (("default", learned.default), ("learned", chosen)):
@@ -203,9 +203,6 @@ def report(plan: TrainPlan, *, resamples: int = 10_000,
     write_atomically(path, _report_text(learned, summaries, markdown_table(table_rows(summaries))))
     return path
 
-
-def _task_id(problem: Any) -> str:
-    return problem.task.task_id
 
 
 def plot_front(rows: list[dict], path: Path) -> Path:

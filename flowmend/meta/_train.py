@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from flowmend._files import write_json_atomically
+from flowmend.bench import task_id
 from flowmend.bench.metrics import utility
 from flowmend.engine import Budget, RepairConfig
 from flowmend.errors import UserError
-from flowmend.meta._cache import EvalCache
 from flowmend.meta._evaluate import Evaluator
 from flowmend.meta._learned import LearnedSetup
 from flowmend.meta._space import SearchSpace, Setup
@@ -127,7 +127,7 @@ class MetaProgress:
     """Where a study stands, for a progress bar.
 
     Attributes:
-        trials_done, trials_total: finished trials (complete, pruned, failed) of the study.
+        trials_done, trials_total: finished trials (complete or pruned) of the study.
         best_confirm: the best mean hidden utility on train-confirm so far (None before any).
         tokens: tokens this worker's evaluations spent (cache hits spend none).
         elapsed_s: this worker's wall time.
@@ -156,7 +156,7 @@ class Study:
         self.plan = plan
         self.evaluator = evaluator
         self.space = plan.space()
-        search, confirm = cut_train(train, task_id=_task_id)
+        search, confirm = cut_train(train, task_id=task_id)
         self.search = search_order(search, plan.seed)[: plan.minibatch]
         self.confirm = confirm[: plan.split_limit]
         self.val = list(val)[: plan.split_limit]
@@ -164,8 +164,8 @@ class Study:
             raise UserError(f"too few tasks for the meta splits (train-search "
                             f"{len(self.search)}, train-confirm {len(self.confirm)}, "
                             f"val {len(self.val)}); each needs at least one")
-        self.splits = {"train": split_digest(train, task_id=_task_id),
-                       "val": split_digest(val, task_id=_task_id)}
+        self.splits = {"train": split_digest(train, task_id=task_id),
+                       "val": split_digest(val, task_id=task_id)}
         self.storage = _study.storage_for(plan.storage, plan.out)
         self.study = _study.open_study(self.storage, {**plan.identity(), "splits": self.splits},
                                        seed=plan.seed)
@@ -438,6 +438,3 @@ def optuna_fixed(params: dict[str, Any]):
 
     return optuna.trial.FixedTrial(params)
 
-
-def _task_id(problem: Any) -> str:
-    return problem.task.task_id

@@ -23,7 +23,6 @@ from flowmend.errors import UserError
 from flowmend.meta import (EvalCache, LearnedSetup, SearchSpace, cache_key, learn, meta_split,
                            report, train)
 from flowmend.meta._study import OWNER, RETRY_OF, STUDY_NAME, storage_for
-from flowmend.meta._train import TrainPlan
 from tests.meta import oracle
 
 ROOT = Path(__file__).parents[2]
